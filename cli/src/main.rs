@@ -1,0 +1,5 @@
+//! The `tsuba` command.
+
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,7 @@
+//! Policy types shared by host and guest.
+//!
+//! Holds the agent-API policy (Rego) that the guest agent enforces on every host request, the
+//! initdata document and its digest (bound into the launch as SNP HOST_DATA or TDX MRCONFIGID), and
+//! the image signature policy types. A leaf crate: it does no I/O.
+
+#![forbid(unsafe_code)]
