@@ -5,3 +5,10 @@
 //! the image signature policy types. A leaf crate: it does no I/O.
 
 #![forbid(unsafe_code)]
+
+mod initdata;
+
+pub use initdata::{
+    HOST_DATA_LEN, HostData, INITDATA_VERSION, Initdata, InitdataAlgorithm, InitdataError,
+    MAX_INITDATA_LEN, MR_CONFIG_ID_LEN, MrConfigId,
+};
