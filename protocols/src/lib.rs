@@ -5,3 +5,5 @@
 //! parsed claims. A leaf crate: it does no I/O.
 
 #![forbid(unsafe_code)]
+
+pub mod agent;
