@@ -4,5 +4,34 @@
 //! with Trustee's broker and guest-components' client. It verifies SNP, TDX and (only when
 //! explicitly enabled) simulated evidence, appraises it against reference values with a Rego
 //! policy, and releases resources encrypted to the attested guest's ephemeral key.
+//!
+//! [`Broker`] holds the protocol logic, [`router`] puts it behind HTTP and [`serve`] runs it over
+//! HTTPS (or plain HTTP on loopback, when asked for by name).
 
 #![forbid(unsafe_code)]
+
+mod admin;
+mod binding;
+mod broker;
+mod error;
+mod http;
+mod jwe;
+mod policy;
+mod server;
+mod session;
+mod store;
+mod token;
+mod verifier;
+
+pub use admin::{AdminAuth, AdminAuthError, sign_admin_token};
+pub use binding::{BindingDigest, REPORT_DATA_LEN};
+pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind};
+pub use error::KbsError;
+pub use http::{HttpLimits, router};
+pub use jwe::{FlattenedJwe, JweError};
+pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
+pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
+pub use session::{NewSession, SessionError, SessionId};
+pub use store::{ResourcePath, StoreError};
+pub use token::{TokenClaims, TokenError};
+pub use verifier::{Claims, EvidenceTrust, Verifier, VerifierError, VerifierSet};

@@ -1,0 +1,419 @@
+//! The broker's protocol logic (auth, attest, resource, admin), independent of HTTP.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use kbs_types::{Attestation, TeePubKey};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256, Sha384};
+
+use crate::admin::AdminAuth;
+use crate::binding::{BindingDigest, REPORT_DATA_LEN};
+use crate::error::KbsError;
+use crate::jwe::{self, FlattenedJwe};
+use crate::policy::{self, Decision, Policy};
+use crate::session::{NewSession, SessionId, Sessions};
+use crate::store::{ResourcePath, Store};
+use crate::token::{self, TokenClaims, TokenSigner};
+use crate::verifier::{EvidenceTrust, VerifierSet};
+
+/// The one protocol version this broker speaks.
+pub const PROTOCOL_VERSION: &str = "0.4.0";
+
+/// How the broker runs.
+#[derive(Debug)]
+pub struct BrokerConfig {
+    /// Directory holding resources, policies, reference values and the token key.
+    pub state_dir: PathBuf,
+    /// The administrator's key.
+    pub admin: AdminAuth,
+    /// How long a session (auth → attest → resource by cookie) lives.
+    pub session_ttl: Duration,
+    /// How long an attestation token is valid.
+    pub token_ttl: Duration,
+    /// Most live sessions at once.
+    pub max_sessions: usize,
+}
+
+impl BrokerConfig {
+    /// Defaults as Trustee's: 5-minute sessions and tokens, at most 65,536 live sessions.
+    pub fn new(state_dir: PathBuf, admin: AdminAuth) -> Self {
+        Self {
+            state_dir,
+            admin,
+            session_ttl: Duration::from_secs(300),
+            token_ttl: Duration::from_secs(300),
+            max_sessions: 65_536,
+        }
+    }
+}
+
+/// Which policy an admin call addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// Decides whether verified evidence earns a token.
+    Attestation,
+    /// Decides which attested guest may read which resource.
+    Resource,
+}
+
+struct Policies {
+    attestation: Policy,
+    resource: Policy,
+}
+
+/// A running broker's state.
+pub struct Broker {
+    config: BrokerConfig,
+    verifiers: VerifierSet,
+    sessions: Sessions,
+    signer: TokenSigner,
+    store: Store,
+    policies: RwLock<Policies>,
+    /// Serialises admin updates so policy recompilation sees a consistent store.
+    admin_lock: std::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("verifiers", &self.verifiers)
+            .field("state_dir", &self.config.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The response to `auth`: the new session and its challenge body.
+#[derive(Debug)]
+pub struct AuthResponse {
+    /// The session, for the cookie.
+    pub session: NewSession,
+    /// When the session expires.
+    pub expires: SystemTime,
+    /// The challenge JSON body.
+    pub challenge: Value,
+}
+
+#[derive(Deserialize)]
+struct AuthRequest {
+    version: String,
+    tee: String,
+    #[serde(rename = "extra-params", default)]
+    _extra_params: Value,
+}
+
+impl Broker {
+    /// Opens the state directory (creating the token key on first start) and loads policies.
+    pub fn new(config: BrokerConfig, verifiers: VerifierSet) -> Result<Self, KbsError> {
+        let store = Store::open(&config.state_dir).map_err(KbsError::Store)?;
+        let signer = match store.token_key().map_err(KbsError::Store)? {
+            Some(pem) => TokenSigner::from_pkcs8_pem(&pem).map_err(KbsError::Issue)?,
+            None => {
+                let signer = TokenSigner::generate();
+                let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
+                store.set_token_key(&pem).map_err(KbsError::Store)?;
+                signer
+            }
+        };
+        if verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated {
+            tracing::warn!(
+                "INSECURE: accepting simulated and sample evidence; every token is marked simulated"
+            );
+        }
+        let policies = load_policies(&store)?;
+        Ok(Self {
+            sessions: Sessions::new(config.session_ttl, config.max_sessions),
+            config,
+            verifiers,
+            signer,
+            store,
+            policies: RwLock::new(policies),
+            admin_lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// `POST /kbs/v0/auth`.
+    pub fn auth(&self, body: &[u8]) -> Result<AuthResponse, KbsError> {
+        let request: AuthRequest =
+            serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
+        if request.version != PROTOCOL_VERSION {
+            return Err(KbsError::ProtocolVersion {
+                version: request.version,
+            });
+        }
+        let unsupported = || KbsError::UnsupportedTee {
+            tee: request.tee.clone(),
+        };
+        let tee = kbs_types::Tee::from_str(&request.tee).map_err(|_| unsupported())?;
+        if !self.verifiers.accepts(tee) {
+            return Err(unsupported());
+        }
+        let session = self
+            .sessions
+            .create(tee, Instant::now())
+            .map_err(KbsError::Session)?;
+        let challenge = serde_json::json!({"nonce": session.nonce, "extra-params": ""});
+        Ok(AuthResponse {
+            session,
+            expires: SystemTime::now() + self.sessions.ttl(),
+            challenge,
+        })
+    }
+
+    /// `POST /kbs/v0/attest`: verifies the evidence and returns an attestation token.
+    pub fn attest(&self, session: Option<&SessionId>, body: &[u8]) -> Result<String, KbsError> {
+        let session = session.ok_or(KbsError::MissingCookie)?;
+        let raw: Value = serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
+        let attestation = Attestation::deserialize(&raw).map_err(KbsError::MalformedRequest)?;
+        // The nonce is gone from the session from here on, whatever happens next.
+        let (tee, nonce) = self
+            .sessions
+            .take_nonce(session, Instant::now())
+            .map_err(KbsError::Session)?;
+        if attestation.runtime_data.nonce != nonce {
+            return Err(KbsError::NonceMismatch);
+        }
+        jwe::check_tee_key(&attestation.runtime_data.tee_pubkey).map_err(KbsError::TeeKey)?;
+        // Hash the key exactly as the client sent it (extra JWK members included).
+        let raw_key = &raw["runtime-data"]["tee-pubkey"];
+        let binding = BindingDigest::compute(
+            &nonce,
+            raw_key,
+            &attestation.tee_evidence.additional_evidence,
+        );
+        let verifier = self
+            .verifiers
+            .get(tee)
+            .ok_or_else(|| KbsError::UnsupportedTee {
+                tee: tee.to_string(),
+            })?;
+        let now = SystemTime::now();
+        let claims = verifier
+            .verify(&attestation.tee_evidence.primary_evidence, &binding, now)
+            .map_err(KbsError::Evidence)?;
+        let expected_report_data = if claims.report_data.len() == REPORT_DATA_LEN * 2 {
+            hex::encode(binding.padded())
+        } else {
+            hex::encode(binding.as_bytes())
+        };
+        let claims_json = serde_json::to_value(&claims).map_err(KbsError::MalformedRequest)?;
+        let input = serde_json::json!({
+            "claims": claims_json,
+            "expected_report_data": expected_report_data,
+            "init_data": init_data_input(attestation.init_data.as_ref()),
+        });
+        let decision = self
+            .read_policies()
+            .attestation
+            .evaluate(input)
+            .map_err(KbsError::PolicyEval)?;
+        if let Decision::Deny(reasons) = decision {
+            return Err(KbsError::AttestationDenied { reasons });
+        }
+        let simulated =
+            claims.simulated || self.verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated;
+        let iat = unix(now);
+        let token_claims = TokenClaims {
+            iss: token::ISSUER.into(),
+            iat,
+            exp: iat.saturating_add(self.config.token_ttl.as_secs()),
+            tee: claims.tee.clone(),
+            simulated,
+            tee_pubkey: raw_key.clone(),
+            claims: claims_json,
+        };
+        let token = self.signer.issue(&token_claims).map_err(KbsError::Issue)?;
+        tracing::info!(tee = %claims.tee, simulated, measurement = %claims.measurement, "attestation affirmed");
+        self.sessions.set_attested(session, token_claims);
+        Ok(token)
+    }
+
+    /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`, authorised by an attested session or a bearer
+    /// token (`authorization` is the whole `Authorization` header value).
+    pub fn resource(
+        &self,
+        session: Option<&SessionId>,
+        authorization: Option<&str>,
+        path: &ResourcePath,
+    ) -> Result<FlattenedJwe, KbsError> {
+        let claims = match (authorization, session) {
+            (Some(header), _) => {
+                let token = header
+                    .strip_prefix("Bearer ")
+                    .ok_or(KbsError::TokenNotFound)?
+                    .trim();
+                self.signer
+                    .verify(token, unix(SystemTime::now()))
+                    .map_err(KbsError::Token)?
+            }
+            (None, Some(session)) => self
+                .sessions
+                .attested(session, Instant::now())
+                .map_err(|_| KbsError::TokenNotFound)?,
+            (None, None) => return Err(KbsError::TokenNotFound),
+        };
+        let input = serde_json::json!({
+            "claims": claims.claims,
+            "tee": claims.tee,
+            "simulated": claims.simulated,
+            "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
+        });
+        let decision = self
+            .read_policies()
+            .resource
+            .evaluate(input)
+            .map_err(KbsError::PolicyEval)?;
+        if decision != Decision::Allow {
+            return Err(KbsError::PolicyDeny);
+        }
+        let bytes = self
+            .store
+            .resource(path)
+            .map_err(KbsError::Store)?
+            .ok_or(KbsError::ResourceNotFound)?;
+        let key = TeePubKey::deserialize(&claims.tee_pubkey).map_err(KbsError::MalformedRequest)?;
+        let jwe = jwe::encrypt(&key, &bytes).map_err(KbsError::Encrypt)?;
+        tracing::info!(resource = %path, tee = %claims.tee, "resource released");
+        Ok(jwe)
+    }
+
+    /// Checks an admin request's `Authorization` header.
+    pub fn check_admin(&self, authorization: Option<&str>) -> Result<(), KbsError> {
+        self.config
+            .admin
+            .check(authorization, unix(SystemTime::now()))
+            .map_err(KbsError::AdminAuth)
+    }
+
+    /// Stores a resource (admin).
+    pub fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), KbsError> {
+        self.store
+            .set_resource(path, bytes)
+            .map_err(KbsError::Store)?;
+        tracing::info!(resource = %path, "resource stored");
+        Ok(())
+    }
+
+    /// Lists resource paths (admin).
+    pub fn list_resources(&self) -> Result<Vec<String>, KbsError> {
+        let paths = self.store.list_resources().map_err(KbsError::Store)?;
+        Ok(paths.iter().map(ToString::to_string).collect())
+    }
+
+    /// The current policy text (admin).
+    pub fn policy(&self, kind: PolicyKind) -> String {
+        let policies = self.read_policies();
+        match kind {
+            PolicyKind::Attestation => policies.attestation.text().to_owned(),
+            PolicyKind::Resource => policies.resource.text().to_owned(),
+        }
+    }
+
+    /// Replaces a policy (admin). The policy is compiled before it is stored.
+    pub fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), KbsError> {
+        let _guard = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refs = self.store.reference_values().map_err(KbsError::Store)?;
+        let compiled = Policy::compile(text, &refs).map_err(KbsError::InvalidPolicy)?;
+        match kind {
+            PolicyKind::Attestation => self.store.set_attestation_policy(text),
+            PolicyKind::Resource => self.store.set_resource_policy(text),
+        }
+        .map_err(KbsError::Store)?;
+        let mut policies = self.write_policies();
+        match kind {
+            PolicyKind::Attestation => policies.attestation = compiled,
+            PolicyKind::Resource => policies.resource = compiled,
+        }
+        tracing::info!(?kind, "policy replaced");
+        Ok(())
+    }
+
+    /// The reference values (admin).
+    pub fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, KbsError> {
+        self.store.reference_values().map_err(KbsError::Store)
+    }
+
+    /// Replaces the reference values (admin) and recompiles the policies over them.
+    pub fn set_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), KbsError> {
+        let _guard = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.store
+            .set_reference_values(values)
+            .map_err(KbsError::Store)?;
+        let policies = load_policies(&self.store)?;
+        *self.write_policies() = policies;
+        tracing::info!(names = values.len(), "reference values replaced");
+        Ok(())
+    }
+
+    fn read_policies(&self) -> std::sync::RwLockReadGuard<'_, Policies> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_policies(&self) -> std::sync::RwLockWriteGuard<'_, Policies> {
+        self.policies
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn load_policies(store: &Store) -> Result<Policies, KbsError> {
+    let refs = store.reference_values().map_err(KbsError::Store)?;
+    let attestation = store.attestation_policy().map_err(KbsError::Store)?;
+    let resource = store.resource_policy().map_err(KbsError::Store)?;
+    let compile = |text: Option<String>, default: &str| {
+        Policy::compile(text.as_deref().unwrap_or(default), &refs).map_err(KbsError::PolicyEval)
+    };
+    Ok(Policies {
+        attestation: compile(attestation, policy::DEFAULT_ATTESTATION_POLICY)?,
+        resource: compile(resource, policy::DEFAULT_RESOURCE_POLICY)?,
+    })
+}
+
+/// The init-data as policy input: its format and the digests a TEE would bind (SNP `HOST_DATA`
+/// holds SHA-256, TDX `MRCONFIGID` SHA-384 zero-padded).
+fn init_data_input(init_data: Option<&kbs_types::InitData>) -> Value {
+    match init_data {
+        None => Value::Null,
+        Some(data) => serde_json::json!({
+            "format": data.format,
+            "sha256": hex::encode(Sha256::digest(data.body.as_bytes())),
+            "sha384": hex::encode(Sha384::digest(data.body.as_bytes())),
+        }),
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Decodes a base64url (no padding) policy upload.
+pub(crate) fn decode_policy_upload(encoded: &str) -> Result<String, KbsError> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|_| {
+            KbsError::InvalidPolicy(policy::PolicyError::Compile(
+                "policy is not base64url".into(),
+            ))
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        KbsError::InvalidPolicy(policy::PolicyError::Compile("policy is not utf-8".into()))
+    })
+}

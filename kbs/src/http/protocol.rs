@@ -1,0 +1,68 @@
+//! The attestation endpoints: auth, attest, resource.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::{authorization, body, session_id};
+use crate::broker::Broker;
+use crate::error::KbsError;
+use crate::session::COOKIE_NAME;
+use crate::store::ResourcePath;
+
+pub(super) async fn auth(
+    State(broker): State<Arc<Broker>>,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, KbsError> {
+    let request = body(request)?;
+    let response = broker.auth(&request)?;
+    let cookie = format!(
+        "{COOKIE_NAME}={}; Expires={}",
+        response.session.id.as_str(),
+        httpdate::fmt_http_date(response.expires)
+    );
+    let mut http = Json(response.challenge).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        http.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(http)
+}
+
+pub(super) async fn attest(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    request: Result<Bytes, BytesRejection>,
+) -> Result<Response, KbsError> {
+    let request = body(request)?;
+    let session = session_id(&headers);
+    // Evidence verification is CPU-bound (signatures, policy): keep it off the I/O threads.
+    let token = tokio::task::spawn_blocking({
+        let broker = Arc::clone(&broker);
+        let session = session.clone();
+        move || broker.attest(session.as_ref(), &request)
+    })
+    .await
+    .map_err(|_| KbsError::Timeout)??;
+    Ok(Json(serde_json::json!({ "token": token })).into_response())
+}
+
+pub(super) async fn resource(
+    State(broker): State<Arc<Broker>>,
+    Path((repo, kind, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, KbsError> {
+    let path = ResourcePath::new(&repo, &kind, &tag).map_err(KbsError::ResourcePath)?;
+    let session = session_id(&headers);
+    let auth = authorization(&headers).map(str::to_owned);
+    let jwe = tokio::task::spawn_blocking(move || {
+        broker.resource(session.as_ref(), auth.as_deref(), &path)
+    })
+    .await
+    .map_err(|_| KbsError::Timeout)??;
+    Ok(Json(jwe).into_response())
+}

@@ -1,0 +1,369 @@
+//! Persistent state of the broker: resources, reference values, policies and the token signing
+//! key, as files under one directory. Every write is atomic (temporary file in the same directory,
+//! fsync, rename, fsync of the directory), so a broker killed at any moment leaves either the old
+//! or the new content, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Longest path segment of a resource (`repo`, `type` or `tag`).
+pub(crate) const MAX_SEGMENT_LEN: usize = 64;
+
+/// Largest resource accepted.
+pub(crate) const MAX_RESOURCE_LEN: usize = 1024 * 1024;
+
+const TOKEN_KEY: &str = "token-key.pem";
+const REFERENCE_VALUES: &str = "reference-values.json";
+const ATTESTATION_POLICY: &str = "attestation-policy.rego";
+const RESOURCE_POLICY: &str = "resource-policy.rego";
+const RESOURCES: &str = "resources";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored reference values are not valid JSON.
+    #[error("stored reference values are malformed")]
+    ReferenceValues(#[source] serde_json::Error),
+    /// A resource is larger than [`MAX_RESOURCE_LEN`].
+    #[error("resource is larger than {MAX_RESOURCE_LEN} bytes")]
+    ResourceTooLarge,
+}
+
+/// A validated `repo/type/tag` resource path: three segments of 1 to 64 characters from
+/// `[A-Za-z0-9._-]`, none of them `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResourcePath {
+    repo: String,
+    kind: String,
+    tag: String,
+}
+
+/// A resource path that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid resource path segment")]
+pub struct InvalidResourcePath;
+
+impl ResourcePath {
+    /// Validates the three segments.
+    pub fn new(repo: &str, kind: &str, tag: &str) -> Result<Self, InvalidResourcePath> {
+        for segment in [repo, kind, tag] {
+            let charset_ok = segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if segment.is_empty()
+                || segment.len() > MAX_SEGMENT_LEN
+                || !charset_ok
+                || segment == "."
+                || segment == ".."
+            {
+                return Err(InvalidResourcePath);
+            }
+        }
+        Ok(Self {
+            repo: repo.into(),
+            kind: kind.into(),
+            tag: tag.into(),
+        })
+    }
+
+    /// Parses `repo/type/tag`.
+    pub fn parse(path: &str) -> Result<Self, InvalidResourcePath> {
+        let mut parts = path.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(repo), Some(kind), Some(tag), None) => Self::new(repo, kind, tag),
+            _ => Err(InvalidResourcePath),
+        }
+    }
+
+    /// The repository segment.
+    pub fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    /// The type segment.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The tag segment.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+impl std::fmt::Display for ResourcePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.repo, self.kind, self.tag)
+    }
+}
+
+/// The broker's state directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state directory at `root`.
+    pub(crate) fn open(root: &Path) -> Result<Self, StoreError> {
+        let resources = root.join(RESOURCES);
+        fs::create_dir_all(&resources).map_err(|source| StoreError::Io {
+            op: "create directory",
+            path: resources,
+            source,
+        })?;
+        Ok(Self { root: root.into() })
+    }
+
+    /// The stored token signing key (PKCS#8 PEM), if any.
+    pub(crate) fn token_key(&self) -> Result<Option<String>, StoreError> {
+        self.read_string(&self.root.join(TOKEN_KEY))
+    }
+
+    /// Stores the token signing key.
+    pub(crate) fn set_token_key(&self, pem: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(TOKEN_KEY), pem.as_bytes())
+    }
+
+    /// The reference values (name → accepted values).
+    pub(crate) fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        match self.read_string(&self.root.join(REFERENCE_VALUES))? {
+            Some(text) => serde_json::from_str(&text).map_err(StoreError::ReferenceValues),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Replaces the reference values.
+    pub(crate) fn set_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(values).map_err(StoreError::ReferenceValues)?;
+        write_atomic(&self.root.join(REFERENCE_VALUES), &json)
+    }
+
+    /// The stored attestation policy, if one was set.
+    pub(crate) fn attestation_policy(&self) -> Result<Option<String>, StoreError> {
+        self.read_string(&self.root.join(ATTESTATION_POLICY))
+    }
+
+    /// Stores the attestation policy.
+    pub(crate) fn set_attestation_policy(&self, text: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(ATTESTATION_POLICY), text.as_bytes())
+    }
+
+    /// The stored resource policy, if one was set.
+    pub(crate) fn resource_policy(&self) -> Result<Option<String>, StoreError> {
+        self.read_string(&self.root.join(RESOURCE_POLICY))
+    }
+
+    /// Stores the resource policy.
+    pub(crate) fn set_resource_policy(&self, text: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(RESOURCE_POLICY), text.as_bytes())
+    }
+
+    /// A resource's bytes, if it exists.
+    pub(crate) fn resource(&self, path: &ResourcePath) -> Result<Option<Vec<u8>>, StoreError> {
+        let file = self.resource_file(path);
+        match fs::read(&file) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                op: "read",
+                path: file,
+                source,
+            }),
+        }
+    }
+
+    /// Stores a resource.
+    pub(crate) fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.len() > MAX_RESOURCE_LEN {
+            return Err(StoreError::ResourceTooLarge);
+        }
+        let file = self.resource_file(path);
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                op: "create directory",
+                path: dir.into(),
+                source,
+            })?;
+        }
+        write_atomic(&file, bytes)
+    }
+
+    /// Lists stored resource paths.
+    pub(crate) fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError> {
+        let mut out = Vec::new();
+        let root = self.root.join(RESOURCES);
+        for repo in read_dir_names(&root)? {
+            for kind in read_dir_names(&root.join(&repo))? {
+                for tag in read_dir_names(&root.join(&repo).join(&kind))? {
+                    // Skip temporary files of interrupted writes and anything not a valid path.
+                    if let Ok(path) = ResourcePath::new(&repo, &kind, &tag) {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(ToString::to_string);
+        Ok(out)
+    }
+
+    fn resource_file(&self, path: &ResourcePath) -> PathBuf {
+        self.root
+            .join(RESOURCES)
+            .join(&path.repo)
+            .join(&path.kind)
+            .join(&path.tag)
+    }
+
+    fn read_string(&self, file: &Path) -> Result<Option<String>, StoreError> {
+        match fs::read_to_string(file) {
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                op: "read",
+                path: file.into(),
+                source,
+            }),
+        }
+    }
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "list",
+                path: dir.into(),
+                source,
+            });
+        }
+    };
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| !name.starts_with(".tmp-"))
+        .collect())
+}
+
+/// Writes `bytes` to `path` atomically and durably, with mode 0600.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { op, path, source }
+    };
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{name}-{}", rand::random::<u64>()));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        file.write_all(bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("rename", path))?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync directory", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_paths_are_validated() {
+        assert!(ResourcePath::new("default", "key", "1").is_ok());
+        assert!(ResourcePath::parse("a.b/c_d/e-f").is_ok());
+        for bad in ["..", ".", "", "a/b", "a b", "é", "a\0b", &"x".repeat(65)] {
+            assert!(ResourcePath::new(bad, "key", "1").is_err(), "{bad:?}");
+            assert!(ResourcePath::new("repo", "key", bad).is_err(), "{bad:?}");
+        }
+        for bad in ["a/b", "a/b/c/d", "../b/c", "a//c", "/a/b"] {
+            assert!(ResourcePath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn everything_persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = ResourcePath::new("default", "key", "1").unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.set_resource(&path, b"v1").unwrap();
+            store.set_resource(&path, b"v2").unwrap();
+            store.set_token_key("pem").unwrap();
+            store.set_attestation_policy("a").unwrap();
+            store.set_resource_policy("r").unwrap();
+            store
+                .set_reference_values(&BTreeMap::from([("measurement".into(), vec!["ab".into()])]))
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.resource(&path).unwrap().unwrap(), b"v2");
+        assert_eq!(store.token_key().unwrap().unwrap(), "pem");
+        assert_eq!(store.attestation_policy().unwrap().unwrap(), "a");
+        assert_eq!(store.resource_policy().unwrap().unwrap(), "r");
+        assert_eq!(
+            store.reference_values().unwrap()["measurement"],
+            vec!["ab".to_owned()]
+        );
+        assert_eq!(store.list_resources().unwrap(), vec![path]);
+        assert!(
+            store
+                .resource(&ResourcePath::new("default", "key", "2").unwrap())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn leftover_temp_files_are_ignored_and_size_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let path = ResourcePath::new("r", "t", "x").unwrap();
+        store.set_resource(&path, b"ok").unwrap();
+        fs::write(dir.path().join("resources/r/t/.tmp-x-1"), b"torn").unwrap();
+        assert_eq!(store.list_resources().unwrap(), vec![path.clone()]);
+        assert!(matches!(
+            store.set_resource(&path, &vec![0; MAX_RESOURCE_LEN + 1]),
+            Err(StoreError::ResourceTooLarge)
+        ));
+        assert_eq!(store.resource(&path).unwrap().unwrap(), b"ok");
+        fs::write(dir.path().join(REFERENCE_VALUES), b"{broken").unwrap();
+        assert!(matches!(
+            store.reference_values(),
+            Err(StoreError::ReferenceValues(_))
+        ));
+    }
+}

@@ -1,0 +1,249 @@
+//! The attestation token: an ES256 JWT that the broker issues after a successful attestation and
+//! accepts back as a bearer token on resource requests. Like Trustee's EAR token, its header embeds
+//! the signer's public JWK; the broker itself trusts only its own key.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::elliptic_curve::zeroize::Zeroizing;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Largest token accepted as a bearer token.
+pub(crate) const MAX_TOKEN_LEN: usize = 64 * 1024;
+
+/// Issuer name in every token.
+pub(crate) const ISSUER: &str = "tsuba-kbs";
+
+/// Errors while issuing or checking a token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token is not three base64url parts of JSON.
+    #[error("token is malformed")]
+    Malformed,
+    /// The token is longer than [`MAX_TOKEN_LEN`].
+    #[error("token is longer than {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    /// The header names an algorithm other than ES256.
+    #[error("token algorithm is not es256")]
+    Algorithm,
+    /// The signature does not verify under the broker's key.
+    #[error("token signature is invalid")]
+    Signature,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The claims could not be serialised.
+    #[error("token claims could not be serialised")]
+    Serialize(#[source] serde_json::Error),
+    /// The stored signing key could not be read.
+    #[error("token signing key is not a valid pkcs#8 p-256 key")]
+    Key(#[source] p256::pkcs8::Error),
+}
+
+/// What the broker asserts about an attested guest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenClaims {
+    /// Always [`ISSUER`].
+    pub iss: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+    /// The TEE type the evidence came from (`snp`, `tdx`, `sample`, ...).
+    pub tee: String,
+    /// True when the evidence was simulated (sim roots or the sample TEE): never production.
+    pub simulated: bool,
+    /// The guest's ephemeral public key (JWK) that resources are encrypted to.
+    #[serde(rename = "tee-pubkey")]
+    pub tee_pubkey: Value,
+    /// The verified evidence claims the policies saw.
+    pub claims: Value,
+}
+
+/// Signs and checks attestation tokens with the broker's P-256 key.
+pub(crate) struct TokenSigner {
+    key: SigningKey,
+    header_b64: String,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner").finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// Generates a new signing key.
+    pub(crate) fn generate() -> Self {
+        Self::from_key(SigningKey::random(&mut rand::rngs::OsRng))
+    }
+
+    /// Loads a key from PKCS#8 PEM.
+    pub(crate) fn from_pkcs8_pem(pem: &str) -> Result<Self, TokenError> {
+        SigningKey::from_pkcs8_pem(pem)
+            .map(Self::from_key)
+            .map_err(TokenError::Key)
+    }
+
+    /// The key as PKCS#8 PEM, for storage.
+    pub(crate) fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, TokenError> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(TokenError::Key)
+    }
+
+    fn from_key(key: SigningKey) -> Self {
+        let public = p256::PublicKey::from(key.verifying_key());
+        let jwk: Value = serde_json::from_str(&public.to_jwk_string()).unwrap_or(Value::Null);
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "jwk": jwk});
+        Self {
+            key,
+            header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+        }
+    }
+
+    /// Issues a token carrying `claims`.
+    pub(crate) fn issue(&self, claims: &TokenClaims) -> Result<String, TokenError> {
+        let payload = serde_json::to_vec(claims).map_err(TokenError::Serialize)?;
+        let signing_input = format!("{}.{}", self.header_b64, URL_SAFE_NO_PAD.encode(payload));
+        let signature: Signature = self.key.sign(signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        ))
+    }
+
+    /// Checks a token's signature, algorithm and expiry at `now` (Unix seconds).
+    pub(crate) fn verify(&self, token: &str, now: u64) -> Result<TokenClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Value = decode_json(header)?;
+        if header.get("alg").and_then(Value::as_str) != Some("ES256") {
+            return Err(TokenError::Algorithm);
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
+            .ok_or(TokenError::Malformed)?;
+        let signing_input_len = token.len() - signature_len(token);
+        let verifying: &VerifyingKey = self.key.verifying_key();
+        verifying
+            .verify(&token.as_bytes()[..signing_input_len], &signature)
+            .map_err(|_| TokenError::Signature)?;
+        let claims: TokenClaims = decode_json(payload)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// Length of the `.signature` suffix of a three-part token.
+fn signature_len(token: &str) -> usize {
+    token.rfind('.').map_or(0, |dot| token.len() - dot)
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> TokenClaims {
+        TokenClaims {
+            iss: ISSUER.into(),
+            iat: 100,
+            exp,
+            tee: "sample".into(),
+            simulated: true,
+            tee_pubkey: serde_json::json!({"kty": "EC"}),
+            claims: serde_json::json!({"measurement": "ab"}),
+        }
+    }
+
+    #[test]
+    fn issue_then_verify() {
+        let signer = TokenSigner::generate();
+        let token = signer.issue(&claims(200)).unwrap();
+        assert_eq!(signer.verify(&token, 150).unwrap(), claims(200));
+        let header: Value = decode_json(token.split('.').next().unwrap()).unwrap();
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["jwk"]["crv"], "P-256");
+    }
+
+    #[test]
+    fn expired_tampered_and_foreign_tokens_are_refused() {
+        let signer = TokenSigner::generate();
+        let token = signer.issue(&claims(200)).unwrap();
+        assert!(matches!(
+            signer.verify(&token, 200),
+            Err(TokenError::Expired)
+        ));
+
+        // Swap in a payload claiming a different TEE: the signature no longer matches.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut forged = claims(200);
+        forged.tee = "snp".into();
+        forged.simulated = false;
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        let forged_token = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert!(matches!(
+            signer.verify(&forged_token, 150),
+            Err(TokenError::Signature)
+        ));
+
+        let other = TokenSigner::generate();
+        assert!(matches!(
+            other.verify(&token, 150),
+            Err(TokenError::Signature)
+        ));
+
+        let none_alg = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert!(matches!(
+            signer.verify(&none_alg, 150),
+            Err(TokenError::Algorithm)
+        ));
+        assert!(matches!(
+            signer.verify("a.b", 150),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            signer.verify("a.b.c.d", 150),
+            Err(TokenError::Malformed)
+        ));
+        assert!(matches!(
+            signer.verify(&"a".repeat(MAX_TOKEN_LEN + 1), 150),
+            Err(TokenError::TooLong)
+        ));
+    }
+
+    #[test]
+    fn key_survives_pem_round_trip() {
+        let signer = TokenSigner::generate();
+        let token = signer.issue(&claims(200)).unwrap();
+        let pem = signer.to_pkcs8_pem().unwrap();
+        let reloaded = TokenSigner::from_pkcs8_pem(pem.as_str()).unwrap();
+        assert_eq!(reloaded.verify(&token, 150).unwrap().tee, "sample");
+        assert!(TokenSigner::from_pkcs8_pem("not a pem").is_err());
+    }
+}

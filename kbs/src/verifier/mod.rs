@@ -1,0 +1,160 @@
+//! Evidence verifiers: one implementation per TEE behind one trait, picked by the TEE type the
+//! guest named in its request. Simulated roots and Trustee's `sample` TEE are only registered when
+//! the broker runs with [`EvidenceTrust::InsecureAcceptSimulated`].
+
+mod sample;
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use kbs_types::Tee;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::binding::BindingDigest;
+
+pub(crate) use sample::SampleVerifier;
+
+/// Which evidence the broker trusts. There is no default: the caller chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceTrust {
+    /// Only evidence chained to the hardware vendors' real roots.
+    HardwareOnly,
+    /// Also simulated evidence (tee-sim roots, Trustee's `sample` TEE). Every token issued for
+    /// such evidence is marked simulated. Never for production.
+    InsecureAcceptSimulated,
+}
+
+/// The verified, TEE-independent view of evidence that policies are evaluated over.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Claims {
+    /// TEE type (`snp`, `tdx`, `sample`).
+    pub tee: String,
+    /// True when the evidence is signed by simulated roots or is sample evidence.
+    pub simulated: bool,
+    /// The launch measurement (SNP `MEASUREMENT`, TDX `MRTD`), lowercase hex.
+    pub measurement: String,
+    /// Whether the guest runs with debug enabled.
+    pub debug: bool,
+    /// The report data from the evidence, lowercase hex.
+    pub report_data: String,
+    /// Host-provided data bound at launch (SNP `HOST_DATA`, TDX `MRCONFIGID`), lowercase hex.
+    pub host_data: String,
+    /// TEE-specific details (TCB versions, policy bits, RTMRs, ...).
+    pub details: Value,
+}
+
+/// Why evidence was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifierError {
+    /// The evidence JSON does not have the shape this TEE's evidence has.
+    #[error("evidence is malformed: {what}")]
+    Malformed {
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// The evidence JSON did not parse into this TEE's evidence type.
+    #[error("evidence is malformed")]
+    Json(#[source] serde_json::Error),
+    /// The report data does not carry the binding of this session's nonce and key.
+    #[error("report data does not bind this session's nonce and tee key")]
+    ReportDataMismatch,
+    /// A signature over the evidence or a certificate does not verify.
+    #[error("{what} signature does not verify")]
+    Signature {
+        /// What was signed.
+        what: &'static str,
+    },
+    /// A certificate is not valid at the verification time.
+    #[error("{what} certificate is not valid at this time")]
+    CertificateDates {
+        /// Which certificate.
+        what: &'static str,
+    },
+    /// The reported TCB does not match what the signing certificate certifies.
+    #[error("reported tcb does not match the certificate's tcb: {what}")]
+    TcbMismatch {
+        /// Which component.
+        what: String,
+    },
+    /// No certificate to verify the evidence with.
+    #[error("no {what} certificate available for this evidence")]
+    MissingCertificate {
+        /// Which certificate.
+        what: &'static str,
+    },
+    /// A certificate could not be parsed.
+    #[error("{what} certificate is malformed")]
+    Certificate {
+        /// Which certificate.
+        what: &'static str,
+    },
+    /// The platform's TCB level is not up to date or the collateral is not valid.
+    #[error("platform tcb is not acceptable: {status}")]
+    TcbStatus {
+        /// The status reported by the quote verification.
+        status: String,
+    },
+    /// Quote verification failed.
+    #[error("quote verification failed")]
+    Quote(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Verifies one TEE's evidence.
+pub trait Verifier: Send + Sync {
+    /// Verifies `evidence` (the `primary_evidence` JSON) at time `now`: signature, certificate
+    /// chain, TCB, and that its report data carries `binding`. Returns the claims on success.
+    fn verify(
+        &self,
+        evidence: &Value,
+        binding: &BindingDigest,
+        now: SystemTime,
+    ) -> Result<Claims, VerifierError>;
+}
+
+/// The verifiers this broker runs, by TEE type.
+pub struct VerifierSet {
+    trust: EvidenceTrust,
+    verifiers: HashMap<Tee, Box<dyn Verifier>>,
+}
+
+impl std::fmt::Debug for VerifierSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierSet")
+            .field("trust", &self.trust)
+            .field("tees", &self.verifiers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl VerifierSet {
+    /// A set for `trust`: empty for [`EvidenceTrust::HardwareOnly`]; with the `sample`
+    /// verifier for [`EvidenceTrust::InsecureAcceptSimulated`].
+    pub fn new(trust: EvidenceTrust) -> Self {
+        let mut verifiers: HashMap<Tee, Box<dyn Verifier>> = HashMap::new();
+        if trust == EvidenceTrust::InsecureAcceptSimulated {
+            verifiers.insert(Tee::Sample, Box::new(SampleVerifier));
+        }
+        Self { trust, verifiers }
+    }
+
+    /// Which evidence this set trusts.
+    pub fn trust(&self) -> EvidenceTrust {
+        self.trust
+    }
+
+    /// Adds or replaces the verifier for `tee`.
+    pub fn insert(&mut self, tee: Tee, verifier: Box<dyn Verifier>) {
+        self.verifiers.insert(tee, verifier);
+    }
+
+    /// The verifier for `tee`, if the broker accepts that TEE.
+    pub fn get(&self, tee: Tee) -> Option<&dyn Verifier> {
+        self.verifiers.get(&tee).map(Box::as_ref)
+    }
+
+    /// Whether `tee` is accepted.
+    pub fn accepts(&self, tee: Tee) -> bool {
+        self.verifiers.contains_key(&tee)
+    }
+}
