@@ -6,3 +6,12 @@
 //! memory, so the host never holds workload plaintext.
 
 #![forbid(unsafe_code)]
+
+mod digest;
+mod unpack;
+
+pub use digest::{Digest, DigestError};
+pub use unpack::{
+    Compression, DeviceNodes, LayerStats, Ownership, RootfsError, UnpackError, UnpackOptions,
+    unpack_layer, unpack_layer_sniffed,
+};
