@@ -5,3 +5,15 @@
 //! policy on every host request, reaps children and powers the guest off on a fatal error.
 
 #![forbid(unsafe_code)]
+
+mod config;
+mod init;
+mod reaper;
+mod service;
+mod transport;
+
+pub use config::{AgentConfig, ConfigError, Transport};
+pub use init::{InitError, load_modules, mount_system, power_off};
+pub use reaper::reap_children;
+pub use service::{HealthService, ServiceError, serve};
+pub use transport::{TransportError, find_serial_port, listener};

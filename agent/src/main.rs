@@ -1,0 +1,83 @@
+//! `tsuba-agent`: PID 1 of the tsuba guest.
+//!
+//! Sets up the system, starts the agent API, then reaps children until the guest is powered off.
+//! Any fatal error powers the guest off, so the host sees the VM exit with the reason on the
+//! console instead of a guest that hangs.
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tsuba_agent::{AgentConfig, HealthService};
+use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
+
+fn main() {
+    let started = Instant::now();
+    let is_init = std::process::id() == 1;
+    if let Err(error) = run(started, is_init) {
+        tracing::error!("fatal: {error:#}");
+        if is_init {
+            tracing::error!("powering off");
+            let errno = tsuba_agent::power_off();
+            tracing::error!(%errno, "power-off refused");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(started: Instant, is_init: bool) -> anyhow::Result<()> {
+    if is_init {
+        tsuba_agent::mount_system().context("setting up the guest system")?;
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let config = AgentConfig::from_cmdline(&cmdline);
+    init_tracing(config.as_ref().map_or("info", |c| c.log.as_str()));
+    let config = config?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), ?config.transport, "tsuba agent starting");
+    if is_init {
+        tsuba_agent::load_modules(Path::new(MODULES_DIR), Path::new(MODULES_LOAD_ORDER))?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tsuba_agent::listener(config.transport).await?;
+        let _server =
+            tsuba_agent::serve(listener, HealthService::new(started, detect_tee())).await?;
+        tracing::info!(
+            ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "agent ready"
+        );
+        tsuba_agent::reap_children().await;
+        anyhow::bail!("the child reaper stopped")
+    })
+}
+
+/// The TEE this guest runs in, from the devices the kernel offers. Reporting only: attestation
+/// picks its attester explicitly.
+fn detect_tee() -> &'static str {
+    if Path::new("/dev/sev-guest").exists() {
+        "snp"
+    } else if Path::new("/dev/tdx_guest").exists() {
+        "tdx"
+    } else if Path::new("/dev/virtio-ports/tsuba.teesim").exists() {
+        "sim"
+    } else {
+        "none"
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The console is host-visible: the agent never logs secrets, keys or workload data.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
