@@ -7,5 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod guest_image;
 pub mod evidence;
+pub mod guest_image;

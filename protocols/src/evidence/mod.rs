@@ -5,6 +5,7 @@
 mod claims;
 mod report_data;
 mod snp;
+mod snp_certs;
 mod tdx;
 mod wire;
 
@@ -14,6 +15,10 @@ pub use snp::{
     CpuId, FirmwareVersion, GuestPolicy, KeyInfo, SNP_REPORT_LEN, SNP_SIG_ALGO_ECDSA_P384_SHA384,
     SNP_SIG_COMPONENT_LEN, SNP_SIGNED_LEN, SigningKey, SnpReport, SnpReportError, SnpReportVersion,
     SnpSignature, TcbLayout, TcbParts, TcbVersion,
+};
+pub use snp_certs::{
+    GUID_ARK, GUID_ASK, GUID_CRL, GUID_VCEK, GUID_VLEK, SNP_CERT_TABLE_MAX_ENTRIES,
+    SNP_CERT_TABLE_MAX_LEN, SnpCertEntry, SnpCertTable, SnpCertTableError,
 };
 pub use tdx::{
     ATTESTATION_KEY_ECDSA_P256, CERT_TYPE_PCK_CHAIN, CERT_TYPE_QE_REPORT, CertificationData,
