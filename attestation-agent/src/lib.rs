@@ -7,3 +7,5 @@
 //! the key-provider trait that `image-rs` asks for keys through.
 
 #![forbid(unsafe_code)]
+
+pub mod kbs;

@@ -1,0 +1,495 @@
+//! The KBS protocol client: request, challenge, attestation, response (RCAR), then resource
+//! fetches with the attestation token, which is cached until shortly before it expires.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use serde_json::Value;
+use sha2::{Digest, Sha384};
+use zeroize::Zeroizing;
+
+use super::error::KbsClientError;
+use super::evidence::EvidenceProvider;
+use super::tee_key::{TeeKey, TeeKeyKind};
+use super::uri::ResourceUri;
+
+/// The protocol version spoken.
+const PROTOCOL_VERSION: &str = "0.4.0";
+/// Largest response body read from the broker.
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+/// A cached token is renewed this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+
+/// How the client reaches the broker.
+#[derive(Debug, Clone)]
+pub struct KbsClientConfig {
+    /// Base URL of the broker, e.g. `https://kbs.example:8080`.
+    pub url: String,
+    /// PEM certificates trusted for the broker's TLS certificate (no built-in roots are used).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Permit an `http://` URL. Only for a broker on loopback in tests and development.
+    pub insecure_allow_plain_http: bool,
+    /// The kind of ephemeral key generated per session.
+    pub key_kind: TeeKeyKind,
+    /// Attempts per step for transient failures (at least 1).
+    pub attempts: u32,
+    /// First backoff delay; doubled after each failed attempt.
+    pub backoff: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl KbsClientConfig {
+    /// Defaults for `url`: EC key, 4 attempts from 100 ms backoff, 30 s per request.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ca_pem: None,
+            insecure_allow_plain_http: false,
+            key_kind: TeeKeyKind::EcP256,
+            attempts: 4,
+            backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Attested {
+    token: String,
+    expires: u64,
+    key: Arc<TeeKey>,
+}
+
+/// A KBS client bound to one broker and one evidence provider.
+pub struct KbsClient {
+    http: reqwest::Client,
+    base: String,
+    config: KbsClientConfig,
+    evidence: Arc<dyn EvidenceProvider>,
+    cached: tokio::sync::Mutex<Option<Attested>>,
+}
+
+impl std::fmt::Debug for KbsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KbsClient")
+            .field("url", &self.base)
+            .field("tee", &self.evidence.tee())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KbsClient {
+    /// Builds a client. Refuses an `http://` URL unless explicitly allowed.
+    pub fn new(
+        config: KbsClientConfig,
+        evidence: Arc<dyn EvidenceProvider>,
+    ) -> Result<Self, KbsClientError> {
+        let base = config.url.trim_end_matches('/').to_owned();
+        let plain = base.starts_with("http://");
+        if !(base.starts_with("https://") || plain && config.insecure_allow_plain_http) {
+            return Err(KbsClientError::Protocol {
+                step: "config",
+                what: "broker url must be https:// (http:// only when explicitly allowed)",
+            });
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .user_agent(concat!(
+                "tsuba-attestation-agent/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .https_only(!plain);
+        if let Some(pem) = &config.ca_pem {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(pem).map_err(KbsClientError::Config)?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(KbsClientError::Config)?;
+        Ok(Self {
+            http,
+            base,
+            config,
+            evidence,
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Fetches and decrypts the resource at `uri` (`kbs:///repo/type/tag`), attesting first
+    /// when there is no valid token.
+    pub async fn get_resource(&self, uri: &str) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        let uri = ResourceUri::parse(uri)?;
+        let (token, key) = self.token().await?;
+        match self.fetch(&uri, &token, &key).await {
+            // The broker no longer accepts the token (restarted with a new key, expired early):
+            // attest once more.
+            Err(KbsClientError::Refused {
+                status: 401,
+                ref kind,
+                ..
+            }) if kind == "TokenVerification" || kind == "TokenNotFound" => {
+                self.invalidate().await;
+                let (token, key) = self.token().await?;
+                self.fetch(&uri, &token, &key).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs RCAR now (ignoring a cached token) and returns the new token.
+    pub async fn attest(&self) -> Result<String, KbsClientError> {
+        self.invalidate().await;
+        Ok(self.token().await?.0)
+    }
+
+    async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
+
+    async fn token(&self) -> Result<(String, Arc<TeeKey>), KbsClientError> {
+        let mut cached = self.cached.lock().await;
+        let now = unix_now();
+        if let Some(attested) = cached.as_ref()
+            && attested.expires > now.saturating_add(TOKEN_MARGIN.as_secs())
+        {
+            return Ok((attested.token.clone(), Arc::clone(&attested.key)));
+        }
+        let attested = self.retry(|| self.rcar()).await?;
+        let out = (attested.token.clone(), Arc::clone(&attested.key));
+        *cached = Some(attested);
+        Ok(out)
+    }
+
+    async fn rcar(&self) -> Result<Attested, KbsClientError> {
+        let kind = self.config.key_kind;
+        let key = tokio::task::spawn_blocking(move || TeeKey::generate(kind))
+            .await
+            .map_err(|_| KbsClientError::Protocol {
+                step: "key",
+                what: "key generation task failed",
+            })??;
+        let request = serde_json::json!({
+            "version": PROTOCOL_VERSION,
+            "tee": self.evidence.tee(),
+            "extra-params": {"supported-hash-algorithms": ["sha384"]},
+        });
+        let url = format!("{}/kbs/v0/auth", self.base);
+        let response = self
+            .send("auth", self.http.post(&url).json_body(&request), &url)
+            .await?;
+        let cookie = session_cookie(&response).ok_or(KbsClientError::Protocol {
+            step: "auth",
+            what: "no kbs-session-id cookie",
+        })?;
+        let challenge: Value = read_json("auth", response).await?;
+        let nonce = challenge
+            .get("nonce")
+            .and_then(Value::as_str)
+            .ok_or(KbsClientError::Protocol {
+                step: "auth",
+                what: "no nonce in challenge",
+            })?
+            .to_owned();
+        let jwk = key.public_jwk();
+        let binding = binding_digest(&nonce, &jwk, "");
+        let evidence = self
+            .evidence
+            .evidence(&binding)
+            .map_err(KbsClientError::Attester)?;
+        let attestation = serde_json::json!({
+            "init-data": null,
+            "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+        });
+        let url = format!("{}/kbs/v0/attest", self.base);
+        let request = self
+            .http
+            .post(&url)
+            .header(COOKIE, cookie)
+            .json_body(&attestation);
+        let response = self.send("attest", request, &url).await?;
+        let body: Value = read_json("attest", response).await?;
+        let token = body
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or(KbsClientError::Protocol {
+                step: "attest",
+                what: "no token",
+            })?
+            .to_owned();
+        let expires = token_expiry(&token).unwrap_or(0);
+        tracing::debug!(
+            tee = self.evidence.tee(),
+            expires,
+            "attested to the key broker"
+        );
+        Ok(Attested {
+            token,
+            expires,
+            key: Arc::new(key),
+        })
+    }
+
+    async fn fetch(
+        &self,
+        uri: &ResourceUri,
+        token: &str,
+        key: &TeeKey,
+    ) -> Result<Zeroizing<Vec<u8>>, KbsClientError> {
+        let url = format!("{}/kbs/v0/resource/{}", self.base, uri.path());
+        let body = self
+            .retry(|| async {
+                let request = self
+                    .http
+                    .get(&url)
+                    .header(AUTHORIZATION, format!("Bearer {token}"));
+                let response = self.send("resource", request, &url).await?;
+                read_bounded("resource", response).await
+            })
+            .await?;
+        Ok(key.decrypt(&body)?)
+    }
+
+    /// Sends a request; a non-2xx answer becomes [`KbsClientError::Refused`] with the broker's
+    /// explanation.
+    async fn send(
+        &self,
+        step: &'static str,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, KbsClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| KbsClientError::Transport {
+                url: url.to_owned(),
+                source,
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = read_bounded(step, response).await.unwrap_or_default();
+        let problem: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let kind = problem
+            .get("type")
+            .and_then(Value::as_str)
+            .and_then(|t| t.rsplit('/').next())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
+            .chars()
+            .take(100)
+            .collect();
+        let detail = problem
+            .get("detail")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .take(1000)
+            .collect();
+        Err(KbsClientError::Refused {
+            step,
+            status: status_u16(status),
+            kind,
+            detail,
+        })
+    }
+
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, KbsClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, KbsClientError>>,
+    {
+        let mut delay = self.config.backoff;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(err) if err.is_transient() && attempt < self.config.attempts.max(1) => {
+                    tracing::warn!(error = %err, attempt, "transient kbs failure, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+trait JsonBody {
+    fn json_body(self, value: &Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, value: &Value) -> Self {
+        self.header(CONTENT_TYPE, "application/json")
+            .body(value.to_string())
+    }
+}
+
+fn status_u16(status: StatusCode) -> u16 {
+    status.as_u16()
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| {
+            let pair = value.split(';').next()?.trim();
+            pair.starts_with("kbs-session-id=").then(|| pair.to_owned())
+        })
+}
+
+async fn read_bounded(
+    step: &'static str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, KbsClientError> {
+    let url = response.url().to_string();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|source| KbsClientError::Transport {
+            url: url.clone(),
+            source,
+        })?
+    {
+        if body.len().saturating_add(chunk.len()) > MAX_RESPONSE {
+            return Err(KbsClientError::Protocol {
+                step,
+                what: "response too large",
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn read_json(
+    step: &'static str,
+    response: reqwest::Response,
+) -> Result<Value, KbsClientError> {
+    let body = read_bounded(step, response).await?;
+    serde_json::from_slice(&body).map_err(|_| KbsClientError::Protocol {
+        step,
+        what: "body is not json",
+    })
+}
+
+/// The `exp` claim of a JWT, read without verifying it (the token is only shown back to the
+/// broker that issued it).
+fn token_expiry(token: &str) -> Option<u64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `SHA-384(JCS({"additional-evidence", "nonce", "tee-pubkey"}))`, the report-data binding
+/// Trustee's broker checks.
+pub(crate) fn binding_digest(nonce: &str, tee_pubkey: &Value, additional: &str) -> [u8; 48] {
+    let runtime = serde_json::json!({
+        "additional-evidence": additional, "nonce": nonce, "tee-pubkey": tee_pubkey,
+    });
+    let mut canonical = String::new();
+    canonical_json(&runtime, &mut canonical);
+    Sha384::digest(canonical.as_bytes()).into()
+}
+
+/// JCS canonical JSON; keys are sorted here so the result does not depend on serde_json's
+/// `preserve_order` feature.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push('{');
+            for (i, (key, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(val, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+
+    #[test]
+    fn binding_matches_wire_capture() {
+        let jwk = serde_json::json!({"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW",
+            "x":"ISay32SReECBKxm3b6oHae_hDdMVXheaZhZfbobcSFs",
+            "y":"yeuk_WlNiO0QdY8rZL5W8_IRLhfSZoXCwLLRDC7rwVo"});
+        let digest = binding_digest("uj+BMN4gKqa1c2QVvmwu5gpJiVlXCaM2g7OugqdxUEo=", &jwk, "");
+        assert_eq!(
+            STANDARD.encode(digest),
+            "1tlxhsV83aZibT86quy6A/MjCQcTfUUIYIc519rIpQ/buu9h+IE+OGiljUdpLCws"
+        );
+    }
+
+    #[test]
+    fn token_expiry_reads_exp() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"exp":1234}"#);
+        assert_eq!(token_expiry(&format!("h.{payload}.s")), Some(1234));
+        assert_eq!(token_expiry("garbage"), None);
+    }
+
+    #[test]
+    fn plain_http_needs_explicit_permission() {
+        let evidence = Arc::new(super::super::evidence::InsecureSampleEvidence::default());
+        let config = KbsClientConfig::new("http://127.0.0.1:1");
+        assert!(KbsClient::new(config.clone(), evidence.clone()).is_err());
+        let mut allowed = config;
+        allowed.insecure_allow_plain_http = true;
+        assert!(KbsClient::new(allowed, evidence.clone()).is_ok());
+        assert!(KbsClient::new(KbsClientConfig::new("ftp://x"), evidence).is_err());
+    }
+
+    #[test]
+    fn transient_classification() {
+        let refused = |status| KbsClientError::Refused {
+            step: "attest",
+            status,
+            kind: String::new(),
+            detail: String::new(),
+        };
+        assert!(refused(503).is_transient());
+        assert!(refused(429).is_transient());
+        assert!(!refused(401).is_transient());
+        assert!(!refused(400).is_transient());
+    }
+}

@@ -1,0 +1,14 @@
+//! The KBS protocol client (request, challenge, attestation, response) and resource fetches by
+//! `kbs:///repo/type/tag` URI.
+
+mod client;
+mod error;
+mod evidence;
+mod tee_key;
+mod uri;
+
+pub use client::{KbsClient, KbsClientConfig};
+pub use error::KbsClientError;
+pub use evidence::{EvidenceProvider, InsecureSampleEvidence};
+pub use tee_key::{TeeKey, TeeKeyError, TeeKeyKind};
+pub use uri::{InvalidResourceUri, ResourceUri};
