@@ -3,4 +3,16 @@
 //! Turns a launch configuration (mode, firmware, kernel, initrd, command line, vCPUs, memory,
 //! initdata digest) into a QEMU invocation for SEV-SNP, TDX or simulation mode, supervises the
 //! process (exit, crash, timeout), captures the guest console, and tears everything down on every
-//! path. It also probes the host for what it can run (`tsuba check`).
+//! path. It also builds the guest image (kernel + reproducible initrd) and probes the host for
+//! what it can run (`tsuba check`).
+
+mod accel;
+mod config;
+mod qemu;
+
+pub use accel::{Accel, AccelError, HostVirt, cpuinfo_has_virt, resolve as resolve_accel};
+pub use config::{
+    AccelChoice, AgentTransport, ConfigError, Firmware, FirmwareFile, LaunchConfig,
+    LaunchConfigFile, MemoryMib, Mode,
+};
+pub use qemu::{RunPaths, TEESIM_PORT_NAME, command_line};
