@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod digest;
+pub mod ocicrypt;
 mod unpack;
 
 pub use digest::{Digest, DigestError};
