@@ -7,3 +7,20 @@
 //! It also holds the recipe for building the AmdSev OVMF reproducibly.
 
 #![forbid(unsafe_code)]
+
+mod kernel_hashes;
+mod ovmf;
+mod reference;
+mod snp;
+mod tdvf;
+mod vcpu;
+
+pub use kernel_hashes::KernelHashes;
+pub use ovmf::{Firmware, MAX_FIRMWARE_LEN, OvmfError, SevSection, SevSectionKind};
+pub use reference::{
+    CmdlineDigest, FileDigest, InitdataDigest, MAX_BOOT_FILE_LEN, MeasurementInputs,
+    ReferenceError, ReferenceValues, SnpReference, TdxLaunch, TdxReference, reference_values,
+};
+pub use snp::{MAX_VCPUS, SnpError, SnpLaunch, SnpLaunchDigest, snp_launch_digest};
+pub use tdvf::{Mrtd, TdvfError, TdvfMetadata, TdvfSection, TdvfSectionKind, TdxPageOrder};
+pub use vcpu::{GuestFeatures, VcpuError, VcpuType};
