@@ -1,0 +1,584 @@
+//! Bad input through the whole HTTP stack (router, limits, handlers): each case is a clear 4xx in
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+//! the KBS problem shape, and nothing is released or stored.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tsuba_kbs::{BindingDigest, EvidenceTrust, HttpLimits, ResourcePath, router};
+
+struct Reply {
+    status: StatusCode,
+    cookie: Option<String>,
+    body: Value,
+}
+
+async fn call(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Reply {
+        status,
+        cookie,
+        body,
+    }
+}
+
+fn post(uri: &str, cookie: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, cookie);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn kind(reply: &Reply) -> &str {
+    reply.body["type"]
+        .as_str()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+}
+
+fn tee_key() -> Value {
+    let secret = p256::SecretKey::from_slice(&[3u8; 32]).unwrap();
+    let point = p256::EncodedPoint::from(secret.public_key());
+    json!({"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW",
+           "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+           "y": URL_SAFE_NO_PAD.encode(point.y().unwrap())})
+}
+
+fn attestation(nonce: &str, bound_nonce: &str) -> String {
+    let binding = BindingDigest::compute(bound_nonce, &tee_key(), "");
+    json!({
+        "init-data": null,
+        "runtime-data": {"nonce": nonce, "tee-pubkey": tee_key()},
+        "tee-evidence": {"primary_evidence": {"report_data": STANDARD.encode(binding.as_bytes()), "svn": "1"},
+                         "additional_evidence": ""},
+    })
+    .to_string()
+}
+
+const AUTH: &str = r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#;
+
+struct Fixture {
+    _state: tempfile::TempDir,
+    broker: std::sync::Arc<tsuba_kbs::Broker>,
+    app: Router,
+}
+
+fn fixture(session_ttl: Duration) -> Fixture {
+    let state = tempfile::tempdir().unwrap();
+    let broker = common::broker(
+        state.path(),
+        EvidenceTrust::InsecureAcceptSimulated,
+        session_ttl,
+    );
+    broker
+        .set_reference_values(&common::refs(&["abcde"]))
+        .unwrap();
+    broker
+        .set_resource(
+            &ResourcePath::parse("default/key/1").unwrap(),
+            b"top-secret",
+        )
+        .unwrap();
+    let limits = HttpLimits {
+        max_body: 64 * 1024,
+        request_timeout: Duration::from_secs(10),
+    };
+    let app = router(std::sync::Arc::clone(&broker), limits);
+    Fixture {
+        _state: state,
+        broker,
+        app,
+    }
+}
+
+async fn challenge(app: &Router) -> (String, String) {
+    let reply = call(app, post("/kbs/v0/auth", None, AUTH)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    (
+        reply.cookie.unwrap(),
+        reply.body["nonce"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn good_flow_works_through_the_router() {
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    assert_eq!(STANDARD.decode(&nonce).unwrap().len(), 32);
+    let reply = call(
+        &f.app,
+        post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let token = reply.body["token"].as_str().unwrap().to_owned();
+    // By cookie and by bearer token.
+    for headers in [
+        [("cookie", cookie.as_str())],
+        [("authorization", &format!("Bearer {token}"))],
+    ] {
+        let reply = call(&f.app, get("/kbs/v0/resource/default/key/1", &headers)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let protected = URL_SAFE_NO_PAD
+            .decode(reply.body["protected"].as_str().unwrap())
+            .unwrap();
+        let header: Value = serde_json::from_slice(&protected).unwrap();
+        assert_eq!(header["alg"], "ECDH-ES+A256KW");
+        assert_eq!(header["enc"], "A256GCM");
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let f = fixture(Duration::from_secs(60));
+    for body in ["{", "[]", r#"{"version":"0.4.0"}"#, "\u{0}"] {
+        let reply = call(&f.app, post("/kbs/v0/auth", None, body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(kind(&reply), "MalformedRequest");
+        assert!(reply.cookie.is_none());
+    }
+    let reply = call(
+        &f.app,
+        post(
+            "/kbs/v0/auth",
+            None,
+            r#"{"version":"0.3.0","tee":"sample","extra-params":""}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "ProtocolVersion")
+    );
+    let reply = call(
+        &f.app,
+        post(
+            "/kbs/v0/auth",
+            None,
+            r#"{"version":"0.4.0","tee":"quantum","extra-params":""}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "UnsupportedTee")
+    );
+    // A known TEE this broker runs no verifier for.
+    let reply = call(
+        &f.app,
+        post(
+            "/kbs/v0/auth",
+            None,
+            r#"{"version":"0.4.0","tee":"cca","extra-params":""}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "UnsupportedTee")
+    );
+
+    let (cookie, _) = challenge(&f.app).await;
+    let reply = call(&f.app, post("/kbs/v0/attest", Some(&cookie), "{not json")).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "MalformedRequest")
+    );
+    let reply = call(&f.app, post("/kbs/v0/nothing", None, "")).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::NOT_FOUND, "NotFound")
+    );
+}
+
+#[tokio::test]
+async fn replayed_nonce_is_refused() {
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    let body = attestation(&nonce, &nonce);
+    assert_eq!(
+        call(&f.app, post("/kbs/v0/attest", Some(&cookie), body.clone()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let replay = call(&f.app, post("/kbs/v0/attest", Some(&cookie), body.clone())).await;
+    assert_eq!(
+        (replay.status, kind(&replay)),
+        (StatusCode::UNAUTHORIZED, "InvalidSession")
+    );
+    assert!(
+        replay.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+    // The same evidence in a fresh session is bound to the old nonce: refused.
+    let (cookie2, _) = challenge(&f.app).await;
+    let reply = call(&f.app, post("/kbs/v0/attest", Some(&cookie2), body)).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "NonceMismatch")
+    );
+}
+
+#[tokio::test]
+async fn evidence_for_another_nonce_is_refused_and_burns_the_nonce() {
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    let reply = call(
+        &f.app,
+        post(
+            "/kbs/v0/attest",
+            Some(&cookie),
+            attestation(&nonce, "some other nonce"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "AttestationFailed")
+    );
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("report data")
+    );
+    // No second try with the same nonce.
+    let reply = call(
+        &f.app,
+        post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // And nothing is released on that session.
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/resource/default/key/1", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "TokenNotFound")
+    );
+    assert!(reply.body.get("ciphertext").is_none());
+}
+
+#[tokio::test]
+async fn expired_session_is_refused() {
+    let f = fixture(Duration::from_millis(200));
+    let (cookie, nonce) = challenge(&f.app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = call(
+        &f.app,
+        post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce)),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "InvalidSession")
+    );
+    assert!(reply.body["detail"].as_str().unwrap().contains("expired"));
+    let reply = call(
+        &f.app,
+        post("/kbs/v0/attest", None, attestation(&nonce, &nonce)),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "MissingCookie")
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let f = fixture(Duration::from_secs(60));
+    let big = format!(
+        r#"{{"version":"0.4.0","tee":"sample","extra-params":"{}"}}"#,
+        "a".repeat(70 * 1024)
+    );
+    let reply = call(&f.app, post("/kbs/v0/auth", None, big)).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge")
+    );
+    let reply = call(
+        &f.app,
+        Request::post("/kbs/v0/resource/default/key/9")
+            .header("authorization", common::admin_bearer())
+            .body(Body::from(vec![0u8; 70 * 1024]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        !f.broker
+            .list_resources()
+            .unwrap()
+            .contains(&"default/key/9".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn resource_path_traversal_is_refused() {
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    call(
+        &f.app,
+        post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce)),
+    )
+    .await;
+    for path in [
+        "/kbs/v0/resource/../key/1",
+        "/kbs/v0/resource/default/../1",
+        "/kbs/v0/resource/%2e%2e/key/1",
+        "/kbs/v0/resource/default/key/..%2F..%2Fetc",
+        "/kbs/v0/resource/default/k%20y/1",
+    ] {
+        let reply = call(&f.app, get(path, &[("cookie", &cookie)])).await;
+        assert!(reply.status.is_client_error(), "{path}: {}", reply.status);
+        assert!(reply.body.get("ciphertext").is_none(), "{path}");
+    }
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/resource/%2e%2e/key/1", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "InvalidResourcePath")
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_admin_calls_are_refused_and_change_nothing() {
+    let f = fixture(Duration::from_secs(60));
+    let foreign = {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        format!("Bearer {}", tsuba_kbs::sign_admin_token(&key, 0, u64::MAX))
+    };
+    let policy =
+        json!({"policy": URL_SAFE_NO_PAD.encode("package policy\nallow := true\n")}).to_string();
+    for auth in [
+        None,
+        Some("Bearer garbage"),
+        Some(foreign.as_str()),
+        Some("Basic YWRtaW46YWRtaW4="),
+    ] {
+        let with_auth = |builder: axum::http::request::Builder| match auth {
+            Some(value) => builder.header("authorization", value),
+            None => builder,
+        };
+        let requests = [
+            with_auth(Request::post("/kbs/v0/resource/default/key/1"))
+                .body(Body::from("evil"))
+                .unwrap(),
+            with_auth(Request::post("/kbs/v0/resource-policy"))
+                .body(Body::from(policy.clone()))
+                .unwrap(),
+            with_auth(Request::post("/kbs/v0/attestation-policy"))
+                .body(Body::from(policy.clone()))
+                .unwrap(),
+            with_auth(Request::post("/kbs/v0/reference-values"))
+                .body(Body::from(r#"{"measurement":["x"]}"#))
+                .unwrap(),
+            with_auth(Request::get("/kbs/v0/reference-values"))
+                .body(Body::empty())
+                .unwrap(),
+            with_auth(Request::get("/kbs/v0/resource-policy"))
+                .body(Body::empty())
+                .unwrap(),
+            with_auth(Request::get("/kbs/v0/admin/resources"))
+                .body(Body::empty())
+                .unwrap(),
+        ];
+        for request in requests {
+            let uri = request.uri().to_string();
+            let reply = call(&f.app, request).await;
+            assert_eq!(
+                (reply.status, kind(&reply)),
+                (StatusCode::UNAUTHORIZED, "AdminAuth"),
+                "{uri} {auth:?}"
+            );
+        }
+    }
+    assert_eq!(
+        f.broker.reference_values().unwrap()["measurement"],
+        vec!["abcde".to_owned()]
+    );
+    assert!(
+        f.broker
+            .policy(tsuba_kbs::PolicyKind::Resource)
+            .contains("input.claims.measurement")
+    );
+    // The stored resource is untouched: attest and read it.
+    let (cookie, nonce) = challenge(&f.app).await;
+    call(
+        &f.app,
+        post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce)),
+    )
+    .await;
+    assert_eq!(
+        call(
+            &f.app,
+            get("/kbs/v0/resource/default/key/1", &[("cookie", &cookie)])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn admin_api_round_trips_and_refuses_bad_policy() {
+    let f = fixture(Duration::from_secs(60));
+    let admin = common::admin_bearer();
+    let text = "package policy\ndefault allow := false\n";
+    let upload = json!({"policy": URL_SAFE_NO_PAD.encode(text)}).to_string();
+    let reply = call(
+        &f.app,
+        Request::post("/kbs/v0/resource-policy")
+            .header("authorization", &admin)
+            .body(Body::from(upload))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/resource-policy", &[("authorization", &admin)]),
+    )
+    .await;
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(reply.body["policy"].as_str().unwrap())
+            .unwrap(),
+        text.as_bytes()
+    );
+
+    let broken =
+        json!({"policy": URL_SAFE_NO_PAD.encode("package policy\nallow if {")}).to_string();
+    let reply = call(
+        &f.app,
+        Request::post("/kbs/v0/attestation-policy")
+            .header("authorization", &admin)
+            .body(Body::from(broken))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "InvalidPolicy")
+    );
+    assert!(
+        f.broker
+            .policy(tsuba_kbs::PolicyKind::Attestation)
+            .contains("reference value")
+    );
+
+    let reply = call(
+        &f.app,
+        Request::post("/kbs/v0/reference-values")
+            .header("authorization", &admin)
+            .body(Body::from(r#"{"measurement":["abcde","00"]}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/reference-values", &[("authorization", &admin)]),
+    )
+    .await;
+    assert_eq!(reply.body, json!({"measurement": ["abcde", "00"]}));
+
+    // The deny-all resource policy now refuses an attested guest: 401 PolicyDeny, as Trustee.
+    let (cookie, nonce) = challenge(&f.app).await;
+    assert_eq!(
+        call(
+            &f.app,
+            post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/resource/default/key/1", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "PolicyDeny")
+    );
+    assert!(reply.body.get("ciphertext").is_none());
+}
+
+#[tokio::test]
+async fn forged_and_missing_tokens_are_refused() {
+    let f = fixture(Duration::from_secs(60));
+    let reply = call(&f.app, get("/kbs/v0/resource/default/key/1", &[])).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "TokenNotFound")
+    );
+    assert_eq!(reply.body["detail"], "attestation token not found");
+    let reply = call(
+        &f.app,
+        get(
+            "/kbs/v0/resource/default/key/1",
+            &[("authorization", "Bearer a.b.c")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "TokenVerification")
+    );
+    let reply = call(
+        &f.app,
+        get(
+            "/kbs/v0/resource/default/key/1",
+            &[("cookie", "kbs-session-id=00000000000000000000000000000000")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "TokenNotFound")
+    );
+}

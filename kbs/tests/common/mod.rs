@@ -1,0 +1,71 @@
+//! Shared fixtures: a broker on 127.0.0.1:0 with its own state directory and admin key.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the fixture"
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ed25519_dalek::SigningKey;
+use tsuba_kbs::{
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, RunningServer, Transport,
+    VerifierSet, router, serve, sign_admin_token,
+};
+
+pub(crate) const ADMIN_SEED: [u8; 32] = [7; 32];
+
+pub(crate) fn admin_key() -> SigningKey {
+    SigningKey::from_bytes(&ADMIN_SEED)
+}
+
+pub(crate) fn admin_bearer() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("Bearer {}", sign_admin_token(&admin_key(), now, now + 300))
+}
+
+pub(crate) fn broker(state: &Path, trust: EvidenceTrust, session_ttl: Duration) -> Arc<Broker> {
+    let mut config = BrokerConfig::new(
+        state.to_path_buf(),
+        AdminAuth::new(admin_key().verifying_key()),
+    );
+    config.session_ttl = session_ttl;
+    Arc::new(Broker::new(config, VerifierSet::new(trust)).unwrap())
+}
+
+/// A broker served over plain HTTP on loopback; dropping it stops the server.
+pub(crate) struct TestBroker {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) server: RunningServer,
+}
+
+impl TestBroker {
+    pub(crate) fn start(state: &Path, trust: EvidenceTrust) -> Self {
+        let broker = broker(state, trust, Duration::from_secs(300));
+        let app = router(Arc::clone(&broker), HttpLimits::default());
+        let server = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Transport::InsecurePlainHttpLoopbackOnly,
+            app,
+        )
+        .unwrap();
+        Self { broker, server }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.server.local_addr())
+    }
+}
+
+pub(crate) fn refs(measurements: &[&str]) -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([(
+        "measurement".to_owned(),
+        measurements.iter().map(|m| (*m).to_owned()).collect(),
+    )])
+}

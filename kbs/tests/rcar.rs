@@ -1,0 +1,242 @@
+//! End to end on loopback: tsuba's KBS client against the broker, over HTTP and HTTPS.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestBroker, admin_bearer, refs};
+use tsuba_attestation_agent::kbs::{
+    InsecureSampleEvidence, KbsClient, KbsClientConfig, KbsClientError, TeeKeyKind,
+};
+use tsuba_kbs::{EvidenceTrust, ResourcePath, Transport};
+
+fn client(url: &str, evidence: InsecureSampleEvidence, key: TeeKeyKind) -> KbsClient {
+    let mut config = KbsClientConfig::new(url);
+    config.insecure_allow_plain_http = true;
+    config.key_kind = key;
+    config.attempts = 2;
+    config.backoff = Duration::from_millis(10);
+    KbsClient::new(config, Arc::new(evidence)).unwrap()
+}
+
+async fn upload(url: &str, path: &str, bytes: &'static [u8]) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("{url}/kbs/v0/resource/{path}"))
+        .header("authorization", admin_bearer())
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_evidence_with_reference_measurement_gets_the_resource() {
+    let state = tempfile::tempdir().unwrap();
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
+    assert_eq!(
+        upload(&kbs.url(), "default/key/1", b"interop-secret").await,
+        200
+    );
+
+    for key in [TeeKeyKind::EcP256, TeeKeyKind::Rsa2048] {
+        let client = client(&kbs.url(), InsecureSampleEvidence::default(), key);
+        let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+        assert_eq!(&secret[..], b"interop-secret");
+        // Second fetch reuses the cached token.
+        let again = client.get_resource("kbs:///default/key/1").await.unwrap();
+        assert_eq!(&again[..], b"interop-secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurement_not_a_reference_value_is_refused_with_the_reason() {
+    let state = tempfile::tempdir().unwrap();
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
+    assert_eq!(upload(&kbs.url(), "default/key/1", b"s").await, 200);
+    let client = client(
+        &kbs.url(),
+        InsecureSampleEvidence::with_launch_digest("ffff"),
+        TeeKeyKind::EcP256,
+    );
+    let err = client
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    match err {
+        KbsClientError::Refused {
+            step,
+            status,
+            kind,
+            detail,
+        } => {
+            assert_eq!(
+                (step, status, kind.as_str()),
+                ("attest", 401, "AttestationDenied")
+            );
+            assert!(
+                detail.contains("measurement is not a reference value"),
+                "{detail}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_without_the_insecure_option_refuses_sample_evidence() {
+    let state = tempfile::tempdir().unwrap();
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::HardwareOnly);
+    kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
+    let client = client(
+        &kbs.url(),
+        InsecureSampleEvidence::default(),
+        TeeKeyKind::EcP256,
+    );
+    let err = client
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { step: "auth", status: 400, kind, .. } if kind == "UnsupportedTee"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_between_upload_and_fetch_loses_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let token;
+    {
+        let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+        kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
+        kbs.broker
+            .set_policy(
+                tsuba_kbs::PolicyKind::Resource,
+                "package policy\nallow := input.resource.tag == \"1\"\n",
+            )
+            .unwrap();
+        assert_eq!(upload(&kbs.url(), "default/key/1", b"persisted").await, 200);
+        assert_eq!(upload(&kbs.url(), "default/key/2", b"hidden").await, 200);
+        let client = client(
+            &kbs.url(),
+            InsecureSampleEvidence::default(),
+            TeeKeyKind::EcP256,
+        );
+        token = client.attest().await.unwrap();
+    } // broker stopped here
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let client = client(
+        &kbs.url(),
+        InsecureSampleEvidence::default(),
+        TeeKeyKind::EcP256,
+    );
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"persisted");
+    // The resource policy survived too.
+    let denied = client
+        .get_resource("kbs:///default/key/2")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&denied, KbsClientError::Refused { kind, .. } if kind == "PolicyDeny"),
+        "{denied:?}"
+    );
+    // And so did the token signing key: a token from before the restart is still accepted.
+    let status = reqwest::Client::new()
+        .get(format!("{}/kbs/v0/resource/default/key/1", kbs.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(
+        kbs.broker
+            .list_resources()
+            .unwrap()
+            .contains(&"default/key/1".to_owned())
+    );
+    let _ = ResourcePath::parse("default/key/1").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_pinned_ca() {
+    let state = tempfile::tempdir().unwrap();
+    let broker = common::broker(
+        state.path(),
+        EvidenceTrust::InsecureAcceptSimulated,
+        Duration::from_secs(60),
+    );
+    broker.set_reference_values(&refs(&["abcde"])).unwrap();
+    broker
+        .set_resource(&ResourcePath::parse("default/key/1").unwrap(), b"over-tls")
+        .unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (chain, key) = tsuba_kbs::load_pem(
+        cert.cert.pem().as_bytes(),
+        cert.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let app = tsuba_kbs::router(broker, tsuba_kbs::HttpLimits::default());
+    let server = tsuba_kbs::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::Https {
+            cert_chain: chain,
+            key,
+        },
+        app,
+    )
+    .unwrap();
+    let url = format!("https://localhost:{}", server.local_addr().port());
+    let mut config = KbsClientConfig::new(&url);
+    config.ca_pem = Some(cert.cert.pem().into_bytes());
+    let client = KbsClient::new(config, Arc::new(InsecureSampleEvidence::default())).unwrap();
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"over-tls");
+
+    // Without the CA the TLS handshake fails: no fallback to anything weaker.
+    let mut config = KbsClientConfig::new(&url);
+    config.attempts = 1;
+    let untrusting = KbsClient::new(config, Arc::new(InsecureSampleEvidence::default())).unwrap();
+    let err = untrusting
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KbsClientError::Transport { .. }), "{err:?}");
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let state = tempfile::tempdir().unwrap();
+    let broker = common::broker(
+        state.path(),
+        EvidenceTrust::HardwareOnly,
+        Duration::from_secs(60),
+    );
+    let app = tsuba_kbs::router(broker, tsuba_kbs::HttpLimits::default());
+    let err = tsuba_kbs::serve(
+        "0.0.0.0:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        app,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        tsuba_kbs::ServerError::PlainHttpNotLoopback { .. }
+    ));
+}
