@@ -8,3 +8,12 @@
 //! broker that was not explicitly told to trust these roots.
 
 #![forbid(unsafe_code)]
+
+mod snp;
+mod state;
+
+pub use snp::{
+    AmdSpError, CertError, SIM_CHIP_ID_PREFIX, SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB,
+    SignedSnpReport, SimAmdSp, SnpReportRequest,
+};
+pub use state::StateError;
