@@ -8,6 +8,8 @@
 
 mod accel;
 mod config;
+pub mod guest_image;
+mod launcher;
 mod qemu;
 
 pub use accel::{Accel, AccelError, HostVirt, cpuinfo_has_virt, resolve as resolve_accel};
@@ -15,4 +17,5 @@ pub use config::{
     AccelChoice, AgentTransport, ConfigError, Firmware, FirmwareFile, LaunchConfig,
     LaunchConfigFile, MemoryMib, Mode,
 };
+pub use launcher::{LaunchError, LaunchOptions, Vm, tail};
 pub use qemu::{RunPaths, TEESIM_PORT_NAME, command_line};
