@@ -1,5 +1,55 @@
-//! The `tsuba` command.
+//! The `tsuba` command: one subcommand per module under `cmd/`.
+//!
+//! The binary stays thin: each subcommand parses its arguments, calls the library crates and turns
+//! their typed errors into a message that says what failed and what to do.
 
 #![forbid(unsafe_code)]
 
-fn main() {}
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// tsuba: confidential-computing sandbox runtime.
+#[derive(Debug, Parser)]
+#[command(name = "tsuba", version, about)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tsuba_vmm_tee=debug`.
+    #[arg(long, global = true, env = "TSUBA_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute a launch's reference values (SNP launch digest, TDX MRTD) as JSON.
+    Measure(cmd::measure::MeasureArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match cmd::run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            #[allow(
+                clippy::print_stderr,
+                reason = "the binary's edge reports the error chain"
+            )]
+            {
+                eprintln!("tsuba: error: {err:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
