@@ -9,3 +9,4 @@
 pub mod agent;
 pub mod evidence;
 pub mod guest_image;
+pub mod simdev;

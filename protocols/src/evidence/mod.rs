@@ -7,7 +7,7 @@ mod report_data;
 mod snp;
 mod snp_certs;
 mod tdx;
-mod wire;
+pub(crate) mod wire;
 
 pub use claims::{Claims, SnpClaims, TdxClaims, TeeKind};
 pub use report_data::{REPORT_DATA_LEN, ReportData};
