@@ -8,10 +8,18 @@
 #![forbid(unsafe_code)]
 
 mod digest;
+mod image;
+mod layout;
+pub mod oci;
 pub mod ocicrypt;
 mod unpack;
 
 pub use digest::{Digest, DigestError};
+pub use image::{
+    ImageError, ImageStats, apply_layer, decrypt_layout, encrypt_layout, layer_key,
+    layer_plaintext, unpack_from_layout,
+};
+pub use layout::{BlobWriter, LayoutError, OciLayout};
 pub use unpack::{
     Compression, DeviceNodes, LayerStats, Ownership, RootfsError, UnpackError, UnpackOptions,
     unpack_layer, unpack_layer_sniffed,

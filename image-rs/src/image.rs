@@ -1,0 +1,277 @@
+//! Whole-image operations on OCI layouts: unpack (decrypting as needed), decrypt into another
+//! layout, and encrypt into another layout (the owner's side).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::digest::Digest;
+use crate::layout::{LayoutError, OciLayout};
+use crate::oci::{Descriptor, ImageConfig, Manifest};
+use crate::ocicrypt::{self, DecryptConfig, LayerKey, OcicryptError, Recipients};
+use crate::unpack::{self, Compression, LayerStats, UnpackError, UnpackOptions};
+
+/// Errors from whole-image operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Reading or writing the layout failed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Unwrapping or applying a layer key failed.
+    #[error("layer {layer}")]
+    Ocicrypt {
+        /// The layer's digest.
+        layer: Digest,
+        /// The cause.
+        #[source]
+        source: OcicryptError,
+    },
+    /// Unpacking a layer failed.
+    #[error("layer {layer}")]
+    Unpack {
+        /// The layer's digest.
+        layer: Digest,
+        /// The cause.
+        #[source]
+        source: UnpackError,
+    },
+    /// The config's `diff_ids` do not pair up with the manifest's layers.
+    #[error("manifest has {layers} layers but the config lists {diff_ids} diff_ids")]
+    LayerCount {
+        /// Layers in the manifest.
+        layers: usize,
+        /// `diff_ids` in the config.
+        diff_ids: usize,
+    },
+    /// A layer media type this crate does not unpack.
+    #[error("unsupported layer media type {0:?}")]
+    MediaType(String),
+    /// Copying bytes failed.
+    #[error("copying layer {layer}")]
+    Io {
+        /// The layer's digest.
+        layer: Digest,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The key for `desc`, if it is encrypted.
+pub async fn layer_key(
+    desc: &Descriptor,
+    config: &DecryptConfig,
+) -> Result<Option<LayerKey>, ImageError> {
+    if !ocicrypt::is_encrypted(&desc.media_type) {
+        return Ok(None);
+    }
+    ocicrypt::unwrap_layer_key(&desc.annotations, config)
+        .await
+        .map(Some)
+        .map_err(|source| ImageError::Ocicrypt {
+            layer: desc.digest,
+            source,
+        })
+}
+
+/// The plaintext of a layer blob that was already checked against its descriptor: the blob
+/// itself, or, for an encrypted layer, its decryption after the HMAC matched.
+pub fn layer_plaintext(
+    blob: File,
+    desc: &Descriptor,
+    key: Option<&LayerKey>,
+) -> Result<Box<dyn Read + Send>, ImageError> {
+    match key {
+        None if ocicrypt::is_encrypted(&desc.media_type) => Err(ImageError::Ocicrypt {
+            layer: desc.digest,
+            source: OcicryptError::NoWrappedKeys,
+        }),
+        None => Ok(Box::new(blob)),
+        Some(k) => k
+            .open(blob)
+            .map(|p| Box::new(p) as Box<dyn Read + Send>)
+            .map_err(|e| ImageError::Ocicrypt {
+                layer: desc.digest,
+                source: e.into(),
+            }),
+    }
+}
+
+/// Verifies, decrypts when needed, and unpacks one layer blob on local storage into `rootfs`.
+pub fn apply_layer(
+    blob: File,
+    desc: &Descriptor,
+    key: Option<&LayerKey>,
+    diff_id: &Digest,
+    rootfs: &Path,
+    options: &UnpackOptions,
+) -> Result<LayerStats, ImageError> {
+    let media = ocicrypt::decrypted_media_type(&desc.media_type);
+    let compression = Compression::from_media_type(media)
+        .ok_or_else(|| ImageError::MediaType(media.chars().take(128).collect()))?;
+    let plain = layer_plaintext(blob, desc, key)?;
+    unpack::unpack_layer(plain, compression, rootfs, Some(diff_id), options).map_err(|source| {
+        ImageError::Unpack {
+            layer: desc.digest,
+            source,
+        }
+    })
+}
+
+/// What unpacking an image did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStats {
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// Per layer, lowest first.
+    pub layers: Vec<LayerStats>,
+}
+
+/// Unpacks image `reference` of `layout` into the existing directory `rootfs`.
+pub async fn unpack_from_layout(
+    layout: &OciLayout,
+    reference: &str,
+    decrypt: &DecryptConfig,
+    rootfs: &Path,
+    options: &UnpackOptions,
+) -> Result<ImageStats, ImageError> {
+    let mdesc = layout.resolve(reference)?;
+    let manifest: Manifest = layout.read_json(&mdesc, "manifest")?;
+    let config: ImageConfig = layout.read_json(&manifest.config, "image config")?;
+    check_layer_count(&manifest, &config)?;
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (desc, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        let key = layer_key(desc, decrypt).await?;
+        let blob = layout.open_blob_verified(desc)?;
+        layers.push(apply_layer(
+            blob,
+            desc,
+            key.as_ref(),
+            diff_id,
+            rootfs,
+            options,
+        )?);
+        tracing::info!(layer = %desc.digest, "layer applied");
+    }
+    Ok(ImageStats {
+        manifest: mdesc.digest,
+        layers,
+    })
+}
+
+fn check_layer_count(manifest: &Manifest, config: &ImageConfig) -> Result<(), ImageError> {
+    if manifest.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(ImageError::LayerCount {
+            layers: manifest.layers.len(),
+            diff_ids: config.rootfs.diff_ids.len(),
+        });
+    }
+    Ok(())
+}
+
+fn strip_enc_annotations(a: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    a.iter()
+        .filter(|(k, _)| !k.starts_with(ocicrypt::ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Decrypts image `reference` of `src` into `dst` as `dst_ref` (what `skopeo copy
+/// --decryption-key` does); returns the new manifest's descriptor.
+pub async fn decrypt_layout(
+    src: &OciLayout,
+    reference: &str,
+    dst: &OciLayout,
+    dst_ref: &str,
+    decrypt: &DecryptConfig,
+) -> Result<Descriptor, ImageError> {
+    let mdesc = src.resolve(reference)?;
+    let mut manifest: Manifest = src.read_json(&mdesc, "manifest")?;
+    copy_blob(src, dst, &manifest.config)?;
+    for desc in &mut manifest.layers {
+        if !ocicrypt::is_encrypted(&desc.media_type) {
+            copy_blob(src, dst, desc)?;
+            continue;
+        }
+        let key = layer_key(desc, decrypt).await?;
+        let blob = src.open_blob_verified(desc)?;
+        let mut plain = layer_plaintext(blob, desc, key.as_ref())?;
+        let mut w = dst.blob_writer()?;
+        io::copy(&mut plain, &mut w).map_err(|source| ImageError::Io {
+            layer: desc.digest,
+            source,
+        })?;
+        let (digest, size) = w.commit()?;
+        desc.media_type = ocicrypt::decrypted_media_type(&desc.media_type).to_owned();
+        desc.annotations = strip_enc_annotations(&desc.annotations);
+        desc.digest = digest;
+        desc.size = size;
+    }
+    write_manifest(dst, dst_ref, &mdesc, &manifest)
+}
+
+/// Encrypts every plain layer of image `reference` of `src` into `dst` as `dst_ref`, each with a
+/// fresh key wrapped for `recipients`; returns the new manifest's descriptor.
+pub fn encrypt_layout(
+    src: &OciLayout,
+    reference: &str,
+    dst: &OciLayout,
+    dst_ref: &str,
+    recipients: &Recipients,
+) -> Result<Descriptor, ImageError> {
+    let mdesc = src.resolve(reference)?;
+    let mut manifest: Manifest = src.read_json(&mdesc, "manifest")?;
+    copy_blob(src, dst, &manifest.config)?;
+    for desc in &mut manifest.layers {
+        if ocicrypt::is_encrypted(&desc.media_type) {
+            copy_blob(src, dst, desc)?;
+            continue;
+        }
+        let blob = src.open_blob_verified(desc)?;
+        let mut w = dst.blob_writer()?;
+        let enc =
+            ocicrypt::encrypt_layer(blob, &mut w, &desc.digest, recipients).map_err(|source| {
+                ImageError::Ocicrypt {
+                    layer: desc.digest,
+                    source,
+                }
+            })?;
+        let (digest, size) = w.commit()?;
+        desc.media_type = ocicrypt::encrypted_media_type(&desc.media_type);
+        desc.annotations.extend(enc.annotations);
+        desc.digest = digest;
+        desc.size = size;
+    }
+    write_manifest(dst, dst_ref, &mdesc, &manifest)
+}
+
+fn copy_blob(src: &OciLayout, dst: &OciLayout, desc: &Descriptor) -> Result<(), ImageError> {
+    let mut blob = src.open_blob_verified(desc)?;
+    let mut w = dst.blob_writer()?;
+    io::copy(&mut blob, &mut w).map_err(|source| ImageError::Io {
+        layer: desc.digest,
+        source,
+    })?;
+    w.commit()?;
+    Ok(())
+}
+
+fn write_manifest(
+    dst: &OciLayout,
+    dst_ref: &str,
+    old: &Descriptor,
+    manifest: &Manifest,
+) -> Result<Descriptor, ImageError> {
+    let (digest, size) = dst.write_json(manifest)?;
+    let desc = Descriptor {
+        media_type: old.media_type.clone(),
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+        platform: old.platform.clone(),
+        extra: Default::default(),
+    };
+    dst.set_ref(dst_ref, desc.clone())?;
+    Ok(desc)
+}

@@ -1,0 +1,180 @@
+//! Shared helpers for the integration tests: test images, keys, external tools.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failure here is a test failure"
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tsuba_image_rs::oci::{self, Descriptor, ImageConfig, Manifest, RootFs};
+use tsuba_image_rs::ocicrypt::{PrivateKey, PublicKey};
+use tsuba_image_rs::{Digest, OciLayout};
+
+/// A gzip layer with the given files; returns (blob, diff_id).
+pub(crate) fn gzip_layer(files: &[(&str, &[u8])]) -> (Vec<u8>, Digest) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let diff_id = Digest::of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size,
+        annotations: Default::default(),
+        platform: None,
+        extra: Default::default(),
+    }
+}
+
+/// Writes an image of `layers` (each a list of files) into `layout` as `reference`.
+pub(crate) fn write_image(
+    layout: &OciLayout,
+    reference: &str,
+    layers: &[Vec<(&str, &[u8])>],
+) -> Descriptor {
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for files in layers {
+        let (blob, diff_id) = gzip_layer(files);
+        let (d, n) = layout.write_blob(&blob).unwrap();
+        descs.push(descriptor(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            d,
+            n,
+        ));
+        diff_ids.push(diff_id);
+    }
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "architecture".into(),
+        oci::Platform::current().architecture.into(),
+    );
+    extra.insert("os".into(), "linux".into());
+    let config = ImageConfig {
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids,
+        },
+        extra,
+    };
+    let (cd, cn) = layout.write_json(&config).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+        config: descriptor(oci::MEDIA_TYPE_CONFIG, cd, cn),
+        layers: descs,
+        annotations: Default::default(),
+        extra: Default::default(),
+    };
+    let (md, mn) = layout.write_json(&manifest).unwrap();
+    let desc = descriptor(oci::MEDIA_TYPE_MANIFEST, md, mn);
+    layout.set_ref(reference, desc.clone()).unwrap();
+    desc
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub(crate) fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Key files made with openssl: (private PEM path, public PEM path).
+pub(crate) struct KeyPair {
+    pub(crate) private: PathBuf,
+    pub(crate) public: PathBuf,
+}
+
+impl KeyPair {
+    pub(crate) fn private_key(&self) -> PrivateKey {
+        PrivateKey::from_pem(&std::fs::read_to_string(&self.private).unwrap()).unwrap()
+    }
+
+    pub(crate) fn public_key(&self) -> PublicKey {
+        PublicKey::from_pem(&std::fs::read_to_string(&self.public).unwrap()).unwrap()
+    }
+}
+
+/// An RSA 2048 key pair (PKCS#8) in `dir`.
+pub(crate) fn rsa_keys(dir: &Path, name: &str) -> KeyPair {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public));
+    KeyPair { private, public }
+}
+
+/// An EC key pair (PKCS#8) on `curve` (`P-256` or `P-384`) in `dir`.
+pub(crate) fn ec_keys(dir: &Path, name: &str, curve: &str) -> KeyPair {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+        .arg(format!("ec_paramgen_curve:{curve}"))
+        .arg("-out")
+        .arg(&private));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public));
+    KeyPair { private, public }
+}
+
+/// `oci:<dir>:<ref>` for skopeo.
+pub(crate) fn oci_ref(dir: &Path, reference: &str) -> String {
+    format!("oci:{}:{reference}", dir.display())
+}
+
+/// The manifest of `reference` in `layout`.
+pub(crate) fn manifest(layout: &OciLayout, reference: &str) -> Manifest {
+    let d = layout.resolve(reference).unwrap();
+    layout.read_json(&d, "manifest").unwrap()
+}
+
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
