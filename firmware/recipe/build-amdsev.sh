@@ -7,14 +7,17 @@
 # The build runs in a private mount namespace with the source tree bind-mounted on a fixed path,
 # so the output does not depend on where the work directory is. See docs/firmware.md.
 #
-# Usage: build-amdsev.sh [--work-dir DIR] [--output FILE] [--no-verify] [--keep-work]
+# Usage: build-amdsev.sh [--work-dir DIR] [--output FILE] [--no-verify] [--keep-work] [--prepare-only]
 #   (no option)      cached build: prints the path of the cached OVMF.fd; a cache hit does no work
 #   --work-dir DIR   unpack and build in DIR (must be absent or empty); default: a fresh
 #                    temporary directory under the cache, removed afterwards
 #   --output FILE    bypass the cache: build and copy OVMF.fd to FILE, print FILE
 #   --no-verify      do not compare the result with firmware/recipe/amdsev.sha256
 #   --keep-work      keep the work directory (for inspection)
-# Environment: TSUBA_CACHE (default $HOME/.cache/tsuba). Needs root (apt-get, mount namespace).
+#   --prepare-only   stop after fetching, verifying, unpacking and patching; print the source tree
+#                    (implies --keep-work; no cache lookup)
+# Environment: TSUBA_CACHE (default $HOME/.cache/tsuba). A build needs root (apt-get, mount
+# namespace); a cache hit does not.
 # Stdout carries only the output path; progress goes to stderr.
 
 set -euo pipefail
@@ -23,7 +26,9 @@ export LC_ALL=C TZ=UTC
 unset MAKEFLAGS MFLAGS CFLAGS CPPFLAGS LDFLAGS CC CXX PYTHONPATH
 
 # ---- pinned inputs: bump EDK2_VERSION and re-record amdsev.sha256 together ----------------------
-readonly MIRROR="http://deb.debian.org/debian"
+# TSUBA_DEBIAN_MIRROR may name another Debian mirror (test-recipe.sh serves a tampered one on
+# loopback); whatever it serves must still verify against the Debian archive keyring.
+readonly MIRROR="${TSUBA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 readonly SUITE="trixie"
 readonly EDK2_VERSION="2025.02-8+deb13u1"
 readonly KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -53,6 +58,7 @@ work_dir=""
 output=""
 verify=1
 keep_work=0
+prepare_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --work-dir)
@@ -73,6 +79,11 @@ while [ $# -gt 0 ]; do
         keep_work=1
         shift
         ;;
+    --prepare-only)
+        prepare_only=1
+        keep_work=1
+        shift
+        ;;
     -h | --help)
         sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
         exit 0
@@ -80,8 +91,6 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
-
-[ "$(id -u)" -eq 0 ] || die "must run as root (apt-get and a private mount namespace)"
 
 # ---- cache layout ------------------------------------------------------------------------------
 cache_root="${TSUBA_CACHE:-$HOME/.cache/tsuba}/firmware"
@@ -113,7 +122,7 @@ update_link() {
     fi
 }
 
-if [ -z "$output" ]; then
+if [ -z "$output" ] && [ "$prepare_only" -eq 0 ]; then
     want="$(expected_sha256)"
     if [ -f "$cache_fd" ]; then
         have="$(sha256sum "$cache_fd" | cut -d' ' -f1)"
@@ -125,6 +134,8 @@ if [ -z "$output" ]; then
         log "cached $cache_fd has sha256 $have, expected $want: rebuilding"
     fi
 fi
+
+[ "$(id -u)" -eq 0 ] || die "building needs root (apt-get and a private mount namespace)"
 
 # ---- build dependencies (idempotent: apt-get only when something is missing) -------------------
 missing=()
@@ -169,13 +180,13 @@ fetch() {
         --retry 3 --connect-timeout 20 --output "$2" "$1" || die "download failed: $1"
 }
 
-# check_file FILE SHA256 SIZE
+# check_file FILE SHA256 SIZE NAME
 check_file() {
     local size have
     size="$(stat -c %s "$1")"
-    [ "$size" = "$3" ] || die "$(basename "$1"): size $size, the signed index says $3"
+    [ "$size" = "$3" ] || die "$4: size $size, the signed index says $3"
     have="$(sha256sum "$1" | cut -d' ' -f1)"
-    [ "$have" = "$2" ] || die "$(basename "$1"): sha256 $have, the signed index says $2"
+    [ "$have" = "$2" ] || die "$4: sha256 $have, the signed index says $2"
 }
 
 dl="$work_dir/download"
@@ -194,7 +205,7 @@ read -r sources_sha sources_size < <(awk '
     in_sha && $3 == "main/source/Sources.xz" { print $1, $2; exit }' "$dl/Release") ||
     die "signed Release file lists no SHA256 for main/source/Sources.xz"
 fetch "$MIRROR/dists/$SUITE/main/source/Sources.xz" "$dl/Sources.xz" "$MAX_SOURCES_XZ"
-check_file "$dl/Sources.xz" "$sources_sha" "$sources_size"
+check_file "$dl/Sources.xz" "$sources_sha" "$sources_size" Sources.xz
 
 # The edk2 stanza of the verified index, and the tarballs it lists.
 xz -dc "$dl/Sources.xz" | awk -v RS= -v ORS='\n\n' '/(^|\n)Package: edk2\n/' >"$dl/edk2.stanza"
@@ -220,12 +231,12 @@ while read -r sha size name; do
     else
         log "fetching $name"
         fetch "$MIRROR/$pool_dir/$name" "$src_cache/$name.part" "$MAX_TARBALL"
-        check_file "$src_cache/$name.part" "$sha" "$size"
+        check_file "$src_cache/$name.part" "$sha" "$size" "$name"
         mv -f "$src_cache/$name.part" "$src_cache/$name"
     fi
     # Check again the copy we unpack (the cache is writable by whoever owns it).
     cp "$src_cache/$name" "$dl/$name"
-    check_file "$dl/$name" "$sha" "$size"
+    check_file "$dl/$name" "$sha" "$size" "$name"
 done <"$dl/tarballs"
 
 # ---- unpack and patch --------------------------------------------------------------------------
@@ -246,6 +257,10 @@ log "applied $(grep -c '^Applying patch' "$work_dir/quilt.log") patches"
 # Skip the grub module: an empty grub.efi, newer than grub.sh and grub.cfg, so that the PREBUILD
 # step (OvmfPkg/AmdSev/Grub/grub.sh) keeps it instead of building grub.
 touch "$src/OvmfPkg/AmdSev/Grub/grub.efi"
+if [ "$prepare_only" -eq 1 ]; then
+    printf '%s\n' "$src"
+    exit 0
+fi
 
 SOURCE_DATE_EPOCH="$(dpkg-parsechangelog -l "$src/debian/changelog" -STimestamp)"
 export SOURCE_DATE_EPOCH
