@@ -9,9 +9,11 @@
 
 #![forbid(unsafe_code)]
 
+mod device;
 mod snp;
 mod state;
 
+pub use device::{DeviceError, SimLaunch, SnpLaunch, serve};
 pub use snp::{
     AmdSpError, CertError, SIM_CHIP_ID_PREFIX, SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB,
     SignedSnpReport, SimAmdSp, SnpReportRequest,

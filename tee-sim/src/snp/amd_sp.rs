@@ -393,10 +393,21 @@ impl NewState {
     }
 }
 
+/// One simulator per test binary, with the published test roots (no RSA generation).
+#[cfg(test)]
+pub(crate) fn shared_test_sim() -> &'static std::sync::Arc<SimAmdSp> {
+    static SIM: std::sync::OnceLock<(tempfile::TempDir, std::sync::Arc<SimAmdSp>)> =
+        std::sync::OnceLock::new();
+    let (_dir, sp) = SIM.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sp = SimAmdSp::open_or_create_with_published_test_roots(dir.path()).expect("sim");
+        (dir, std::sync::Arc::new(sp))
+    });
+    sp
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use p384::ecdsa::signature::Verifier;
     use sev::certs::snp::{Certificate, Chain, Verifiable, builtin, ca};
     use sev::firmware::guest::AttestationReport;
@@ -405,15 +416,8 @@ mod tests {
 
     use super::*;
 
-    /// One simulator per test binary, with the published test roots (no RSA generation).
     fn sim() -> &'static SimAmdSp {
-        static SIM: OnceLock<(tempfile::TempDir, SimAmdSp)> = OnceLock::new();
-        let (_dir, sp) = SIM.get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let sp = SimAmdSp::open_or_create_with_published_test_roots(dir.path()).unwrap();
-            (dir, sp)
-        });
-        sp
+        shared_test_sim()
     }
 
     fn request(version: SnpReportVersion) -> SnpReportRequest {

@@ -8,3 +8,6 @@ pub use amd_sp::{
     SnpReportRequest,
 };
 pub use certs::CertError;
+
+#[cfg(test)]
+pub(crate) use amd_sp::shared_test_sim;

@@ -1,0 +1,408 @@
+//! The sim device: serves one guest its evidence over a byte stream (in practice the host end
+//! of the virtio-serial port `tsuba.teesim`), speaking `tsuba_protocols::simdev`.
+//!
+//! Everything that identifies the launch (measurement, HOST_DATA, policy, TCB) is fixed by the
+//! launcher in [`SimLaunch`] before the guest runs; a request carries only the guest's report
+//! data and VMPL. A malformed, oversized or unknown request gets an error reply and the server
+//! goes on: after garbage it resynchronises on the next frame magic. It returns when the guest
+//! side closes the stream.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tracing::{debug, warn};
+use tsuba_protocols::evidence::{GuestPolicy, SnpReportVersion, TcbParts};
+use tsuba_protocols::simdev::{
+    self, ErrorCode, HEADER_LEN, MAGIC, MAX_REQUEST_LEN, Request, Response, SimDevError, SimTee,
+};
+
+use crate::snp::{SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
+
+/// Highest VMPL a guest can ask a report from.
+const MAX_VMPL: u32 = 3;
+
+/// Errors that end [`serve`].
+#[derive(Debug, Error)]
+pub enum DeviceError {
+    /// Reading from or writing to the stream failed.
+    #[error("sim device stream")]
+    Io(#[from] std::io::Error),
+    /// A reply could not be encoded (a bug: replies are bounded).
+    #[error("encoding a sim device reply")]
+    Encode(#[from] SimDevError),
+}
+
+/// What the launcher decided for an SNP guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnpLaunch {
+    /// Launch measurement, as computed for the files being booted.
+    pub measurement: [u8; 48],
+    /// HOST_DATA (tsuba: the initdata digest).
+    pub host_data: [u8; 32],
+    /// Guest policy.
+    pub policy: GuestPolicy,
+    /// Report version to produce (3 or 5).
+    pub version: SnpReportVersion,
+    /// Platform TCB.
+    pub tcb: TcbParts,
+}
+
+impl SnpLaunch {
+    /// A launch with the default policy and TCB, producing version 3 reports.
+    pub fn new(measurement: [u8; 48], host_data: [u8; 32]) -> Self {
+        Self {
+            measurement,
+            host_data,
+            policy: SIM_DEFAULT_POLICY,
+            version: SnpReportVersion::V3,
+            tcb: SIM_DEFAULT_TCB,
+        }
+    }
+}
+
+/// What only the launcher knows, and the simulator that signs for it.
+#[derive(Debug, Clone)]
+pub enum SimLaunch {
+    /// A simulated SEV-SNP guest.
+    Snp {
+        /// The simulated AMD-SP.
+        sp: Arc<SimAmdSp>,
+        /// The launch.
+        launch: SnpLaunch,
+    },
+}
+
+impl SimLaunch {
+    fn tee(&self) -> SimTee {
+        match self {
+            Self::Snp { .. } => SimTee::Snp,
+        }
+    }
+
+    fn answer(&self, req: Request) -> Response {
+        match (self, req) {
+            (_, Request::Info) => Response::Info { tee: self.tee() },
+            (_, Request::SnpReport { vmpl, .. }) if vmpl > MAX_VMPL => Response::Error {
+                code: ErrorCode::Malformed,
+                message: format!("vmpl {vmpl} out of range"),
+            },
+            (Self::Snp { sp, launch }, Request::SnpReport { report_data, vmpl }) => {
+                let req = SnpReportRequest {
+                    version: launch.version,
+                    measurement: launch.measurement,
+                    host_data: launch.host_data,
+                    policy: launch.policy,
+                    tcb: launch.tcb,
+                    vmpl,
+                    report_data,
+                    family_id: [0; 16],
+                    image_id: [0; 16],
+                    guest_svn: 0,
+                };
+                match sp.report(&req) {
+                    Ok(signed) => Response::SnpReport {
+                        report: signed.report,
+                        cert_table: signed.cert_table,
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "simulated snp report failed");
+                        Response::Error {
+                            code: ErrorCode::Internal,
+                            message: "report generation failed".into(),
+                        }
+                    }
+                }
+            }
+            (Self::Snp { .. }, Request::TdxQuote { .. }) => Response::Error {
+                code: ErrorCode::WrongTee,
+                message: "this guest is a simulated snp guest".into(),
+            },
+        }
+    }
+}
+
+/// Serve one guest until it closes the stream.
+pub async fn serve<S>(stream: S, launch: SimLaunch) -> Result<(), DeviceError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let mut read = BufReader::new(read);
+    let mut header = [0u8; HEADER_LEN];
+    // Set when `header` already holds the next frame's header (found by resynchronising).
+    let mut have_header = false;
+    loop {
+        if !have_header && !read_full(&mut read, &mut header).await? {
+            return Ok(());
+        }
+        have_header = false;
+        let body_len = match simdev::parse_header(&header, MAX_REQUEST_LEN) {
+            Ok(len) => len,
+            Err(e) => {
+                warn!(error = %e, "bad sim device frame, resynchronising");
+                reply(&mut write, 0, &error_response(&e)).await?;
+                if !resync(&mut read, &mut header).await? {
+                    return Ok(());
+                }
+                have_header = true;
+                continue;
+            }
+        };
+        let mut body = vec![0u8; body_len];
+        if !read_full(&mut read, &mut body).await? {
+            return Ok(());
+        }
+        let (id, response) = match simdev::decode_request(&body) {
+            Ok((id, req)) => {
+                debug!(id, request = ?req, "sim device request");
+                (id, launch.answer(req))
+            }
+            Err(e) => {
+                warn!(error = %e, "malformed sim device request");
+                (simdev::body_id(&body).unwrap_or(0), error_response(&e))
+            }
+        };
+        reply(&mut write, id, &response).await?;
+    }
+}
+
+fn error_response(e: &SimDevError) -> Response {
+    Response::Error {
+        code: e.into(),
+        message: e.to_string(),
+    }
+}
+
+async fn reply<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    id: u32,
+    response: &Response,
+) -> Result<(), DeviceError> {
+    let frame = simdev::encode_response(id, response)?;
+    write.write_all(&frame).await?;
+    write.flush().await?;
+    Ok(())
+}
+
+/// Fill `buf`; `false` on a clean end of stream before or inside it.
+async fn read_full<R: AsyncRead + Unpin>(read: &mut R, buf: &mut [u8]) -> std::io::Result<bool> {
+    match read.read_exact(buf).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Slide over the input one byte at a time until `header` holds a frame magic and a length.
+async fn resync<R: AsyncRead + Unpin>(
+    read: &mut R,
+    header: &mut [u8; HEADER_LEN],
+) -> std::io::Result<bool> {
+    loop {
+        header.copy_within(1.., 0);
+        let mut byte = [0u8; 1];
+        if !read_full(read, &mut byte).await? {
+            return Ok(false);
+        }
+        header[HEADER_LEN - 1] = byte[0];
+        if header[..4] == MAGIC {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use p384::ecdsa::signature::Verifier;
+    use tokio::io::DuplexStream;
+    use tsuba_protocols::evidence::{
+        GUID_VCEK, ReportData, SNP_SIGNED_LEN, SnpCertTable, SnpReport,
+    };
+    use tsuba_protocols::simdev::{MAX_RESPONSE_LEN, encode_request};
+    use x509_cert::der::Decode;
+
+    use super::*;
+    use crate::snp::shared_test_sim;
+
+    fn launch() -> SimLaunch {
+        SimLaunch::Snp {
+            sp: shared_test_sim().clone(),
+            launch: SnpLaunch::new([0xAA; 48], [0xBB; 32]),
+        }
+    }
+
+    /// The guest end, with the server running on the other end.
+    fn start() -> (
+        DuplexStream,
+        tokio::task::JoinHandle<Result<(), DeviceError>>,
+    ) {
+        let (guest, host) = tokio::io::duplex(256 * 1024);
+        let server = tokio::spawn(serve(host, launch()));
+        (guest, server)
+    }
+
+    async fn read_response(guest: &mut DuplexStream) -> (u32, Response) {
+        let mut header = [0u8; HEADER_LEN];
+        guest.read_exact(&mut header).await.unwrap();
+        let len = simdev::parse_header(&header, MAX_RESPONSE_LEN).unwrap();
+        let mut body = vec![0u8; len];
+        guest.read_exact(&mut body).await.unwrap();
+        simdev::decode_response(&body).unwrap()
+    }
+
+    async fn call(guest: &mut DuplexStream, id: u32, req: &Request) -> (u32, Response) {
+        guest.write_all(&encode_request(id, req)).await.unwrap();
+        read_response(guest).await
+    }
+
+    fn snp_request(byte: u8) -> Request {
+        Request::SnpReport {
+            report_data: ReportData([byte; 64]),
+            vmpl: 0,
+        }
+    }
+
+    fn check_report(resp: Response, report_data: u8) {
+        let Response::SnpReport { report, cert_table } = resp else {
+            panic!("not a report: {resp:?}")
+        };
+        let parsed = SnpReport::parse(&report).unwrap();
+        assert_eq!(parsed.measurement, [0xAA; 48], "launcher's measurement");
+        assert_eq!(parsed.host_data, [0xBB; 32], "launcher's host data");
+        assert_eq!(parsed.report_data, [report_data; 64], "guest's report data");
+        let table = SnpCertTable::parse(&cert_table).unwrap();
+        let vcek = x509_cert::Certificate::from_der(table.get(&GUID_VCEK).unwrap()).unwrap();
+        let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(
+            vcek.tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
+        )
+        .unwrap();
+        let (r, s) = parsed.signature.to_p384_be().unwrap();
+        let sig = p384::ecdsa::Signature::from_scalars(r, s).unwrap();
+        key.verify(&report[..SNP_SIGNED_LEN], &sig).unwrap();
+    }
+
+    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("test timed out")
+    }
+
+    #[tokio::test]
+    async fn serves_signed_reports_with_the_launchers_values() {
+        bounded(async {
+            let (mut guest, server) = start();
+            let (id, info) = call(&mut guest, 1, &Request::Info).await;
+            assert_eq!((id, info), (1, Response::Info { tee: SimTee::Snp }));
+            let (id, resp) = call(&mut guest, 2, &snp_request(0x42)).await;
+            assert_eq!(id, 2);
+            check_report(resp, 0x42);
+            drop(guest);
+            server.await.unwrap().unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_an_error_and_the_server_resynchronises() {
+        bounded(async {
+            let (mut guest, server) = start();
+            guest
+                .write_all(b"hello, this is not a frame")
+                .await
+                .unwrap();
+            guest
+                .write_all(&encode_request(9, &snp_request(1)))
+                .await
+                .unwrap();
+            let (id, resp) = read_response(&mut guest).await;
+            assert_eq!(id, 0);
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ));
+            let (id, resp) = read_response(&mut guest).await;
+            assert_eq!(id, 9);
+            check_report(resp, 1);
+            drop(guest);
+            server.await.unwrap().unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn oversized_and_malformed_requests_get_errors() {
+        bounded(async {
+            let (mut guest, server) = start();
+            let mut huge = MAGIC.to_vec();
+            huge.extend_from_slice(&u32::MAX.to_le_bytes());
+            guest.write_all(&huge).await.unwrap();
+            let (_, resp) = read_response(&mut guest).await;
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::Oversized,
+                    ..
+                }
+            ));
+            // A well-framed body of an unknown kind: the error is addressed to its id.
+            let mut unknown = encode_request(77, &Request::Info);
+            unknown[9] = 0x55;
+            guest.write_all(&unknown).await.unwrap();
+            let (id, resp) = read_response(&mut guest).await;
+            assert_eq!(id, 77);
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ));
+            // Out-of-range VMPL and the other TEE's request.
+            let bad_vmpl = Request::SnpReport {
+                report_data: ReportData([0; 64]),
+                vmpl: 4,
+            };
+            let (_, resp) = call(&mut guest, 3, &bad_vmpl).await;
+            assert!(matches!(resp, Response::Error { .. }));
+            let tdx = Request::TdxQuote {
+                report_data: ReportData([0; 64]),
+            };
+            let (_, resp) = call(&mut guest, 4, &tdx).await;
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::WrongTee,
+                    ..
+                }
+            ));
+            // Still serving.
+            let (id, resp) = call(&mut guest, 5, &snp_request(5)).await;
+            assert_eq!(id, 5);
+            check_report(resp, 5);
+            drop(guest);
+            server.await.unwrap().unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_half_frame_then_close_ends_cleanly() {
+        bounded(async {
+            let (mut guest, server) = start();
+            let frame = encode_request(1, &snp_request(0));
+            guest.write_all(&frame[..20]).await.unwrap();
+            drop(guest);
+            server.await.unwrap().unwrap();
+        })
+        .await;
+    }
+}
