@@ -34,4 +34,7 @@ pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
 pub use store::{ResourcePath, StoreError};
 pub use token::{TokenClaims, TokenError};
-pub use verifier::{Claims, EvidenceTrust, Verifier, VerifierError, VerifierSet};
+pub use verifier::{
+    Claims, EvidenceTrust, SimulatedRootsRefused, SnpSetupError, SnpVerifier, Verifier,
+    VerifierError, VerifierSet,
+};

@@ -3,6 +3,7 @@
 //! the broker runs with [`EvidenceTrust::InsecureAcceptSimulated`].
 
 mod sample;
+mod snp;
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::binding::BindingDigest;
 
 pub(crate) use sample::SampleVerifier;
+pub use snp::{SnpSetupError, SnpVerifier};
 
 /// Which evidence the broker trusts. There is no default: the caller chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,19 @@ pub trait Verifier: Send + Sync {
         binding: &BindingDigest,
         now: SystemTime,
     ) -> Result<Claims, VerifierError>;
+
+    /// Whether this verifier trusts any simulated root. Such a verifier can only join a
+    /// [`VerifierSet`] built for [`EvidenceTrust::InsecureAcceptSimulated`].
+    fn trusts_simulated_roots(&self) -> bool {
+        false
+    }
+}
+
+/// A verifier trusting simulated roots was offered to a hardware-only broker.
+#[derive(Debug, thiserror::Error)]
+#[error("verifier for {tee} trusts simulated roots but the broker accepts hardware evidence only")]
+pub struct SimulatedRootsRefused {
+    tee: String,
 }
 
 /// The verifiers this broker runs, by TEE type.
@@ -143,9 +158,20 @@ impl VerifierSet {
         self.trust
     }
 
-    /// Adds or replaces the verifier for `tee`.
-    pub fn insert(&mut self, tee: Tee, verifier: Box<dyn Verifier>) {
+    /// Adds or replaces the verifier for `tee`. A verifier that trusts simulated roots is
+    /// refused unless the set was built for [`EvidenceTrust::InsecureAcceptSimulated`].
+    pub fn insert(
+        &mut self,
+        tee: Tee,
+        verifier: Box<dyn Verifier>,
+    ) -> Result<(), SimulatedRootsRefused> {
+        if verifier.trusts_simulated_roots() && self.trust == EvidenceTrust::HardwareOnly {
+            return Err(SimulatedRootsRefused {
+                tee: tee.to_string(),
+            });
+        }
         self.verifiers.insert(tee, verifier);
+        Ok(())
     }
 
     /// The verifier for `tee`, if the broker accepts that TEE.

@@ -1,0 +1,659 @@
+//! SEV-SNP evidence: the report's ECDSA P-384 signature under a VCEK or VLEK, that key's
+//! certificate chained (RSA-PSS) to a trusted ARK, certificate validity dates, and the TCB and
+//! chip-id extensions of the key's certificate against what the report claims (checks the `sev`
+//! crate leaves out). Trusted roots are AMD's real Milan, Genoa and Turin ARK/ASK (built into the
+//! `sev` crate), plus tee-sim's simulated roots only when the caller adds them.
+//!
+//! Evidence JSON (`primary_evidence`): `{"report": <base64 of the 1184-byte report>,
+//! "cert_table": <base64 of the SNP certificate table>?}`. Without a VCEK in the table the
+//! verifier looks in its local VCEK cache; it never goes to the network.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use p384::ecdsa::signature::Verifier as _;
+use serde::Deserialize;
+use serde_json::Value;
+use sev::certs::snp::{Certificate as SevCertificate, Verifiable, builtin};
+use tsuba_protocols::evidence::{
+    GUID_ASK, GUID_VCEK, GUID_VLEK, SNP_SIG_ALGO_ECDSA_P384_SHA384, SNP_SIGNED_LEN, SigningKey,
+    SnpCertTable, SnpClaims, SnpReport, TcbParts,
+};
+use x509_cert::der::Decode;
+
+use super::{Claims, Verifier, VerifierError};
+use crate::binding::BindingDigest;
+
+/// Largest certificate accepted (DER bytes).
+const MAX_CERT_LEN: usize = 16 * 1024;
+/// Most certificates loaded from a VCEK cache directory.
+const MAX_CACHE_ENTRIES: usize = 4096;
+
+const OID_BL_SPL: &str = "1.3.6.1.4.1.3704.1.3.1";
+const OID_TEE_SPL: &str = "1.3.6.1.4.1.3704.1.3.2";
+const OID_SNP_SPL: &str = "1.3.6.1.4.1.3704.1.3.3";
+const OID_UCODE_SPL: &str = "1.3.6.1.4.1.3704.1.3.8";
+const OID_FMC_SPL: &str = "1.3.6.1.4.1.3704.1.3.9";
+const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
+
+/// One trusted ARK/ASK pair.
+#[derive(Clone)]
+struct Root {
+    name: &'static str,
+    ark: x509_cert::Certificate,
+    ask: x509_cert::Certificate,
+    simulated: bool,
+}
+
+/// A certificate parsed once, kept with its DER.
+#[derive(Clone)]
+struct Cert {
+    x509: x509_cert::Certificate,
+}
+
+impl Cert {
+    fn parse(der: &[u8], what: &'static str) -> Result<Self, VerifierError> {
+        if der.len() > MAX_CERT_LEN {
+            return Err(VerifierError::Certificate { what });
+        }
+        x509_cert::Certificate::from_der(der)
+            .map(|x509| Self { x509 })
+            .map_err(|_| VerifierError::Certificate { what })
+    }
+
+    fn extension(&self, oid: &str) -> Option<&[u8]> {
+        self.x509
+            .tbs_certificate
+            .extensions
+            .as_ref()?
+            .iter()
+            .find(|ext| ext.extn_id.to_string() == oid)
+            .map(|ext| ext.extn_value.as_bytes())
+    }
+}
+
+/// Errors while setting up the SNP verifier.
+#[derive(Debug, thiserror::Error)]
+pub enum SnpSetupError {
+    /// A built-in or configured root certificate could not be read.
+    #[error("snp root certificate {name} is invalid")]
+    Root {
+        /// Which root.
+        name: &'static str,
+    },
+    /// The VCEK cache directory could not be read.
+    #[error("vcek cache {path} could not be read")]
+    Cache {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Verifier for SEV-SNP reports.
+pub struct SnpVerifier {
+    roots: Vec<Root>,
+    vcek_cache: Vec<Cert>,
+    min_tcb: Option<TcbParts>,
+}
+
+impl std::fmt::Debug for SnpVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnpVerifier")
+            .field(
+                "roots",
+                &self.roots.iter().map(|r| r.name).collect::<Vec<_>>(),
+            )
+            .field("vcek_cache", &self.vcek_cache.len())
+            .field("min_tcb", &self.min_tcb)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnpEvidence {
+    report: String,
+    #[serde(default)]
+    cert_table: Option<String>,
+}
+
+/// A report whose signature and chain verified.
+#[derive(Debug)]
+pub(crate) struct VerifiedReport {
+    pub(crate) report: SnpReport,
+    pub(crate) simulated: bool,
+    pub(crate) root: &'static str,
+}
+
+impl SnpVerifier {
+    /// A verifier trusting AMD's real ARK/ASK for Milan, Genoa and Turin.
+    pub fn with_amd_roots() -> Result<Self, SnpSetupError> {
+        let mut roots = Vec::new();
+        for (name, ark, ask) in [
+            ("milan", builtin::milan::ARK, builtin::milan::ASK),
+            ("genoa", builtin::genoa::ARK, builtin::genoa::ASK),
+            ("turin", builtin::turin::ARK, builtin::turin::ASK),
+        ] {
+            let parse = |pem: &[u8]| {
+                SevCertificate::from_pem(pem)
+                    .map(x509_cert::Certificate::from)
+                    .map_err(|_| SnpSetupError::Root { name })
+            };
+            roots.push(Root {
+                name,
+                ark: parse(ark)?,
+                ask: parse(ask)?,
+                simulated: false,
+            });
+        }
+        Ok(Self {
+            roots,
+            vcek_cache: Vec::new(),
+            min_tcb: None,
+        })
+    }
+
+    /// Also trusts tee-sim's simulated ARK/ASK (DER). Reports chained to them are marked
+    /// simulated. Only for a broker running with simulated evidence explicitly enabled.
+    pub fn insecure_add_simulated_root(
+        mut self,
+        ark_der: &[u8],
+        ask_der: &[u8],
+    ) -> Result<Self, SnpSetupError> {
+        let parse = |der: &[u8]| {
+            x509_cert::Certificate::from_der(der).map_err(|_| SnpSetupError::Root { name: "sim" })
+        };
+        self.roots.push(Root {
+            name: "tee-sim",
+            ark: parse(ark_der)?,
+            ask: parse(ask_der)?,
+            simulated: true,
+        });
+        Ok(self)
+    }
+
+    /// Loads VCEK certificates (DER files) from a local cache directory, for reports whose
+    /// evidence carries no certificate table.
+    pub fn with_vcek_cache(mut self, dir: &Path) -> Result<Self, SnpSetupError> {
+        let io = |source| SnpSetupError::Cache {
+            path: dir.into(),
+            source,
+        };
+        for entry in std::fs::read_dir(dir).map_err(io)?.take(MAX_CACHE_ENTRIES) {
+            let path = entry.map_err(io)?.path();
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            match Cert::parse(&bytes, "cached vcek") {
+                Ok(cert) => self.vcek_cache.push(cert),
+                Err(_) => tracing::warn!(path = %path.display(), "skipping unreadable vcek"),
+            }
+        }
+        Ok(self)
+    }
+
+    /// Refuses reports whose reported TCB is below `min` in any component.
+    pub fn with_min_tcb(mut self, min: TcbParts) -> Self {
+        self.min_tcb = Some(min);
+        self
+    }
+
+    /// Verifies a raw report with an optional certificate table at `now`: signature, chain,
+    /// dates, TCB. Does not look at the report data.
+    pub(crate) fn verify_report(
+        &self,
+        raw: &[u8],
+        cert_table: Option<&SnpCertTable>,
+        now: SystemTime,
+    ) -> Result<VerifiedReport, VerifierError> {
+        let report = SnpReport::parse(raw).map_err(|_| VerifierError::Malformed {
+            what: "snp report is not a valid attestation report",
+        })?;
+        if report.signature_algo != SNP_SIG_ALGO_ECDSA_P384_SHA384 {
+            return Err(VerifierError::Malformed {
+                what: "snp report signature algorithm",
+            });
+        }
+        let (guid, what) = match report.key_info.signing_key() {
+            SigningKey::Vcek => (GUID_VCEK, "vcek"),
+            SigningKey::Vlek => (GUID_VLEK, "vlek"),
+            _ => {
+                return Err(VerifierError::Malformed {
+                    what: "snp report is not signed",
+                });
+            }
+        };
+        let table_key = cert_table.and_then(|table| table.get(&guid));
+        let vek = match table_key {
+            Some(der) => Cert::parse(der, what)?,
+            None if guid == GUID_VCEK => self
+                .vcek_cache
+                .iter()
+                .find(|cert| hw_id_matches(cert, &report.chip_id))
+                .cloned()
+                .ok_or(VerifierError::MissingCertificate { what })?,
+            None => return Err(VerifierError::MissingCertificate { what }),
+        };
+        check_dates(&vek.x509, what, now)?;
+        // The report signature first: cheap to fail on a wrong key.
+        verify_report_signature(raw, &report, &vek)?;
+        let table_ask = cert_table.and_then(|table| table.get(&GUID_ASK));
+        let root = self.chain(&vek, table_ask, what, now)?;
+        check_tcb(&vek, &report, guid == GUID_VCEK)?;
+        if let Some(min) = self.min_tcb {
+            let tcb = report.reported_tcb.parts(report.tcb_layout());
+            let below = tcb.bootloader < min.bootloader
+                || tcb.tee < min.tee
+                || tcb.snp < min.snp
+                || tcb.microcode < min.microcode
+                || matches!((tcb.fmc, min.fmc), (Some(have), Some(need)) if have < need);
+            if below {
+                return Err(VerifierError::TcbStatus {
+                    status: format!("reported tcb {tcb:?} is below the minimum {min:?}"),
+                });
+            }
+        }
+        Ok(VerifiedReport {
+            report,
+            simulated: root.simulated,
+            root: root.name,
+        })
+    }
+
+    /// Finds the trusted root whose ASK (or, for a VLEK, an ASVK from the table that the ARK
+    /// signed) signed `vek`.
+    fn chain(
+        &self,
+        vek: &Cert,
+        table_intermediate: Option<&[u8]>,
+        what: &'static str,
+        now: SystemTime,
+    ) -> Result<&Root, VerifierError> {
+        let vek_sev = SevCertificate::from(vek.x509.clone());
+        let table_intermediate = table_intermediate
+            .map(|der| Cert::parse(der, "ask"))
+            .transpose()?;
+        for root in &self.roots {
+            let ark = SevCertificate::from(root.ark.clone());
+            let mut intermediates = vec![root.ask.clone()];
+            if let Some(extra) = &table_intermediate {
+                intermediates.push(extra.x509.clone());
+            }
+            for intermediate in intermediates {
+                let ask = SevCertificate::from(intermediate.clone());
+                if (&ask, &vek_sev).verify().is_ok() && (&ark, &ask).verify().is_ok() {
+                    if (&ark, &ark).verify().is_err() {
+                        return Err(VerifierError::Signature { what: "ark" });
+                    }
+                    check_dates(&root.ark, "ark", now)?;
+                    check_dates(&intermediate, "ask", now)?;
+                    return Ok(root);
+                }
+            }
+        }
+        Err(VerifierError::Signature { what })
+    }
+}
+
+impl Verifier for SnpVerifier {
+    fn verify(
+        &self,
+        evidence: &Value,
+        binding: &BindingDigest,
+        now: SystemTime,
+    ) -> Result<Claims, VerifierError> {
+        let evidence = SnpEvidence::deserialize(evidence).map_err(VerifierError::Json)?;
+        let raw = STANDARD
+            .decode(&evidence.report)
+            .map_err(|_| VerifierError::Malformed {
+                what: "report is not base64",
+            })?;
+        let table = evidence
+            .cert_table
+            .map(|b64| {
+                let bytes = STANDARD.decode(b64).map_err(|_| VerifierError::Malformed {
+                    what: "cert_table is not base64",
+                })?;
+                SnpCertTable::parse(&bytes).map_err(|_| VerifierError::Malformed {
+                    what: "cert_table is not a certificate table",
+                })
+            })
+            .transpose()?;
+        let verified = self.verify_report(&raw, table.as_ref(), now)?;
+        if verified.report.report_data != binding.padded() {
+            return Err(VerifierError::ReportDataMismatch);
+        }
+        Ok(claims(&verified))
+    }
+
+    fn trusts_simulated_roots(&self) -> bool {
+        self.roots.iter().any(|root| root.simulated)
+    }
+}
+
+fn claims(verified: &VerifiedReport) -> Claims {
+    let r = &verified.report;
+    let c = SnpClaims::from(r);
+    let tcb = |t: TcbParts| serde_json::json!({"fmc": t.fmc, "bootloader": t.bootloader, "tee": t.tee, "snp": t.snp, "microcode": t.microcode});
+    Claims {
+        tee: "snp".into(),
+        simulated: verified.simulated,
+        measurement: hex::encode(c.measurement),
+        debug: c.policy.debug(),
+        report_data: hex::encode(c.report_data.as_bytes()),
+        host_data: hex::encode(c.host_data),
+        details: serde_json::json!({
+            "version": r.version.number(),
+            "root": verified.root,
+            "policy": c.policy.0,
+            "vmpl": c.vmpl,
+            "guest_svn": c.guest_svn,
+            "signing_key": if c.signing_key == SigningKey::Vlek { "vlek" } else { "vcek" },
+            "reported_tcb": tcb(c.reported_tcb),
+            "current_tcb": tcb(c.current_tcb),
+            "committed_tcb": tcb(c.committed_tcb),
+            "launch_tcb": tcb(c.launch_tcb),
+            "family_id": hex::encode(c.family_id),
+            "image_id": hex::encode(c.image_id),
+            "id_key_digest": hex::encode(c.id_key_digest),
+            "chip_id": c.chip_id.map(hex::encode),
+        }),
+    }
+}
+
+fn verify_report_signature(
+    raw: &[u8],
+    report: &SnpReport,
+    vek: &Cert,
+) -> Result<(), VerifierError> {
+    let bad = VerifierError::Signature { what: "snp report" };
+    let spki = &vek.x509.tbs_certificate.subject_public_key_info;
+    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
+        .map_err(|_| VerifierError::Certificate {
+            what: "vek public key",
+        })?;
+    let (r, s) = report
+        .signature
+        .to_p384_be()
+        .ok_or(VerifierError::Signature { what: "snp report" })?;
+    let signature = p384::ecdsa::Signature::from_scalars(r, s)
+        .map_err(|_| VerifierError::Signature { what: "snp report" })?;
+    let signed = raw.get(..SNP_SIGNED_LEN).ok_or(VerifierError::Malformed {
+        what: "snp report length",
+    })?;
+    key.verify(signed, &signature).map_err(|_| bad)
+}
+
+fn check_dates(
+    cert: &x509_cert::Certificate,
+    what: &'static str,
+    now: SystemTime,
+) -> Result<(), VerifierError> {
+    let validity = &cert.tbs_certificate.validity;
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    if now < validity.not_before.to_unix_duration() || now > validity.not_after.to_unix_duration() {
+        return Err(VerifierError::CertificateDates { what });
+    }
+    Ok(())
+}
+
+/// A DER INTEGER from 0 to 255, as AMD encodes SPL extensions.
+fn der_u8(value: &[u8]) -> Option<u8> {
+    match value {
+        [0x02, 0x01, v] if *v < 0x80 => Some(*v),
+        [0x02, 0x02, 0x00, v] if *v >= 0x80 => Some(*v),
+        _ => None,
+    }
+}
+
+fn hw_id_matches(cert: &Cert, chip_id: &[u8; 64]) -> bool {
+    match cert.extension(OID_HW_ID) {
+        // Turin certifies only the first 8 bytes of the chip id.
+        Some(hw_id) if hw_id.len() == 8 => {
+            chip_id[..8] == *hw_id && chip_id[8..].iter().all(|b| *b == 0)
+        }
+        Some(hw_id) => hw_id == chip_id.as_slice(),
+        None => false,
+    }
+}
+
+fn check_tcb(vek: &Cert, report: &SnpReport, is_vcek: bool) -> Result<(), VerifierError> {
+    let tcb = report.reported_tcb.parts(report.tcb_layout());
+    let mut checks = vec![
+        (OID_BL_SPL, "bootloader", tcb.bootloader),
+        (OID_TEE_SPL, "tee", tcb.tee),
+        (OID_SNP_SPL, "snp", tcb.snp),
+        (OID_UCODE_SPL, "microcode", tcb.microcode),
+    ];
+    if let Some(fmc) = tcb.fmc {
+        checks.push((OID_FMC_SPL, "fmc", fmc));
+    }
+    for (oid, name, reported) in checks {
+        let certified =
+            vek.extension(oid)
+                .and_then(der_u8)
+                .ok_or_else(|| VerifierError::TcbMismatch {
+                    what: format!("{name} extension missing"),
+                })?;
+        if certified != reported {
+            return Err(VerifierError::TcbMismatch {
+                what: format!("{name}: certificate {certified}, report {reported}"),
+            });
+        }
+    }
+    let masked = report.key_info.mask_chip_key() || report.chip_id.iter().all(|b| *b == 0);
+    if is_vcek && !masked && !hw_id_matches(vek, &report.chip_id) {
+        return Err(VerifierError::TcbMismatch {
+            what: "chip id is not the certificate's hwid".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn data(name: &str) -> Vec<u8> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/real-evidence/snp");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    fn table(vek_guid: [u8; 16], der: Vec<u8>) -> SnpCertTable {
+        SnpCertTable {
+            entries: vec![tsuba_protocols::evidence::SnpCertEntry {
+                guid: vek_guid,
+                data: der,
+            }],
+        }
+    }
+
+    /// 2025-06-01: inside every real certificate's validity window.
+    fn inside() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_748_736_000)
+    }
+
+    #[test]
+    fn real_milan_report_verifies_against_amd_roots() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verified = verifier
+            .verify_report(
+                &data("trustee-test-report.bin"),
+                Some(&table(GUID_VCEK, data("trustee-test-vcek.der"))),
+                inside(),
+            )
+            .unwrap();
+        assert_eq!(verified.root, "milan");
+        assert!(!verified.simulated);
+        let claims = claims(&verified);
+        assert_eq!(claims.details["reported_tcb"]["snp"], 8);
+        assert_eq!(claims.details["reported_tcb"]["microcode"], 0x73);
+        assert!(!claims.debug);
+    }
+
+    #[test]
+    fn second_real_milan_report_verifies() {
+        let raw = hex::decode(
+            String::from_utf8(data("sev-report_milan.hex"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verified = verifier
+            .verify_report(
+                &raw,
+                Some(&table(GUID_VCEK, data("sev-vcek_milan.der"))),
+                inside(),
+            )
+            .unwrap();
+        assert_eq!(verified.root, "milan");
+    }
+
+    #[test]
+    fn vcek_from_local_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("other.der"), data("sev-vcek_milan.der")).unwrap();
+        std::fs::write(dir.path().join("vcek.der"), data("trustee-test-vcek.der")).unwrap();
+        std::fs::write(dir.path().join("junk.der"), b"junk").unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .with_vcek_cache(dir.path())
+            .unwrap();
+        verifier
+            .verify_report(&data("trustee-test-report.bin"), None, inside())
+            .unwrap();
+        let no_cache = SnpVerifier::with_amd_roots().unwrap();
+        assert!(matches!(
+            no_cache.verify_report(&data("trustee-test-report.bin"), None, inside()),
+            Err(VerifierError::MissingCertificate { what: "vcek" })
+        ));
+    }
+
+    #[test]
+    fn wrong_vcek_is_refused() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        for wrong in [
+            "trustee-test-vcek-invalid-legacy.der",
+            "trustee-test-vcek-invalid-new.der",
+            "sev-vcek_milan.der",
+            "sev-vcek_turin.der",
+        ] {
+            let result = verifier.verify_report(
+                &data("trustee-test-report.bin"),
+                Some(&table(GUID_VCEK, data(wrong))),
+                inside(),
+            );
+            assert!(
+                matches!(
+                    result,
+                    Err(VerifierError::Signature { .. })
+                        | Err(VerifierError::CertificateDates { .. })
+                ),
+                "{wrong}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn flipped_byte_is_refused() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let good = data("trustee-test-report.bin");
+        // Measurement, report data, the TCB and the signature itself.
+        for offset in [0x90, 0x50, 0x180, 0x2A0] {
+            let mut raw = good.clone();
+            raw[offset] ^= 0x01;
+            let result = verifier.verify_report(
+                &raw,
+                Some(&table(GUID_VCEK, data("trustee-test-vcek.der"))),
+                inside(),
+            );
+            assert!(result.is_err(), "offset {offset:#x}");
+        }
+        let truncated = &good[..1000];
+        assert!(matches!(
+            verifier.verify_report(
+                truncated,
+                Some(&table(GUID_VCEK, data("trustee-test-vcek.der"))),
+                inside()
+            ),
+            Err(VerifierError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn expired_or_not_yet_valid_vcek_is_refused() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000); // 2030-03
+        let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000); // 2020-09
+        for when in [after, before] {
+            assert!(matches!(
+                verifier.verify_report(&data("trustee-test-report.bin"), Some(&t), when),
+                Err(VerifierError::CertificateDates { what: "vcek" })
+            ));
+        }
+    }
+
+    #[test]
+    fn out_of_date_tcb_is_refused() {
+        let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
+        let current = TcbParts {
+            fmc: None,
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 0x73,
+        };
+        let ok = SnpVerifier::with_amd_roots().unwrap().with_min_tcb(current);
+        ok.verify_report(&data("trustee-test-report.bin"), Some(&t), inside())
+            .unwrap();
+        let newer = TcbParts { snp: 9, ..current };
+        let strict = SnpVerifier::with_amd_roots().unwrap().with_min_tcb(newer);
+        assert!(matches!(
+            strict.verify_report(&data("trustee-test-report.bin"), Some(&t), inside()),
+            Err(VerifierError::TcbStatus { .. })
+        ));
+    }
+
+    #[test]
+    fn vlek_report_signature_verifies_but_needs_the_asvk() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let vlek = data("trustee-test-vlek.der");
+        // Inside the VLEK's one-year window.
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_740_000_000);
+        let raw = data("trustee-test-vlek-report.bin");
+        let report = SnpReport::parse(&raw).unwrap();
+        verify_report_signature(&raw, &report, &Cert::parse(&vlek, "vlek").unwrap()).unwrap();
+        // AMD's ASVK is not among the built-in roots and not in this table: no chain.
+        assert!(matches!(
+            verifier.verify_report(&raw, Some(&table(GUID_VLEK, vlek.clone())), when),
+            Err(VerifierError::Signature { what: "vlek" })
+        ));
+        // Offered as a VCEK, the VLEK-signed report is refused: the key kind must match.
+        assert!(matches!(
+            verifier.verify_report(&raw, Some(&table(GUID_VCEK, vlek)), when),
+            Err(VerifierError::MissingCertificate { what: "vlek" })
+        ));
+    }
+
+    #[test]
+    fn tcb_extension_parsing() {
+        assert_eq!(der_u8(&[0x02, 0x01, 0x73]), Some(0x73));
+        assert_eq!(der_u8(&[0x02, 0x02, 0x00, 0xd9]), Some(0xd9));
+        assert_eq!(der_u8(&[0x02, 0x02, 0x01, 0x00]), None);
+        assert_eq!(der_u8(&[0x02, 0x01, 0x80]), None);
+        assert_eq!(der_u8(&[0x04, 0x01, 0x01]), None);
+        assert_eq!(der_u8(&[]), None);
+    }
+}
