@@ -7,9 +7,7 @@ use std::io::Read;
 use std::process::Command;
 
 use common::*;
-use tsuba_image_rs::ocicrypt::{
-    DecryptConfig, OcicryptError, PrivateKey, PublicKey, Recipients, UnwrapFailure,
-};
+use tsuba_image_rs::ocicrypt::{DecryptConfig, OcicryptError, Recipients, UnwrapFailure};
 use tsuba_image_rs::{ImageError, OciLayout, UnpackOptions};
 
 #[test]
@@ -22,7 +20,7 @@ fn skopeo_encrypted_images_decrypt_to_skopeos_bytes_for_every_recipient() {
     let stranger = ec_keys(t, "stranger", "P-256");
 
     let src = OciLayout::create(t.join("src")).unwrap();
-    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
     write_image(
         &src,
         "v1",
