@@ -50,66 +50,95 @@ pub enum InitError {
     ModuleName(String),
 }
 
-/// The pseudo file systems PID 1 mounts, in order: (type, target, flags, data).
-const SYSTEM_MOUNTS: &[(&str, &str, MsFlags, &str)] = &[
-    (
-        "proc",
-        "/proc",
-        MsFlags::MS_NOSUID
-            .union(MsFlags::MS_NODEV)
-            .union(MsFlags::MS_NOEXEC),
-        "",
-    ),
-    (
-        "sysfs",
-        "/sys",
-        MsFlags::MS_NOSUID
-            .union(MsFlags::MS_NODEV)
-            .union(MsFlags::MS_NOEXEC),
-        "",
-    ),
-    (
-        "devtmpfs",
-        "/dev",
-        MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
-        "mode=0755",
-    ),
-    (
-        "tmpfs",
-        "/run",
-        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
-        "mode=0755",
-    ),
-    (
-        "tmpfs",
-        "/tmp",
-        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
-        "mode=1777",
-    ),
-    (
-        "configfs",
-        "/sys/kernel/config",
-        MsFlags::MS_NOSUID
-            .union(MsFlags::MS_NODEV)
-            .union(MsFlags::MS_NOEXEC),
-        "",
-    ),
+/// A pseudo file system PID 1 mounts.
+struct SystemMount {
+    fstype: &'static str,
+    target: &'static str,
+    flags: MsFlags,
+    data: &'static str,
+    /// Mounted only when the kernel provides the mount point (configfs appears under sysfs
+    /// only when the kernel has it; sysfs does not allow creating it).
+    optional: bool,
+}
+
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// The pseudo file systems PID 1 mounts, in order.
+const SYSTEM_MOUNTS: &[SystemMount] = &[
+    SystemMount {
+        fstype: "proc",
+        target: "/proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: false,
+    },
+    SystemMount {
+        fstype: "sysfs",
+        target: "/sys",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: false,
+    },
+    SystemMount {
+        fstype: "devtmpfs",
+        target: "/dev",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: "mode=0755",
+        optional: false,
+    },
+    SystemMount {
+        fstype: "tmpfs",
+        target: "/run",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: "mode=0755",
+        optional: false,
+    },
+    SystemMount {
+        fstype: "tmpfs",
+        target: "/tmp",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        data: "mode=1777",
+        optional: false,
+    },
+    SystemMount {
+        fstype: "configfs",
+        target: "/sys/kernel/config",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+        optional: true,
+    },
 ];
 
 /// Mounts proc, sys, dev, run, tmp and configfs (for configfs-tsm attestation reports).
 ///
 /// Nothing is seeded from the host: no host-provided files, no entropy, no clock.
 pub fn mount_system() -> Result<(), InitError> {
-    for &(fstype, target, flags, data) in SYSTEM_MOUNTS {
-        std::fs::create_dir_all(target).map_err(|e| InitError::MountPoint(target, e))?;
-        match mount(Some(fstype), target, Some(fstype), flags, Some(data)) {
-            Ok(()) => debug!(fstype, target, "mounted"),
+    for m in SYSTEM_MOUNTS {
+        if m.optional && !Path::new(m.target).is_dir() {
+            debug!(
+                fstype = m.fstype,
+                target = m.target,
+                "not offered by this kernel"
+            );
+            continue;
+        }
+        std::fs::create_dir_all(m.target).map_err(|e| InitError::MountPoint(m.target, e))?;
+        match mount(
+            Some(m.fstype),
+            m.target,
+            Some(m.fstype),
+            m.flags,
+            Some(m.data),
+        ) {
+            Ok(()) => debug!(fstype = m.fstype, target = m.target, "mounted"),
             // Already mounted (e.g. devtmpfs with CONFIG_DEVTMPFS_MOUNT) is fine.
-            Err(Errno::EBUSY) => debug!(fstype, target, "already mounted"),
+            Err(Errno::EBUSY) => debug!(fstype = m.fstype, target = m.target, "already mounted"),
             Err(source) => {
                 return Err(InitError::Mount {
-                    fstype,
-                    target,
+                    fstype: m.fstype,
+                    target: m.target,
                     source,
                 });
             }

@@ -16,7 +16,9 @@ use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
 fn main() {
     let started = Instant::now();
     let is_init = std::process::id() == 1;
-    if let Err(error) = run(started, is_init) {
+    // Logging comes first, so that even a failure to set up the system reaches the console.
+    let log_filter = init_tracing();
+    if let Err(error) = run(started, is_init, &log_filter) {
         tracing::error!("fatal: {error:#}");
         if is_init {
             tracing::error!("powering off");
@@ -27,14 +29,15 @@ fn main() {
     }
 }
 
-fn run(started: Instant, is_init: bool) -> anyhow::Result<()> {
+fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Result<()> {
     if is_init {
         tsuba_agent::mount_system().context("setting up the guest system")?;
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    let config = AgentConfig::from_cmdline(&cmdline);
-    init_tracing(config.as_ref().map_or("info", |c| c.log.as_str()));
-    let config = config?;
+    let config = AgentConfig::from_cmdline(&cmdline)?;
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_new(&config.log) {
+        let _ = log_filter.reload(filter);
+    }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?config.transport, "tsuba agent starting");
     if is_init {
         tsuba_agent::load_modules(Path::new(MODULES_DIR), Path::new(MODULES_LOAD_ORDER))?;
@@ -71,13 +74,24 @@ fn detect_tee() -> &'static str {
     }
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logs to the console at `info` until the command line says otherwise; returns the handle that
+/// changes the filter.
+fn init_tracing() -> LogFilter {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("info"));
     // The console is host-visible: the agent never logs secrets, keys or workload data.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
         .try_init();
+    handle
 }

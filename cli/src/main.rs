@@ -25,6 +25,12 @@ struct Cli {
 enum Command {
     /// Compute a launch's reference values (SNP launch digest, TDX MRTD) as JSON.
     Measure(cmd::measure::MeasureArgs),
+    /// Report what this host can run; exit status says whether --mode can run here.
+    Check(cmd::check::CheckArgs),
+    /// Build the guest image (kernel + reproducible initrd).
+    Guest(cmd::guest::GuestArgs),
+    /// Boot a sandbox VM from a launch config and show its agent's answers.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -10,6 +10,7 @@ mod accel;
 mod config;
 pub mod guest_image;
 mod launcher;
+mod probe;
 mod qemu;
 
 pub use accel::{Accel, AccelError, HostVirt, cpuinfo_has_virt, resolve as resolve_accel};
@@ -18,4 +19,5 @@ pub use config::{
     LaunchConfigFile, MemoryMib, Mode,
 };
 pub use launcher::{LaunchError, LaunchOptions, Vm, tail};
+pub use probe::{FirmwareReport, HostReport, KvmReport, QemuReport, parse_qemu_version};
 pub use qemu::{RunPaths, TEESIM_PORT_NAME, command_line};

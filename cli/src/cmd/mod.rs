@@ -4,10 +4,16 @@ use std::process::ExitCode;
 
 use crate::Command;
 
+pub(crate) mod check;
+pub(crate) mod demo;
+pub(crate) mod guest;
 pub(crate) mod measure;
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Measure(args) => measure::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Guest(args) => guest::run(args),
+        Command::Demo(args) => demo::run(args),
     }
 }

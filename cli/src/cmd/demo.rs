@@ -1,0 +1,58 @@
+//! `tsuba demo`: boot a sandbox VM from a launch config and show what its agent answers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tsuba_shim::Sandbox;
+use tsuba_vmm_tee::{LaunchConfig, LaunchOptions};
+
+/// Boot the guest described by a launch config, call the agent, shut down.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Launch config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Seconds to wait for the agent.
+    #[arg(long, default_value_t = 120)]
+    agent_timeout: u64,
+}
+
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let config = LaunchConfig::from_file(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let options = LaunchOptions::for_this_host();
+        println!("launching a {} guest ...", config.mode);
+        let sandbox =
+            Sandbox::start(&config, &options, Duration::from_secs(args.agent_timeout)).await?;
+        let ready = sandbox.vm().started().elapsed();
+        let timeout = Duration::from_secs(10);
+        let result = async {
+            let check = sandbox.agent().check(timeout).await?;
+            let version = sandbox.agent().version(timeout).await?;
+            anyhow::Ok((check, version))
+        }
+        .await;
+        let accel = sandbox.vm().accel().qemu_name();
+        sandbox.stop().await?;
+        let (check, version) = result?;
+        println!("agent ready after {:.1} s ({accel})", ready.as_secs_f64());
+        println!(
+            "Health.Check: status {:?}, uptime {} ms, agent RSS {} KiB",
+            check.status.enum_value_or_default(),
+            check.uptime_ms,
+            check.agent_rss_kib
+        );
+        println!(
+            "Health.Version: agent {}, protocol v{}, guest kernel {}, tee {}",
+            version.agent_version, version.protocol_version, version.kernel_release, version.tee
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
