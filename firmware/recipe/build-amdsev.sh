@@ -122,18 +122,21 @@ update_link() {
     fi
 }
 
-if [ -z "$output" ] && [ "$prepare_only" -eq 0 ]; then
+# cache_hit: when the cached image has the recorded sha256, link it, print its path and exit.
+cache_hit() {
+    [ -z "$output" ] && [ "$prepare_only" -eq 0 ] || return 0
+    local want have
     want="$(expected_sha256)"
-    if [ -f "$cache_fd" ]; then
-        have="$(sha256sum "$cache_fd" | cut -d' ' -f1)"
-        if [ "$have" = "$want" ]; then
-            update_link
-            printf '%s\n' "$cache_fd"
-            exit 0
-        fi
-        log "cached $cache_fd has sha256 $have, expected $want: rebuilding"
+    [ -f "$cache_fd" ] || return 0
+    have="$(sha256sum "$cache_fd" | cut -d' ' -f1)"
+    if [ "$have" = "$want" ]; then
+        update_link
+        printf '%s\n' "$cache_fd"
+        exit 0
     fi
-fi
+    log "cached $cache_fd has sha256 $have, expected $want: rebuilding"
+}
+cache_hit
 
 [ "$(id -u)" -eq 0 ] || die "building needs root (apt-get and a private mount namespace)"
 
@@ -154,6 +157,8 @@ fi
 mkdir -p "$cache_root"
 exec 9>"$cache_root/.amdsev.lock"
 flock 9
+# Another run may have built it while we waited for the lock.
+cache_hit
 
 # ---- work directory ----------------------------------------------------------------------------
 if [ -z "$work_dir" ]; then
