@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod eventlog;
 mod kernel_hashes;
 mod ovmf;
 mod reference;
@@ -15,6 +16,9 @@ mod snp;
 mod tdvf;
 mod vcpu;
 
+pub use eventlog::{
+    BootDigests, CcEvent, EventLog, EventLogError, MAX_EVENT_LOG_LEN, MAX_EVENTS, Rtmrs,
+};
 pub use kernel_hashes::KernelHashes;
 pub use ovmf::{Firmware, MAX_FIRMWARE_LEN, OvmfError, SevSection, SevSectionKind};
 pub use reference::{
