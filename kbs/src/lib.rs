@@ -29,12 +29,14 @@ pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind};
 pub use error::KbsError;
 pub use http::{HttpLimits, router};
 pub use jwe::{FlattenedJwe, JweError};
+/// TEE types of the KBS protocol (re-exported from `kbs-types`).
+pub use kbs_types::Tee;
 pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
 pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
 pub use store::{ResourcePath, StoreError};
 pub use token::{TokenClaims, TokenError};
 pub use verifier::{
-    Claims, EvidenceTrust, SimulatedRootsRefused, SnpSetupError, SnpVerifier, Verifier,
-    VerifierError, VerifierSet,
+    Claims, EvidenceTrust, SimulatedRootsRefused, SnpSetupError, SnpVerifier, TdxSetupError,
+    TdxVerifier, Verifier, VerifierError, VerifierSet,
 };

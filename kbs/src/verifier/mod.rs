@@ -4,6 +4,7 @@
 
 mod sample;
 mod snp;
+mod tdx;
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -16,6 +17,7 @@ use crate::binding::BindingDigest;
 
 pub(crate) use sample::SampleVerifier;
 pub use snp::{SnpSetupError, SnpVerifier};
+pub use tdx::{TdxSetupError, TdxVerifier};
 
 /// Which evidence the broker trusts. There is no default: the caller chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

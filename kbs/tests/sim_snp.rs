@@ -1,0 +1,200 @@
+//! End to end with simulated SNP evidence from tee-sim: the same verifier code as real SNP, with
+//! tee-sim's roots added only under the insecure option.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError};
+use tsuba_kbs::{
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
+    Transport, VerifierSet, router, serve,
+};
+use tsuba_protocols::evidence::{GuestPolicy, ReportData};
+use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SimAmdSp, SnpReportRequest};
+
+const MEASUREMENT: [u8; 48] = [0x5a; 48];
+
+struct SimSnp {
+    sp: Arc<SimAmdSp>,
+    debug: bool,
+}
+
+impl EvidenceProvider for SimSnp {
+    fn tee(&self) -> &'static str {
+        "snp"
+    }
+
+    fn evidence(
+        &self,
+        binding: &[u8; 48],
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let mut report_data = [0u8; 64];
+        report_data[..48].copy_from_slice(binding);
+        let mut request = SnpReportRequest::new(MEASUREMENT, [0; 32], ReportData(report_data));
+        if self.debug {
+            request.policy = GuestPolicy(SIM_DEFAULT_POLICY.0 | GuestPolicy::DEBUG);
+        }
+        let signed = self.sp.report(&request)?;
+        Ok(serde_json::json!({
+            "report": STANDARD.encode(&signed.report),
+            "cert_table": STANDARD.encode(&signed.cert_table),
+        }))
+    }
+}
+
+struct Setup {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    sp: Arc<SimAmdSp>,
+    broker: Arc<Broker>,
+    server: tsuba_kbs::RunningServer,
+}
+
+fn setup(trust: EvidenceTrust) -> Setup {
+    let sim_dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let sp = Arc::new(SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap());
+    let mut snp = SnpVerifier::with_amd_roots().unwrap();
+    if trust == EvidenceTrust::InsecureAcceptSimulated {
+        snp = snp
+            .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
+            .unwrap();
+    }
+    let mut verifiers = VerifierSet::new(trust);
+    verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
+    let config = BrokerConfig::new(
+        state.path().to_path_buf(),
+        AdminAuth::new(common::admin_key().verifying_key()),
+    );
+    let broker = Arc::new(Broker::new(config, verifiers).unwrap());
+    broker
+        .set_reference_values(&common::refs(&[&hex::encode(MEASUREMENT)]))
+        .unwrap();
+    broker
+        .set_resource(
+            &ResourcePath::parse("default/key/1").unwrap(),
+            b"sim-secret",
+        )
+        .unwrap();
+    let server = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        router(Arc::clone(&broker), HttpLimits::default()),
+    )
+    .unwrap();
+    Setup {
+        _dirs: (sim_dir, state),
+        sp,
+        broker,
+        server,
+    }
+}
+
+fn client(setup: &Setup, debug: bool) -> KbsClient {
+    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
+    config.insecure_allow_plain_http = true;
+    config.attempts = 1;
+    config.backoff = Duration::from_millis(10);
+    KbsClient::new(
+        config,
+        Arc::new(SimSnp {
+            sp: Arc::clone(&setup.sp),
+            debug,
+        }),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_snp_evidence_with_reference_measurement_gets_the_resource() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let client = client(&setup, false);
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"sim-secret");
+    // The token says simulated.
+    let token = client.attest().await.unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["simulated"], true);
+    assert_eq!(claims["tee"], "snp");
+    assert_eq!(claims["claims"]["details"]["root"], "tee-sim");
+    assert_eq!(claims["claims"]["measurement"], hex::encode(MEASUREMENT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_snp_refusals_explain_which_check_failed() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    // Debug guest.
+    let err = client(&setup, true)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { kind, detail, .. } if kind == "AttestationDenied" && detail.contains("debug is enabled")),
+        "{err:?}"
+    );
+    // Measurement no longer a reference value.
+    setup
+        .broker
+        .set_reference_values(&common::refs(&["00"]))
+        .unwrap();
+    let err = client(&setup, false)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { kind, detail, .. } if kind == "AttestationDenied" && detail.contains("measurement is not a reference value")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_without_the_sim_option_refuses_sim_evidence() {
+    let setup = setup(EvidenceTrust::HardwareOnly);
+    let err = client(&setup, false)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    match err {
+        KbsClientError::Refused {
+            step,
+            status,
+            kind,
+            detail,
+        } => {
+            assert_eq!(
+                (step, status, kind.as_str()),
+                ("attest", 401, "AttestationFailed")
+            );
+            assert!(detail.contains("signature"), "{detail}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn hardware_only_set_refuses_a_verifier_with_sim_roots() {
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sp = SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap();
+    let snp = SnpVerifier::with_amd_roots()
+        .unwrap()
+        .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
+        .unwrap();
+    let mut set = VerifierSet::new(EvidenceTrust::HardwareOnly);
+    assert!(set.insert(Tee::Snp, Box::new(snp)).is_err());
+    assert!(!set.accepts(Tee::Snp));
+}
