@@ -12,6 +12,7 @@ mod image;
 mod layout;
 pub mod oci;
 pub mod ocicrypt;
+mod pull;
 mod unpack;
 
 pub use digest::{Digest, DigestError};
@@ -20,6 +21,10 @@ pub use image::{
     layer_plaintext, unpack_from_layout,
 };
 pub use layout::{BlobWriter, LayoutError, OciLayout};
+pub use pull::{
+    BlobSink, Credentials, ImageVerifier, Progress, ProgressEvent, PullError, Registry,
+    RegistryOptions, ResolvedImage, VerifyFuture,
+};
 pub use unpack::{
     Compression, DeviceNodes, LayerStats, Ownership, RootfsError, UnpackError, UnpackOptions,
     unpack_layer, unpack_layer_sniffed,

@@ -1,6 +1,11 @@
 //! Interoperability with skopeo's ocicrypt on OCI layouts: images encrypted by skopeo decrypt
 //! here to the bytes skopeo's own decryption gives, and images encrypted here decrypt in skopeo.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed unwrap is a failed test"
+)]
+
 mod common;
 
 use std::io::Read;

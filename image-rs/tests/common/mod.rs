@@ -178,3 +178,87 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// A distribution registry (`/usr/bin/docker-registry`) on a free loopback port with its
+/// storage in a temp dir; killed when dropped.
+pub(crate) struct TestRegistry {
+    child: std::process::Child,
+    pub(crate) addr: String,
+    pub(crate) storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    pub(crate) fn start() -> Self {
+        Self::start_with_auth(None)
+    }
+
+    /// With `htpasswd` (a bcrypt htpasswd file's contents), the registry asks for basic auth.
+    pub(crate) fn start_with_auth(htpasswd: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            storage.display()
+        );
+        if let Some(h) = htpasswd {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, h).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                path.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        let reg = Self {
+            child,
+            addr,
+            storage,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        reg
+    }
+
+    /// `docker://<addr>/<repo>` for skopeo.
+    pub(crate) fn docker_ref(&self, repo: &str) -> String {
+        format!("docker://{}/{repo}", self.addr)
+    }
+
+    /// The file holding a blob in the registry's storage.
+    pub(crate) fn blob_file(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.storage.join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

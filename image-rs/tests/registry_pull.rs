@@ -1,0 +1,233 @@
+//! Pulling from a real distribution registry on loopback: skopeo-encrypted images decrypt to
+//! skopeo's bytes; tampered blobs and manifests, wrong keys and stalled registries are refused.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tsuba_image_rs::ocicrypt::DecryptConfig;
+use tsuba_image_rs::{
+    ImageError, ImageVerifier, OciLayout, PullError, Registry, RegistryOptions, ResolvedImage,
+    UnpackOptions, VerifyFuture,
+};
+
+/// Accepts everything: these tests are about transport, not signatures.
+struct AcceptAll;
+
+impl ImageVerifier for AcceptAll {
+    fn verify<'a>(&'a self, _: &'a Registry, _: &'a ResolvedImage) -> VerifyFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn registry_for(reg: &TestRegistry) -> Registry {
+    Registry::new(RegistryOptions {
+        plain_http: vec![reg.addr.clone()],
+        request_timeout: Duration::from_secs(10),
+        ..RegistryOptions::default()
+    })
+}
+
+fn push_encrypted(reg: &TestRegistry, t: &std::path::Path, keys: &[&KeyPair], repo: &str) {
+    let src = OciLayout::create(t.join("src")).unwrap();
+    let big: Vec<u8> = (0..500_000u32).map(|i| (i * 13).to_le_bytes()[0]).collect();
+    write_image(
+        &src,
+        "v1",
+        &[
+            vec![("etc/hello", b"hello\n"), ("bin/big", &big)],
+            vec![("etc/motd", b"hi\n")],
+        ],
+    );
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--dest-tls-verify=false"]);
+    for k in keys {
+        cmd.arg("--encryption-key")
+            .arg(format!("jwe:{}", k.public.display()));
+    }
+    run(cmd
+        .arg(oci_ref(&t.join("src"), "v1"))
+        .arg(reg.docker_ref(repo)));
+}
+
+#[test]
+fn skopeo_encrypted_image_pulls_decrypts_and_unpacks_like_skopeo() {
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let rsa = rsa_keys(t, "rsa");
+    let ec = ec_keys(t, "ec", "P-256");
+    push_encrypted(&reg, t, &[&rsa, &ec], "enc/img:v1");
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--decryption-key"])
+        .arg(&rsa.private)
+        .arg(reg.docker_ref("enc/img:v1"))
+        .arg(oci_ref(&t.join("skopeo-dec"), "v1")));
+    let theirs = manifest(&OciLayout::open(t.join("skopeo-dec")).unwrap(), "v1");
+
+    let registry = registry_for(&reg);
+    let image = format!("{}/enc/img:v1", reg.addr);
+    for key in [&rsa, &ec] {
+        let cfg = DecryptConfig {
+            jwe_keys: vec![key.private_key()],
+            provider: None,
+        };
+        // Layer by layer: our plaintext has the digest of skopeo's decrypted layer.
+        let resolved = block_on(registry.resolve(&image)).unwrap();
+        let reference = image.parse().unwrap();
+        for (desc, want) in resolved.manifest.layers.iter().zip(&theirs.layers) {
+            let key = block_on(tsuba_image_rs::layer_key(desc, &cfg)).unwrap();
+            let mut spool = tokio::fs::File::from_std(tempfile::tempfile().unwrap());
+            block_on(registry.fetch_blob(&reference, desc, &mut spool, None)).unwrap();
+            let mut file = block_on(spool.into_std());
+            std::io::Seek::rewind(&mut file).unwrap();
+            let mut plain = Vec::new();
+            tsuba_image_rs::layer_plaintext(file, desc, key.as_ref())
+                .unwrap()
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(tsuba_image_rs::Digest::of(&plain), want.digest);
+        }
+        // The whole pipeline.
+        let rootfs = tempfile::tempdir().unwrap();
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let progress: tsuba_image_rs::Progress =
+            std::sync::Arc::new(move |e| sink.lock().unwrap().push(e));
+        let stats = block_on(registry.pull(
+            &image,
+            &AcceptAll,
+            &cfg,
+            rootfs.path(),
+            &UnpackOptions::default(),
+            Some(progress),
+        ))
+        .unwrap();
+        assert_eq!(stats.layers.len(), 2);
+        assert_eq!(
+            std::fs::read(rootfs.path().join("etc/hello")).unwrap(),
+            b"hello\n"
+        );
+        assert_eq!(
+            std::fs::read(rootfs.path().join("etc/motd")).unwrap(),
+            b"hi\n"
+        );
+        let events = events.lock().unwrap();
+        let done = events
+            .iter()
+            .filter(|e| matches!(e, tsuba_image_rs::ProgressEvent::LayerDone { .. }))
+            .count();
+        assert_eq!(done, 2);
+    }
+}
+
+#[test]
+fn wrong_key_tampered_blob_and_tampered_manifest_are_refused() {
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ec = ec_keys(t, "ec", "P-256");
+    let stranger = ec_keys(t, "stranger", "P-256");
+    push_encrypted(&reg, t, &[&ec], "enc/img:v1");
+    let registry = registry_for(&reg);
+    let image = format!("{}/enc/img:v1", reg.addr);
+    let opts = UnpackOptions::default();
+
+    // Wrong key: refused before any layer is unpacked.
+    let rootfs = tempfile::tempdir().unwrap();
+    let cfg = DecryptConfig {
+        jwe_keys: vec![stranger.private_key()],
+        provider: None,
+    };
+    let err =
+        block_on(registry.pull(&image, &AcceptAll, &cfg, rootfs.path(), &opts, None)).unwrap_err();
+    assert!(
+        matches!(err, PullError::Image(ImageError::Ocicrypt { .. })),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read_dir(rootfs.path()).unwrap().count(), 0);
+
+    // Tampered ciphertext in the registry's storage: digest mismatch, nothing unpacked.
+    let cfg = DecryptConfig {
+        jwe_keys: vec![ec.private_key()],
+        provider: None,
+    };
+    let resolved = block_on(registry.resolve(&image)).unwrap();
+    let layer = resolved.manifest.layers[0].clone();
+    let path = reg.blob_file(&layer.digest);
+    let original = std::fs::read(&path).unwrap();
+    let mut bad = original.clone();
+    bad[10] ^= 0x01;
+    std::fs::write(&path, &bad).unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    let err =
+        block_on(registry.pull(&image, &AcceptAll, &cfg, rootfs.path(), &opts, None)).unwrap_err();
+    assert!(
+        matches!(err, PullError::DigestMismatch { what: "blob", .. }),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read_dir(rootfs.path()).unwrap().count(), 0);
+    std::fs::write(&path, &original).unwrap();
+
+    // Tampered manifest, pulled by digest.
+    let by_digest = format!("{}/enc/img@{}", reg.addr, resolved.manifest_digest);
+    let mpath = reg.blob_file(&resolved.manifest_digest);
+    let mut m = std::fs::read(&mpath).unwrap();
+    let pos = m.iter().position(|b| *b == b'2').unwrap();
+    m[pos] = b' ';
+    std::fs::write(&mpath, &m).unwrap();
+    let err = block_on(registry.resolve(&by_digest)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PullError::DigestMismatch {
+                what: "manifest",
+                ..
+            } | PullError::Registry { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_stalled_registry_times_out() {
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    listener.set_nonblocking(true).unwrap();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((s, _)) = listener.accept() {
+                held.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let registry = Registry::new(RegistryOptions {
+        plain_http: vec![addr.clone()],
+        request_timeout: Duration::from_millis(700),
+        attempts: 2,
+        ..RegistryOptions::default()
+    });
+    let start = Instant::now();
+    let err = block_on(registry.resolve(&format!("{addr}/any/img:v1"))).unwrap_err();
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    holder.join().unwrap();
+    assert!(
+        matches!(err, PullError::Timeout(..) | PullError::Registry { .. }),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
