@@ -198,3 +198,35 @@ fn hardware_only_set_refuses_a_verifier_with_sim_roots() {
     assert!(set.insert(Tee::Snp, Box::new(snp)).is_err());
     assert!(!set.accepts(Tee::Snp));
 }
+
+/// The guest's real path: the sim-snp attester talking to tee-sim's device server, wrapped for
+/// the KBS client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_device_attester_through_the_kbs_client() {
+    use tsuba_attestation_agent::attester::SimDeviceAttester;
+    use tsuba_attestation_agent::kbs::AttesterEvidence;
+    use tsuba_tee_sim::{SimLaunch, SnpLaunch};
+
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let (guest_end, host_end) = std::os::unix::net::UnixStream::pair().unwrap();
+    host_end.set_nonblocking(true).unwrap();
+    let host_end = tokio::net::UnixStream::from_std(host_end).unwrap();
+    let launch = SimLaunch::Snp {
+        sp: Arc::clone(&setup.sp),
+        launch: SnpLaunch::new(MEASUREMENT, [0; 32]),
+    };
+    let device = tokio::spawn(tsuba_tee_sim::serve(host_end, launch));
+    let attester =
+        tokio::task::spawn_blocking(move || SimDeviceAttester::from_stream(Box::new(guest_end)))
+            .await
+            .unwrap()
+            .unwrap();
+    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
+    config.insecure_allow_plain_http = true;
+    let client =
+        KbsClient::new(config, Arc::new(AttesterEvidence::new(Arc::new(attester)))).unwrap();
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"sim-secret");
+    drop(client);
+    device.abort();
+}

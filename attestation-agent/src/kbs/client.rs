@@ -197,9 +197,14 @@ impl KbsClient {
             .to_owned();
         let jwk = key.public_jwk();
         let binding = binding_digest(&nonce, &jwk, "");
-        let evidence = self
-            .evidence
-            .evidence(&binding)
+        // Attesters do blocking file, ioctl or device I/O.
+        let provider = Arc::clone(&self.evidence);
+        let evidence = tokio::task::spawn_blocking(move || provider.evidence(&binding))
+            .await
+            .map_err(|_| KbsClientError::Protocol {
+                step: "attest",
+                what: "attester task failed",
+            })?
             .map_err(KbsClientError::Attester)?;
         let attestation = serde_json::json!({
             "init-data": null,

@@ -9,6 +9,6 @@ mod uri;
 
 pub use client::{KbsClient, KbsClientConfig};
 pub use error::KbsClientError;
-pub use evidence::{EvidenceProvider, InsecureSampleEvidence};
+pub use evidence::{AttesterEvidence, EvidenceProvider, InsecureSampleEvidence};
 pub use tee_key::{TeeKey, TeeKeyError, TeeKeyKind};
 pub use uri::{InvalidResourceUri, ResourceUri};
