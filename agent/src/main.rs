@@ -67,7 +67,10 @@ fn detect_tee() -> &'static str {
         "snp"
     } else if Path::new("/dev/tdx_guest").exists() {
         "tdx"
-    } else if Path::new("/dev/virtio-ports/tsuba.teesim").exists() {
+    } else if matches!(
+        tsuba_agent::find_serial_port(Path::new("/sys"), "tsuba.teesim"),
+        Ok(Some(_))
+    ) {
         "sim"
     } else {
         "none"

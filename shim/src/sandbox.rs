@@ -9,6 +9,9 @@ use tsuba_vmm_tee::{AgentTransport, LaunchConfig, LaunchError, LaunchOptions, Vm
 
 use crate::agent_client::{AgentClient, AgentClientError};
 
+/// How long a failed agent connection waits to see whether the VM is exiting.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
 /// Starting or running a sandbox failed.
 #[derive(Debug, Error)]
 pub enum SandboxError {
@@ -87,12 +90,21 @@ impl Sandbox {
                 Ok(Sandbox { vm, agent })
             }
             Ok(Err(source)) => {
+                // The agent's stream closes when QEMU exits, which can be noticed before the
+                // exit itself: a guest that is going away is reported as the exit it is.
+                let exited = tokio::time::timeout(EXIT_GRACE, vm.wait_exit()).await;
                 let console_tail = vm.console_tail();
                 let _ = vm.shutdown().await;
-                Err(SandboxError::Agent {
-                    source,
-                    console_tail,
-                })
+                match exited {
+                    Ok(Ok(status)) => Err(SandboxError::GuestExited {
+                        status,
+                        console_tail,
+                    }),
+                    _ => Err(SandboxError::Agent {
+                        source,
+                        console_tail,
+                    }),
+                }
             }
             Err(exit) => {
                 let console_tail = vm.console_tail();

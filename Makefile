@@ -1,0 +1,68 @@
+# tsuba: the two commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export CARGO_BUILD_JOBS ?= 2
+export TSUBA_CACHE ?= $(HOME)/.cache/tsuba
+ENV_FILE := $(TSUBA_CACHE)/env
+HOST_TARGET := x86_64-unknown-linux-gnu
+AGENT := target/$(HOST_TARGET)/release/tsuba-agent
+TSUBA := target/debug/tsuba
+GUEST := out/guest
+
+# Every recipe that needs the set-up paths sources $(ENV_FILE) (written by scripts/setup).
+WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
+
+.PHONY: help setup agent cli guest demo test lint unit e2e test-firmware bench clean
+
+help:
+	@echo "make demo   - install what is missing, build, boot a sim-mode confidential guest"
+	@echo "make test   - install what is missing, run every test (what CI runs)"
+	@echo "make bench  - boot-time and size figures for docs/performance.md"
+
+setup:
+	scripts/setup
+
+# The agent is PID 1 of the guest: a static binary with the gnu target (no extra rustup target).
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+		-p tsuba-agent --target $(HOST_TARGET)
+
+cli:
+	cargo build --locked -p tsuba-cli
+
+# Release image (no shell) and debug image (adds busybox). Reproducible: same inputs, same bytes.
+guest: setup agent cli
+	$(WITH_ENV) $(TSUBA) guest build --kernel-package "$$TSUBA_KERNEL_PACKAGE" \
+		--agent $(AGENT) --out $(GUEST)/release
+	$(WITH_ENV) $(TSUBA) guest build --kernel-package "$$TSUBA_KERNEL_PACKAGE" \
+		--agent $(AGENT) --out $(GUEST)/debug --debug --busybox "$$TSUBA_BUSYBOX"
+
+demo: guest
+	$(WITH_ENV) scripts/demo
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	cargo nextest run --locked --workspace --exclude tsuba-tests --profile ci
+	cargo test --locked --workspace --doc
+
+# End-to-end tests: real QEMU, registry, skopeo. They read the paths below.
+e2e: guest
+	$(WITH_ENV) TSUBA_GUEST_DIR=$(CURDIR)/$(GUEST) TSUBA_BIN=$(CURDIR)/$(TSUBA) \
+		cargo nextest run --locked -p tsuba-tests --profile ci
+
+test: setup lint unit e2e
+
+test-firmware:
+	firmware/recipe/check-reproducible.sh
+
+bench: guest
+	$(WITH_ENV) TSUBA_GUEST_DIR=$(CURDIR)/$(GUEST) bench/boot.sh
+
+clean:
+	rm -rf out
+	cargo clean
