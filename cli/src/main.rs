@@ -31,6 +31,8 @@ enum Command {
     Guest(cmd::guest::GuestArgs),
     /// Boot a sandbox VM from a launch config and show its agent's answers.
     Demo(cmd::demo::DemoArgs),
+    /// Run the key broker (`serve`) or call its admin API (`admin`).
+    Kbs(cmd::kbs::KbsArgs),
 }
 
 fn main() -> std::process::ExitCode {

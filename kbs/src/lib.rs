@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_client;
 mod binding;
 mod broker;
 mod error;
@@ -19,11 +20,13 @@ mod jwe;
 mod policy;
 mod server;
 mod session;
+mod setup;
 mod store;
 mod token;
 mod verifier;
 
 pub use admin::{AdminAuth, AdminAuthError, sign_admin_token};
+pub use admin_client::{AdminClient, AdminClientError, generate_admin_key};
 pub use binding::{BindingDigest, REPORT_DATA_LEN};
 pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind};
 pub use error::KbsError;
@@ -34,6 +37,7 @@ pub use kbs_types::Tee;
 pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
 pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
+pub use setup::{SetupError, VerifierOptions, build_verifiers};
 pub use store::{ResourcePath, StoreError};
 pub use token::{TokenClaims, TokenError};
 pub use verifier::{

@@ -129,6 +129,14 @@ pub struct SimulatedRootsRefused {
     tee: String,
 }
 
+impl SimulatedRootsRefused {
+    pub(crate) fn new(tee: &str) -> Self {
+        Self {
+            tee: tee.to_owned(),
+        }
+    }
+}
+
 /// The verifiers this broker runs, by TEE type.
 pub struct VerifierSet {
     trust: EvidenceTrust,

@@ -1,0 +1,275 @@
+//! `tsuba kbs`: run the key broker (`serve`) and administer one (`admin`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tsuba_kbs::{
+    AdminAuth, AdminClient, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind,
+    ResourcePath, Transport, VerifierOptions, build_verifiers, generate_admin_key, load_pem,
+};
+
+/// Run or administer the key broker.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KbsArgs {
+    #[command(subcommand)]
+    command: KbsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KbsCommand {
+    /// Run the key broker until interrupted.
+    Serve(ServeArgs),
+    /// Call a running broker's admin API.
+    Admin(AdminArgs),
+    /// Generate an administrator Ed25519 key pair (PKCS#8 private, SPKI public PEM).
+    AdminKeygen {
+        /// Where to write the private key (mode 0600).
+        #[arg(long)]
+        private: PathBuf,
+        /// Where to write the public key (give it to `serve --admin-public-key`).
+        #[arg(long)]
+        public: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Directory for resources, policies, reference values and the token signing key.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Administrator's Ed25519 public key (SPKI PEM).
+    #[arg(long)]
+    admin_public_key: PathBuf,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS; refused unless --listen is a loopback address.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_plain_http: bool,
+    /// INSECURE: also accept simulated evidence (tee-sim roots, Trustee's `sample` TEE). Every
+    /// token issued is marked simulated. Never in production.
+    #[arg(long)]
+    insecure_accept_simulated_evidence: bool,
+    /// tee-sim's state directory whose simulated roots to trust (needs the insecure option).
+    #[arg(long, requires = "insecure_accept_simulated_evidence")]
+    sim_state_dir: Option<PathBuf>,
+    /// Directory of VCEK certificates (DER) for SNP reports that carry none.
+    #[arg(long)]
+    snp_vcek_cache: Option<PathBuf>,
+    /// Directory of DCAP collateral JSON files for TDX quotes.
+    #[arg(long)]
+    tdx_collateral_dir: Option<PathBuf>,
+    /// TDX TCB status to accept besides UpToDate (repeatable), e.g. SWHardeningNeeded.
+    #[arg(long)]
+    tdx_accept_status: Vec<String>,
+    /// Session lifetime in seconds (auth to attest, and resource requests by cookie).
+    #[arg(long, default_value_t = 300)]
+    session_ttl: u64,
+    /// Attestation token lifetime in seconds.
+    #[arg(long, default_value_t = 300)]
+    token_ttl: u64,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    max_body: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Broker URL, e.g. https://kbs.example:8080.
+    #[arg(long)]
+    url: String,
+    /// Administrator's private key (PKCS#8 PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// CA certificates (PEM) to trust for the broker's TLS certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[command(subcommand)]
+    call: AdminCall,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PolicyName {
+    /// Decides whether verified evidence earns a token.
+    Attestation,
+    /// Decides which attested guest may read which resource.
+    Resource,
+}
+
+impl From<PolicyName> for PolicyKind {
+    fn from(name: PolicyName) -> Self {
+        match name {
+            PolicyName::Attestation => Self::Attestation,
+            PolicyName::Resource => Self::Resource,
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCall {
+    /// Store a resource from a file.
+    SetResource {
+        /// repo/type/tag
+        path: String,
+        /// File with the resource bytes.
+        file: PathBuf,
+    },
+    /// List resource paths.
+    ListResources,
+    /// Replace a policy with a Rego file.
+    SetPolicy {
+        /// Which policy.
+        kind: PolicyName,
+        /// Rego file (`package policy`, rule `allow`).
+        file: PathBuf,
+    },
+    /// Print a policy.
+    GetPolicy {
+        /// Which policy.
+        kind: PolicyName,
+    },
+    /// Replace the reference values with a JSON file `{"measurement": ["<hex>", ...], ...}`.
+    SetReferenceValues {
+        /// JSON file.
+        file: PathBuf,
+    },
+    /// Print the reference values as JSON.
+    GetReferenceValues,
+}
+
+pub(crate) fn run(args: KbsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        KbsCommand::AdminKeygen { private, public } => keygen(&private, &public),
+        KbsCommand::Serve(serve) => runtime()?.block_on(serve_until_interrupted(serve)),
+        KbsCommand::Admin(admin) => runtime()?.block_on(admin_call(admin)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn keygen(private: &std::path::Path, public: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let (private_pem, public_pem) = generate_admin_key()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(private)
+        .and_then(|mut file| file.write_all(private_pem.as_bytes()))
+        .with_context(|| format!("cannot write {}", private.display()))?;
+    std::fs::write(public, public_pem)
+        .with_context(|| format!("cannot write {}", public.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let admin_pem = std::fs::read_to_string(&args.admin_public_key)
+        .with_context(|| format!("cannot read {}", args.admin_public_key.display()))?;
+    let admin = AdminAuth::from_public_key_pem(&admin_pem)?;
+    let trust = if args.insecure_accept_simulated_evidence {
+        EvidenceTrust::InsecureAcceptSimulated
+    } else {
+        EvidenceTrust::HardwareOnly
+    };
+    let verifiers = build_verifiers(&VerifierOptions {
+        trust,
+        sim_state_dir: args.sim_state_dir,
+        snp_vcek_cache: args.snp_vcek_cache,
+        tdx_collateral_dir: args.tdx_collateral_dir,
+        tdx_accept_status: args.tdx_accept_status,
+    })?;
+    let mut config = BrokerConfig::new(args.state_dir, admin);
+    config.session_ttl = Duration::from_secs(args.session_ttl);
+    config.token_ttl = Duration::from_secs(args.token_ttl);
+    let broker = Arc::new(Broker::new(config, verifiers)?);
+    let transport = match (args.tls_cert, args.tls_key, args.insecure_plain_http) {
+        (Some(cert), Some(key), false) => {
+            let cert =
+                std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key =
+                std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            let (cert_chain, key) = load_pem(&cert, &key)?;
+            Transport::Https { cert_chain, key }
+        }
+        (None, None, true) => Transport::InsecurePlainHttpLoopbackOnly,
+        _ => bail!("give --tls-cert and --tls-key, or --insecure-plain-http on a loopback address"),
+    };
+    let limits = HttpLimits {
+        max_body: args.max_body,
+        ..HttpLimits::default()
+    };
+    let server = tsuba_kbs::serve(args.listen, transport, tsuba_kbs::router(broker, limits))?;
+    tracing::info!(addr = %server.local_addr(), "tsuba kbs serving; interrupt to stop");
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for interrupt")?;
+    server.shutdown(Duration::from_secs(5));
+    server.wait().await.context("server failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let key = std::fs::read_to_string(&args.key)
+        .with_context(|| format!("cannot read {}", args.key.display()))?;
+    let ca = args
+        .ca
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .transpose()?;
+    let client = AdminClient::new(&args.url, &key, ca.as_deref())?;
+    let mut out = String::new();
+    match args.call {
+        AdminCall::SetResource { path, file } => {
+            let path = ResourcePath::parse(&path).context("resource path must be repo/type/tag")?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            client.set_resource(&path, bytes).await?;
+        }
+        AdminCall::ListResources => {
+            for path in client.list_resources().await? {
+                out.push_str(&path);
+                out.push('\n');
+            }
+        }
+        AdminCall::SetPolicy { kind, file } => {
+            let rego = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            client.set_policy(kind.into(), &rego).await?;
+        }
+        AdminCall::GetPolicy { kind } => out = client.policy(kind.into()).await?,
+        AdminCall::SetReferenceValues { file } => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let values: BTreeMap<String, Vec<String>> = serde_json::from_slice(&text)
+                .context("reference values must be {\"name\": [\"value\", ...]}")?;
+            client.set_reference_values(&values).await?;
+        }
+        AdminCall::GetReferenceValues => {
+            out = serde_json::to_string_pretty(&client.reference_values().await?)?;
+            out.push('\n');
+        }
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
