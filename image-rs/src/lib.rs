@@ -12,6 +12,7 @@ mod image;
 mod layout;
 pub mod oci;
 pub mod ocicrypt;
+mod policy;
 mod pull;
 mod unpack;
 
@@ -21,6 +22,7 @@ pub use image::{
     layer_plaintext, unpack_from_layout,
 };
 pub use layout::{BlobWriter, LayoutError, OciLayout};
+pub use policy::{Policy, PolicyError, Requirement, SignedIdentity};
 pub use pull::{
     BlobSink, Credentials, ImageVerifier, Progress, ProgressEvent, PullError, Registry,
     RegistryOptions, ResolvedImage, VerifyFuture,
