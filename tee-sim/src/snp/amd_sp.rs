@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use p384::ecdsa::signature::Signer;
 use pkcs8::der::zeroize::Zeroizing;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::RsaPrivateKey;
@@ -80,6 +79,9 @@ pub enum AmdSpError {
     /// The certificate table could not be built.
     #[error("certificate table")]
     CertTable(#[from] SnpCertTableError),
+    /// ECDSA signing failed.
+    #[error("signing the report")]
+    Sign,
     /// The requested report version is not one the simulator produces.
     #[error("the simulator produces report versions 3 and 5, not {0:?}")]
     Version(SnpReportVersion),
@@ -157,6 +159,8 @@ pub struct SimAmdSp {
     ask_der: Vec<u8>,
     ask_key: RsaPrivateKey,
     vcek_key: p384::ecdsa::SigningKey,
+    vcek_signer: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
     chip_id: [u8; 64],
     vcek_certs: Mutex<HashMap<u64, Vec<u8>>>,
 }
@@ -214,6 +218,14 @@ impl SimAmdSp {
             .map_err(|e| AmdSpError::Key(ASK_KEY, e))?;
         let vcek_key = p384::ecdsa::SigningKey::from_pkcs8_pem(&pem(VCEK_KEY)?)
             .map_err(|e| AmdSpError::Key(VCEK_KEY, e))?;
+        let rng = ring::rand::SystemRandom::new();
+        let vcek_der = vcek_key.to_pkcs8_der().map_err(AmdSpError::KeyEncoding)?;
+        let vcek_signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            vcek_der.as_bytes(),
+            &rng,
+        )
+        .map_err(|_| AmdSpError::Key(VCEK_KEY, pkcs8::Error::KeyMalformed))?;
         let chip_id = state::read(&dir.join(CHIP_ID))?
             .try_into()
             .map_err(|_| AmdSpError::ChipId)?;
@@ -222,6 +234,8 @@ impl SimAmdSp {
             ask_der: state::read(&dir.join(ASK_CERT))?,
             ask_key,
             vcek_key,
+            vcek_signer,
+            rng,
             chip_id,
             vcek_certs: Mutex::new(HashMap::new()),
         })
@@ -304,9 +318,16 @@ impl SimAmdSp {
         }
         let mut raw = report.to_bytes();
         let signed = raw.get(..SNP_SIGNED_LEN).unwrap_or_default();
-        let sig: p384::ecdsa::Signature = self.vcek_key.sign(signed);
-        let (r, s) = sig.split_bytes();
-        let sig = SnpSignature::from_p384_be(&r.into(), &s.into());
+        // Fixed-size signature: r then s, 48 bytes each, big-endian.
+        let sig = self
+            .vcek_signer
+            .sign(&self.rng, signed)
+            .map_err(|_| AmdSpError::Sign)?;
+        let (r, s) = sig.as_ref().split_at(48);
+        let (Ok(r), Ok(s)) = (<[u8; 48]>::try_from(r), <[u8; 48]>::try_from(s)) else {
+            return Err(AmdSpError::Sign);
+        };
+        let sig = SnpSignature::from_p384_be(&r, &s);
         if let Some(dst) = raw.get_mut(SNP_SIGNED_LEN..SNP_SIGNED_LEN + 144) {
             dst[..72].copy_from_slice(&sig.r);
             dst[72..].copy_from_slice(&sig.s);
