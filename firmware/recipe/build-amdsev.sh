@@ -96,8 +96,9 @@ done
 cache_root="${TSUBA_CACHE:-$HOME/.cache/tsuba}/firmware"
 # The recipe hash covers the files that decide the output: this script alone (amdsev.sha256 is
 # the expected result, not an input; check-reproducible.sh only drives this script).
-recipe_hash="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
-readonly cache_root recipe_hash
+recipe_sha256="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+recipe_hash="${recipe_sha256:0:12}"
+readonly cache_root recipe_sha256 recipe_hash
 cache_name="amdsev-${EDK2_VERSION}-${recipe_hash}"
 cache_dir="$cache_root/$cache_name"
 cache_fd="$cache_dir/OVMF.fd"
@@ -334,7 +335,7 @@ fi
 # What it was built with, next to the image.
 build_info() {
     printf 'edk2 %s (Debian %s, %s)\n' "$EDK2_VERSION" "$SUITE" "$MIRROR"
-    printf 'recipe sha256 %s\n' "$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"
+    printf 'recipe sha256 %s\n' "$recipe_sha256"
     printf 'SOURCE_DATE_EPOCH %s\n' "$SOURCE_DATE_EPOCH"
     printf 'OVMF.fd sha256 %s\n' "$got"
     dpkg-query -W -f='${Package} ${Version}\n' gcc gcc-12 binutils nasm acpica-tools python3 uuid-dev make 2>/dev/null || true
