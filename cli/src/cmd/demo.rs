@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tsuba_shim::Sandbox;
-use tsuba_vmm_tee::{LaunchConfig, LaunchOptions};
+use tsuba_vmm_tee::{LaunchConfig, LaunchOptions, Vm};
 
 /// Boot the guest described by a launch config, call the agent, shut down.
 #[derive(Debug, clap::Args)]
@@ -17,6 +17,10 @@ pub(crate) struct DemoArgs {
     /// Seconds to wait for the agent.
     #[arg(long, default_value_t = 120)]
     agent_timeout: u64,
+    /// Do not talk to an agent: boot, wait until the guest powers off, print how long it took.
+    /// Measures the boot floor with an initrd whose init only powers off (bench/boot.sh).
+    #[arg(long)]
+    until_exit: bool,
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +33,20 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let options = LaunchOptions::for_this_host();
         println!("launching a {} guest ...", config.mode);
+        if args.until_exit {
+            let mut vm = Vm::launch(&config, &options).await?;
+            let deadline = Duration::from_secs(args.agent_timeout);
+            let status = tokio::time::timeout(deadline, vm.wait_exit())
+                .await
+                .context("the guest did not power off in time")??;
+            println!(
+                "guest exited after {:.1} s ({status}, {})",
+                vm.started().elapsed().as_secs_f64(),
+                vm.accel().qemu_name()
+            );
+            vm.shutdown().await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let sandbox =
             Sandbox::start(&config, &options, Duration::from_secs(args.agent_timeout)).await?;
         let ready = sandbox.vm().started().elapsed();
