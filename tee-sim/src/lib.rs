@@ -12,6 +12,7 @@
 mod device;
 mod snp;
 mod state;
+mod tdx;
 
 pub use device::{DeviceError, SimLaunch, SnpLaunch, serve};
 pub use snp::{
@@ -19,3 +20,7 @@ pub use snp::{
     SignedSnpReport, SimAmdSp, SnpReportRequest,
 };
 pub use state::StateError;
+pub use tdx::{
+    SIM_TD_ATTRIBUTES, SIM_TEE_TCB_SVN, SIM_XFAM, SimTdx, SimTdxCollateral, TdxQuoteRequest,
+    TdxSimError,
+};
