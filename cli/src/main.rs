@@ -33,6 +33,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Run the key broker (`serve`) or call its admin API (`admin`).
     Kbs(cmd::kbs::KbsArgs),
+    /// Pull (policy, decryption, safe unpack) or encrypt container images.
+    Image(cmd::image::ImageArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -7,6 +7,7 @@ use crate::Command;
 pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod guest;
+pub(crate) mod image;
 pub(crate) mod kbs;
 pub(crate) mod measure;
 
@@ -17,5 +18,6 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Guest(args) => guest::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Kbs(args) => kbs::run(args),
+        Command::Image(args) => image::run(args),
     }
 }

@@ -199,7 +199,8 @@ pub fn unpack_layer<R: Read>(
     })?;
     let decompressed: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(blob)),
+        // Multi-member: parallel gzip writers (umoci, pigz) emit several members.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::new(blob).map_err(UnpackError::Read)?)
         }
@@ -403,6 +404,35 @@ mod tests {
                 vec![42u8; 10_000]
             );
         }
+    }
+
+    #[test]
+    fn multi_member_gzip_is_read_to_the_end() {
+        let tar = layer(|b| {
+            file(b, "a", &[1u8; 3000]);
+            file(b, "b", &[2u8; 3000]);
+        });
+        let (first, second) = tar.split_at(2048);
+        let mut blob = Vec::new();
+        for part in [first, second] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(part).unwrap();
+            blob.extend(gz.finish().unwrap());
+        }
+        let root = tempfile::tempdir().unwrap();
+        let s = unpack_layer(
+            &blob[..],
+            Compression::Gzip,
+            root.path(),
+            Some(&Digest::of(&tar)),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(s.diff_id, Digest::of(&tar));
+        assert_eq!(
+            std::fs::read(root.path().join("b")).unwrap(),
+            vec![2u8; 3000]
+        );
     }
 
     #[test]
