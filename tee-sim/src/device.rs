@@ -12,12 +12,13 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tracing::{debug, warn};
-use tsuba_protocols::evidence::{GuestPolicy, SnpReportVersion, TcbParts};
+use tsuba_protocols::evidence::{GuestPolicy, SnpReportVersion, TcbParts, TdxQuoteVersion};
 use tsuba_protocols::simdev::{
     self, ErrorCode, HEADER_LEN, MAGIC, MAX_REQUEST_LEN, Request, Response, SimDevError, SimTee,
 };
 
 use crate::snp::{SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
+use crate::tdx::{SIM_TD_ATTRIBUTES, SIM_TEE_TCB_SVN, SIM_XFAM, SimTdx, TdxQuoteRequest};
 
 /// Highest VMPL a guest can ask a report from.
 const MAX_VMPL: u32 = 3;
@@ -61,6 +62,46 @@ impl SnpLaunch {
     }
 }
 
+/// What the launcher decided for a TDX guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TdxLaunch {
+    /// MRTD, as computed for the firmware being booted.
+    pub mr_td: [u8; 48],
+    /// MRCONFIGID (tsuba: the initdata digest).
+    pub mr_config_id: [u8; 48],
+    /// MROWNER.
+    pub mr_owner: [u8; 48],
+    /// MROWNERCONFIG.
+    pub mr_owner_config: [u8; 48],
+    /// RTMR 0 to 3 as the launcher computed them (the sim guest cannot extend them).
+    pub rtmr: [[u8; 48]; 4],
+    /// Quote version to produce.
+    pub version: TdxQuoteVersion,
+    /// TEE TCB SVN.
+    pub tee_tcb_svn: [u8; 16],
+    /// TD attributes.
+    pub td_attributes: u64,
+    /// XFAM.
+    pub xfam: u64,
+}
+
+impl TdxLaunch {
+    /// A launch with default attributes and TCB, zero owner fields and RTMRs, v4 quotes.
+    pub fn new(mr_td: [u8; 48], mr_config_id: [u8; 48]) -> Self {
+        Self {
+            mr_td,
+            mr_config_id,
+            mr_owner: [0; 48],
+            mr_owner_config: [0; 48],
+            rtmr: [[0; 48]; 4],
+            version: TdxQuoteVersion::V4,
+            tee_tcb_svn: SIM_TEE_TCB_SVN,
+            td_attributes: SIM_TD_ATTRIBUTES,
+            xfam: SIM_XFAM,
+        }
+    }
+}
+
 /// What only the launcher knows, and the simulator that signs for it.
 #[derive(Debug, Clone)]
 pub enum SimLaunch {
@@ -71,12 +112,20 @@ pub enum SimLaunch {
         /// The launch.
         launch: SnpLaunch,
     },
+    /// A simulated TDX guest.
+    Tdx {
+        /// The simulated TDX module and QE.
+        sim: Arc<SimTdx>,
+        /// The launch (boxed: it is several times larger than the SNP one).
+        launch: Box<TdxLaunch>,
+    },
 }
 
 impl SimLaunch {
     fn tee(&self) -> SimTee {
         match self {
             Self::Snp { .. } => SimTee::Snp,
+            Self::Tdx { .. } => SimTee::Tdx,
         }
     }
 
@@ -118,6 +167,34 @@ impl SimLaunch {
                 code: ErrorCode::WrongTee,
                 message: "this guest is a simulated snp guest".into(),
             },
+            (Self::Tdx { .. }, Request::SnpReport { .. }) => Response::Error {
+                code: ErrorCode::WrongTee,
+                message: "this guest is a simulated tdx guest".into(),
+            },
+            (Self::Tdx { sim, launch }, Request::TdxQuote { report_data }) => {
+                let req = TdxQuoteRequest {
+                    version: launch.version,
+                    mr_td: launch.mr_td,
+                    mr_config_id: launch.mr_config_id,
+                    mr_owner: launch.mr_owner,
+                    mr_owner_config: launch.mr_owner_config,
+                    rtmr: launch.rtmr,
+                    report_data,
+                    tee_tcb_svn: launch.tee_tcb_svn,
+                    td_attributes: launch.td_attributes,
+                    xfam: launch.xfam,
+                };
+                match sim.quote(&req) {
+                    Ok(quote) => Response::TdxQuote { quote },
+                    Err(e) => {
+                        warn!(error = %e, "simulated tdx quote failed");
+                        Response::Error {
+                            code: ErrorCode::Internal,
+                            message: "quote generation failed".into(),
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -388,6 +465,43 @@ mod tests {
             let (id, resp) = call(&mut guest, 5, &snp_request(5)).await;
             assert_eq!(id, 5);
             check_report(resp, 5);
+            drop(guest);
+            server.await.unwrap().unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn serves_tdx_quotes_with_the_launchers_values() {
+        bounded(async {
+            let (mut guest, host) = tokio::io::duplex(256 * 1024);
+            let launch = SimLaunch::Tdx {
+                sim: crate::tdx::shared_test_tdx().clone(),
+                launch: Box::new(TdxLaunch::new([0x12; 48], [0x34; 48])),
+            };
+            let server = tokio::spawn(serve(host, launch));
+            let (_, info) = call(&mut guest, 1, &Request::Info).await;
+            assert_eq!(info, Response::Info { tee: SimTee::Tdx });
+            let req = Request::TdxQuote {
+                report_data: ReportData([0x56; 64]),
+            };
+            let (id, resp) = call(&mut guest, 2, &req).await;
+            assert_eq!(id, 2);
+            let Response::TdxQuote { quote } = resp else {
+                panic!("not a quote: {resp:?}")
+            };
+            let parsed = tsuba_protocols::evidence::TdxQuote::parse(&quote).unwrap();
+            assert_eq!(parsed.body.mr_td, [0x12; 48]);
+            assert_eq!(parsed.body.mr_config_id, [0x34; 48]);
+            assert_eq!(parsed.body.report_data, [0x56; 64]);
+            let (_, resp) = call(&mut guest, 3, &snp_request(0)).await;
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::WrongTee,
+                    ..
+                }
+            ));
             drop(guest);
             server.await.unwrap().unwrap();
         })

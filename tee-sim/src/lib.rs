@@ -14,7 +14,7 @@ mod snp;
 mod state;
 mod tdx;
 
-pub use device::{DeviceError, SimLaunch, SnpLaunch, serve};
+pub use device::{DeviceError, SimLaunch, SnpLaunch, TdxLaunch, serve};
 pub use snp::{
     AmdSpError, CertError, SIM_CHIP_ID_PREFIX, SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB,
     SignedSnpReport, SimAmdSp, SnpReportRequest,

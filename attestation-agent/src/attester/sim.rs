@@ -157,8 +157,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use tsuba_protocols::evidence::TdxQuote;
     use tsuba_protocols::evidence::{GUID_ARK, SnpCertTable, SnpReport};
-    use tsuba_tee_sim::{SimAmdSp, SimLaunch, SnpLaunch};
+    use tsuba_tee_sim::{SimAmdSp, SimLaunch, SimTdx, SnpLaunch, TdxLaunch};
 
     use super::*;
 
@@ -188,6 +189,13 @@ mod tests {
     }
 
     fn start() -> (UnixStream, Server) {
+        start_with(SimLaunch::Snp {
+            sp: sim(),
+            launch: SnpLaunch::new([0x44; 48], [0x55; 32]),
+        })
+    }
+
+    fn start_with(launch: SimLaunch) -> (UnixStream, Server) {
         let (guest, host) = UnixStream::pair().unwrap();
         guest
             .set_read_timeout(Some(Duration::from_secs(60)))
@@ -198,10 +206,6 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let launch = SimLaunch::Snp {
-            sp: sim(),
-            launch: SnpLaunch::new([0x44; 48], [0x55; 32]),
-        };
         runtime.spawn(async move {
             let host = tokio::net::UnixStream::from_std(host).unwrap();
             tsuba_tee_sim::serve(host, launch).await
@@ -236,6 +240,26 @@ mod tests {
             again.claims().unwrap().report_data(),
             &ReportData([0x77; 64])
         );
+    }
+
+    #[test]
+    fn sim_tdx_evidence_through_the_real_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let tdx = Arc::new(SimTdx::open_or_create(dir.path()).unwrap());
+        let (guest, _server) = start_with(SimLaunch::Tdx {
+            sim: tdx,
+            launch: Box::new(TdxLaunch::new([0x21; 48], [0x43; 48])),
+        });
+        let attester = SimDeviceAttester::from_stream(Box::new(guest)).unwrap();
+        assert_eq!(attester.kind(), AttesterKind::SimTdx);
+        let rd = ReportData([0x65; 64]);
+        let Evidence::Tdx { quote } = attester.evidence(&rd).unwrap() else {
+            panic!("not tdx")
+        };
+        let parsed = TdxQuote::parse(&quote).unwrap();
+        assert_eq!(parsed.body.mr_td, [0x21; 48]);
+        assert_eq!(parsed.body.mr_config_id, [0x43; 48]);
+        assert_eq!(parsed.body.report_data, [0x65; 64]);
     }
 
     #[test]
