@@ -7,10 +7,12 @@
 # 12 MiB kernel, a 32 MiB initrd and a command line (kernel hashes); without it, Debian's plain
 # /usr/share/ovmf/OVMF.fd padded in front to 4 MiB, without kernel.
 #
-# Needs: `pip install sev-snp-measure`, jq, Debian's ovmf. Prints one line per tool (median and
-# mean wall-clock milliseconds over $RUNS runs, process start included) and the speed-up.
+# Needs: `pip install sev-snp-measure`, jq, GNU time (/usr/bin/time), Debian's ovmf. Prints one
+# line per tool: median wall-clock and median CPU time (user + sys of the process, which a busy
+# shared machine disturbs less than wall-clock) over $RUNS runs, process start included, and the
+# speed-ups.
 #
-# Usage: bench/measure-vs-python.sh            (RUNS=20 by default)
+# Usage: bench/measure-vs-python.sh   (env: RUNS=20, TSUBA_AMDSEV_OVMF, TSUBA_BIN)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,8 +44,13 @@ else
     what="plain OVMF padded to 4 MiB, no kernel (AmdSev build not found at $amdsev)"
 fi
 
-(cd "$root" && CARGO_BUILD_JOBS=2 cargo build -q --release -p tsuba-cli)
-tsuba=$root/target/release/tsuba
+# TSUBA_BIN: an already built `tsuba` to time instead of building one.
+if [ -n "${TSUBA_BIN:-}" ]; then
+    tsuba=$TSUBA_BIN
+else
+    (cd "$root" && CARGO_BUILD_JOBS=2 cargo build -q --release -p tsuba-cli)
+    tsuba=$root/target/release/tsuba
+fi
 
 run_tsuba() {
     "$tsuba" measure --firmware "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${tsuba_boot[@]}" |
@@ -53,6 +60,7 @@ run_python() {
     sev-snp-measure --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}"
 }
 
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 a=$(run_tsuba)
 b=$(run_python)
 if [ "$a" != "$b" ]; then
@@ -60,19 +68,32 @@ if [ "$a" != "$b" ]; then
     exit 1
 fi
 
-ms() { local s e; s=$(date +%s%N); "$@" >/dev/null; e=$(date +%s%N); echo $(((e - s) / 1000)); }
+# One timed run: appends "wall_ms cpu_ms" (cpu = user + sys of the tool's process).
+timed() {
+    local out=$1
+    shift
+    /usr/bin/time -f "%e %U %S" -o "$work/one" "$@" >/dev/null
+    awk '{printf "%.1f %.1f\n", $1 * 1000, ($2 + $3) * 1000}' "$work/one" >>"$out"
+}
+tsuba_cmd=("$tsuba" measure --firmware "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${tsuba_boot[@]}")
+py_cmd=(sev-snp-measure --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}")
 : >"$work/t" && : >"$work/p"
 for _ in $(seq "$runs"); do
-    ms run_tsuba >>"$work/t"
-    ms run_python >>"$work/p"
+    timed "$work/t" "${tsuba_cmd[@]}"
+    timed "$work/p" "${py_cmd[@]}"
 done
 
-stats() { sort -n "$1" | awk '{v[NR]=$1; s+=$1} END {printf "%.1f %.1f\n", v[int((NR+1)/2)]/1000, s/NR/1000}'; }
-read -r t_med t_mean < <(stats "$work/t")
-read -r p_med p_mean < <(stats "$work/p")
+# Median of column $2 of file $1.
+median() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR]=$c} END {printf "%.1f\n", v[int((NR+1)/2)]}'; }
+t_wall=$(median "$work/t" 1)
+t_cpu=$(median "$work/t" 2)
+p_wall=$(median "$work/p" 1)
+p_cpu=$(median "$work/p" 2)
 
 echo "inputs: $what; 8 vCPUs EPYC-Milan; digest $a (both tools agree)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-printf 'tsuba measure:   median %8.1f ms  mean %8.1f ms  (%d runs)\n' "$t_med" "$t_mean" "$runs"
-printf 'sev-snp-measure: median %8.1f ms  mean %8.1f ms  (%d runs)\n' "$p_med" "$p_mean" "$runs"
-awk -v t="$t_med" -v p="$p_med" 'BEGIN {printf "speed-up (median): %.1fx\n", p / t}'
+echo "load average before the runs: $load"
+printf 'tsuba measure:   median wall %8.1f ms  cpu (user+sys) %8.1f ms  (%d runs)\n' "$t_wall" "$t_cpu" "$runs"
+printf 'sev-snp-measure: median wall %8.1f ms  cpu (user+sys) %8.1f ms  (%d runs)\n' "$p_wall" "$p_cpu" "$runs"
+awk -v tw="$t_wall" -v pw="$p_wall" -v tc="$t_cpu" -v pc="$p_cpu" \
+    'BEGIN {printf "speed-up (median): wall %.1fx, cpu %.1fx\n", pw / tw, pc / (tc > 0 ? tc : 1)}'

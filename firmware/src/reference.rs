@@ -175,19 +175,27 @@ pub fn reference_values(inputs: &MeasurementInputs) -> Result<ReferenceValues, R
         return Err(ReferenceError::BootWithoutKernel);
     }
 
-    let bytes = read_firmware(&inputs.firmware)?;
-    let firmware_digest = FileDigest {
-        path: inputs.firmware.clone(),
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        len: len_u64(bytes.len()),
-    };
-    let firmware = Firmware::parse(bytes).map_err(|source| ReferenceError::Firmware {
-        path: inputs.firmware.clone(),
-        source,
+    // The kernel and initrd are hashed on their own threads while this one reads, hashes and
+    // parses the firmware: on a launch with kernel hashes that is most of the work.
+    let (firmware, firmware_digest, kernel, initrd) = std::thread::scope(|scope| {
+        let kernel = inputs
+            .kernel
+            .as_deref()
+            .map(|p| scope.spawn(move || hash_file(p)));
+        let initrd = inputs
+            .initrd
+            .as_deref()
+            .map(|p| scope.spawn(move || hash_file(p)));
+        let firmware = load_firmware(&inputs.firmware);
+        let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        let kernel = kernel.map(join).transpose();
+        let initrd = initrd.map(join).transpose();
+        let (firmware, digest) = firmware?;
+        Ok::<_, ReferenceError>((firmware, digest, kernel?, initrd?))
     })?;
-
-    let kernel = inputs.kernel.as_deref().map(hash_file).transpose()?;
-    let initrd = inputs.initrd.as_deref().map(hash_file).transpose()?;
     let kernel_hashes = kernel.as_ref().map(|(_, k)| KernelHashes {
         kernel: *k,
         initrd: initrd
@@ -246,6 +254,21 @@ pub fn reference_values(inputs: &MeasurementInputs) -> Result<ReferenceValues, R
         "computed launch reference values"
     );
     Ok(values)
+}
+
+/// Reads, hashes and parses the firmware image.
+fn load_firmware(path: &Path) -> Result<(Firmware, FileDigest), ReferenceError> {
+    let bytes = read_firmware(path)?;
+    let digest = FileDigest {
+        path: path.to_owned(),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        len: len_u64(bytes.len()),
+    };
+    let firmware = Firmware::parse(bytes).map_err(|source| ReferenceError::Firmware {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((firmware, digest))
 }
 
 fn read_firmware(path: &Path) -> Result<Vec<u8>, ReferenceError> {
@@ -572,6 +595,109 @@ mod tests {
             let values = reference_values(&i).unwrap();
             let s = values.snp.unwrap();
             assert_eq!(s.launch_digest.to_hex(), expect, "{vcpus} {vcpu_type}");
+            assert_eq!(s.kernel_hashes, kernel);
+        }
+    }
+
+    /// The reproducible AmdSev build of `firmware/recipe/` (edk2 2025.02-8+deb13u1, AmdSevX64
+    /// RELEASE, 4 MiB, with the SNP kernel-hashes section), pinned like the other fixtures.
+    const AMDSEV_SHA256: &str = "3ca971ff27796df05554ce245b4085c8b14aa65b29dd38d632f8ad9697cbf835";
+
+    fn amdsev() -> PathBuf {
+        let path = std::env::var_os("TSUBA_AMDSEV_OVMF").map_or_else(
+            || {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".cache/tsuba/firmware/amdsev/OVMF.fd")
+            },
+            PathBuf::from,
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "AmdSev OVMF missing at {} ({e}): build it with firmware/recipe/build-amdsev.sh \
+                 (scripts/setup does) or point TSUBA_AMDSEV_OVMF at it",
+                path.display()
+            )
+        });
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            AMDSEV_SHA256,
+            "AmdSev OVMF at {} is not the pinned build: recompute the golden values",
+            path.display()
+        );
+        path
+    }
+
+    #[test]
+    fn amdsev_build_matches_sev_snp_measure_with_and_without_kernel_hashes() {
+        // sev-snp-measure --mode snp --ovmf OVMF.fd --vcpus N --vcpu-type T [--guest-features F] \
+        //   [--kernel kernel [--initrd initrd --append "console=ttyS0 root=/dev/vda"]]
+        // with the kernel and initrd fixtures of `Fixtures::new`.
+        let f = Fixtures::new();
+        let fw = amdsev();
+        let cases = [
+            (
+                1,
+                "EPYC",
+                1,
+                false,
+                false,
+                "21311212723a191cb561ff26e0f35cb1a98a603f795023e46592fecb664454eb1d28bc310a311999e87e348b36b2c518",
+            ),
+            (
+                4,
+                "EPYC-Milan",
+                1,
+                false,
+                false,
+                "2ace9c071a11305366282c46251edd9d63c9727413bd851b99d67cac5fb500985963d2c74eb91d5377775e487ffa170a",
+            ),
+            (
+                1,
+                "EPYC-Milan",
+                1,
+                true,
+                false,
+                "61c3666c57a648893f31d5f2f340fd7ccafc36ec1513c9f79bc54ebf5bcb009fc0087e6db0696e644d22707fa024a807",
+            ),
+            (
+                2,
+                "EPYC-Genoa",
+                1,
+                true,
+                true,
+                "b3d9eef1380b92ff0696d1d7039007779827995883ba1b312bdeb354e3e0035287f096c692c776f082286861654895d0",
+            ),
+            (
+                8,
+                "EPYC-Milan",
+                1,
+                true,
+                true,
+                "0d160281589cfa17d0a1d4e9ac5d8fd887fdd0451aaf05c3449a5fe3397c9292f22356a2b7655d208e0eeb5c3093ebaa",
+            ),
+            (
+                16,
+                "EPYC-Turin",
+                0x21,
+                true,
+                true,
+                "1f10274c3585ffcedf1d228c28c7f6121e9ccd2ff007c6efc441d2609243baff88c40a0500011be64a446c655a4ce0c1",
+            ),
+        ];
+        for (vcpus, vcpu_type, features, kernel, initrd, expect) in cases {
+            let i = MeasurementInputs {
+                kernel: kernel.then(|| f.path("kernel")),
+                initrd: initrd.then(|| f.path("initrd")),
+                cmdline: initrd.then(|| CMDLINE.to_owned()),
+                snp: Some(snp(vcpus, vcpu_type, features)),
+                ..inputs(fw.clone())
+            };
+            let s = reference_values(&i).unwrap().snp.unwrap();
+            assert_eq!(
+                s.launch_digest.to_hex(),
+                expect,
+                "{vcpus} {vcpu_type} {kernel}"
+            );
             assert_eq!(s.kernel_hashes, kernel);
         }
     }
