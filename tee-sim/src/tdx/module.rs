@@ -192,12 +192,9 @@ impl SimTdx {
     /// certificates on first use (P-256 only, so this is quick).
     pub fn open_or_create(state_dir: &Path) -> Result<Self, TdxSimError> {
         if !state_dir.join(SUBDIR).is_dir() {
-            let keys: Vec<SigningKey> = (0..KEYS.len())
-                .map(|_| SigningKey::random(&mut rand_core::OsRng))
-                .collect();
-            let [root, platform_ca, pck, tcb_signing, _] = keys.as_slice() else {
-                return Err(TdxSimError::KeyEncoding(pkcs8::Error::KeyMalformed));
-            };
+            let keys: [SigningKey; KEYS.len()] =
+                std::array::from_fn(|_| SigningKey::random(&mut rand_core::OsRng));
+            let [root, platform_ca, pck, tcb_signing, _] = &keys;
             let certs = [
                 pki::root_cert(root)?,
                 pki::platform_ca_cert(root, platform_ca)?,
