@@ -25,9 +25,8 @@ fn attester(runtime: &tokio::runtime::Runtime, launch: SimLaunch) -> SimDeviceAt
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sp = Arc::new(
-        SimAmdSp::open_or_create_with_published_test_roots(dir.path()).expect("sim snp"),
-    );
+    let sp =
+        Arc::new(SimAmdSp::open_or_create_with_published_test_roots(dir.path()).expect("sim snp"));
     let tdx = Arc::new(SimTdx::open_or_create(dir.path()).expect("sim tdx"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
