@@ -9,6 +9,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
@@ -72,7 +73,10 @@ pub(crate) fn create_once(
         return Ok(target);
     }
     ensure_private_dir(parent)?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process and per call, so concurrent creators never share a temporary.
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
@@ -122,6 +126,30 @@ mod tests {
             write_private(&dir.join("k"), b"two").is_err(),
             "no overwrite"
         );
+    }
+
+    #[test]
+    fn concurrent_creators_agree_on_one_winner() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().to_path_buf();
+        let handles: Vec<_> = (0..4u8)
+            .map(|i| {
+                let parent = parent.clone();
+                std::thread::spawn(move || {
+                    let dir =
+                        create_once(&parent, "snp", |d| write_private(&d.join("k"), &[i])).unwrap();
+                    read(&dir.join("k")).unwrap()
+                })
+            })
+            .collect();
+        let seen: Vec<Vec<u8>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        // No temporaries left behind.
+        let names: Vec<_> = fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("snp")]);
     }
 
     #[test]
