@@ -504,6 +504,27 @@ mod tests {
     }
 
     #[test]
+    fn random_bodies_never_panic() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = usize::try_from(next() % 200).unwrap();
+            let mut body: Vec<u8> = (0..len).map(|_| next().to_le_bytes()[0]).collect();
+            if let Some(v) = body.first_mut() {
+                *v = VERSION;
+            }
+            let _ = decode_request(&body);
+            let _ = decode_response(&body);
+            let _ = body_id(&body);
+        }
+    }
+
+    #[test]
     fn malformed_responses_are_typed_errors() {
         let good = encode_response(
             3,
