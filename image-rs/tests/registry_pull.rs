@@ -231,3 +231,56 @@ fn a_stalled_registry_times_out() {
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+#[test]
+fn basic_auth_is_used_and_needed() {
+    let htpasswd = format!("tsuba:{}\n", bcrypt::hash("s3cret", 4).unwrap());
+    let reg = TestRegistry::start_with_auth(Some(&htpasswd));
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = OciLayout::create(t.join("src")).unwrap();
+    write_image(&src, "v1", &[vec![("etc/motd", b"authed\n")]]);
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "tsuba:s3cret",
+        ])
+        .arg(oci_ref(&t.join("src"), "v1"))
+        .arg(reg.docker_ref("private/img:v1")));
+    let image = format!("{}/private/img:v1", reg.addr);
+    let with = |credentials| {
+        Registry::new(RegistryOptions {
+            plain_http: vec![reg.addr.clone()],
+            credentials,
+            request_timeout: Duration::from_secs(10),
+            attempts: 1,
+            ..RegistryOptions::default()
+        })
+    };
+    let basic = |p: &str| tsuba_image_rs::Credentials::Basic {
+        username: "tsuba".into(),
+        password: p.into(),
+    };
+
+    let rootfs = tempfile::tempdir().unwrap();
+    block_on(with(basic("s3cret")).pull(
+        &image,
+        &AcceptAll,
+        &DecryptConfig::default(),
+        rootfs.path(),
+        &UnpackOptions::default(),
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        std::fs::read(rootfs.path().join("etc/motd")).unwrap(),
+        b"authed\n"
+    );
+
+    for creds in [tsuba_image_rs::Credentials::Anonymous, basic("wrong")] {
+        let err = block_on(with(creds).resolve(&image)).unwrap_err();
+        assert!(matches!(err, PullError::Registry { .. }), "{err:?}");
+    }
+}
