@@ -96,6 +96,9 @@ pub enum KbsError {
     /// Issuing the token failed.
     #[error("token issuance failed")]
     Issue(#[source] TokenError),
+    /// The worker running the request failed (it panicked or was cancelled).
+    #[error("request worker failed")]
+    Task(#[source] tokio::task::JoinError),
     /// No such endpoint.
     #[error("no such endpoint")]
     NotFound,
@@ -127,7 +130,7 @@ impl KbsError {
             E::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuth"),
             E::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "InvalidPolicy"),
             E::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-            E::PolicyEval(_) | E::Store(_) | E::Encrypt(_) | E::Issue(_) => {
+            E::PolicyEval(_) | E::Store(_) | E::Encrypt(_) | E::Issue(_) | E::Task(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }
         }

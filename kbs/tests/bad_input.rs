@@ -582,3 +582,46 @@ async fn forged_and_missing_tokens_are_refused() {
         (StatusCode::UNAUTHORIZED, "TokenNotFound")
     );
 }
+
+/// The exact request bytes of the wire capture between guest-components' client and Trustee's
+/// broker (`kbs-wire-format.md`, exchange 1) get the same shape of answer from this broker.
+#[tokio::test]
+async fn wire_capture_auth_request_gets_a_trustee_shaped_challenge() {
+    let f = fixture(Duration::from_secs(300));
+    let captured = r#"{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512","sm3"]}}"#;
+    let response = f
+        .app
+        .clone()
+        .oneshot(post("/kbs/v0/auth", None, captured))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    let cookie = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (pair, expires) = cookie.split_once("; Expires=").unwrap();
+    let id = pair.strip_prefix("kbs-session-id=").unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(expires.ends_with(" GMT"), "{expires}");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["extra-params", "nonce"]);
+    assert_eq!(body["extra-params"], "");
+    assert_eq!(
+        STANDARD
+            .decode(body["nonce"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        32
+    );
+    // The capture notes that `"extra-params":""` (a string) is accepted too.
+    let reply = call(&f.app, post("/kbs/v0/auth", None, AUTH)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}

@@ -35,7 +35,7 @@ pub(super) async fn set_resource(
     let request = body(request)?;
     tokio::task::spawn_blocking(move || broker.set_resource(&path, &request))
         .await
-        .map_err(|_| KbsError::Timeout)??;
+        .map_err(KbsError::Task)??;
     Ok(().into_response())
 }
 
@@ -60,7 +60,7 @@ async fn set_policy(
     let text = decode_policy_upload(&upload.policy)?;
     tokio::task::spawn_blocking(move || broker.set_policy(kind, &text))
         .await
-        .map_err(|_| KbsError::Timeout)??;
+        .map_err(KbsError::Task)??;
     Ok(().into_response())
 }
 
@@ -115,7 +115,7 @@ pub(super) async fn set_reference_values(
         serde_json::from_slice(&request).map_err(KbsError::MalformedRequest)?;
     tokio::task::spawn_blocking(move || broker.set_reference_values(&values))
         .await
-        .map_err(|_| KbsError::Timeout)??;
+        .map_err(KbsError::Task)??;
     Ok(().into_response())
 }
 

@@ -47,7 +47,7 @@ pub(super) async fn attest(
         move || broker.attest(session.as_ref(), &request)
     })
     .await
-    .map_err(|_| KbsError::Timeout)??;
+    .map_err(KbsError::Task)??;
     Ok(Json(serde_json::json!({ "token": token })).into_response())
 }
 
@@ -63,6 +63,6 @@ pub(super) async fn resource(
         broker.resource(session.as_ref(), auth.as_deref(), &path)
     })
     .await
-    .map_err(|_| KbsError::Timeout)??;
+    .map_err(KbsError::Task)??;
     Ok(Json(jwe).into_response())
 }
