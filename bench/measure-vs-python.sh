@@ -33,7 +33,7 @@ if [ -f "$amdsev" ]; then
     fw=$amdsev
     tsuba_boot=(--kernel "$work/kernel" --initrd "$work/initrd" --cmdline "$cmdline")
     py_boot=(--kernel "$work/kernel" --initrd "$work/initrd" --append "$cmdline")
-    what="AmdSev OVMF ($(($(stat -c %s "$fw") / 1024)) KiB), with kernel hashes"
+    what="AmdSev OVMF ($(($(stat -L -c %s "$fw") / 1024)) KiB), with kernel hashes"
 else
     fw=$work/ovmf-4m.fd
     plain=/usr/share/ovmf/OVMF.fd
