@@ -47,7 +47,29 @@ struct Root {
     simulated: bool,
 }
 
-/// A certificate parsed once, kept with its DER.
+impl Root {
+    /// A root whose ARK is self-signed and signs its ASK; checked once, at setup.
+    fn checked(
+        name: &'static str,
+        ark: x509_cert::Certificate,
+        ask: x509_cert::Certificate,
+        simulated: bool,
+    ) -> Result<Self, SnpSetupError> {
+        let ark_sev = SevCertificate::from(ark.clone());
+        let ask_sev = SevCertificate::from(ask.clone());
+        if (&ark_sev, &ark_sev).verify().is_err() || (&ark_sev, &ask_sev).verify().is_err() {
+            return Err(SnpSetupError::Root { name });
+        }
+        Ok(Self {
+            name,
+            ark,
+            ask,
+            simulated,
+        })
+    }
+}
+
+/// A certificate parsed once.
 #[derive(Clone)]
 struct Cert {
     x509: x509_cert::Certificate,
@@ -144,12 +166,7 @@ impl SnpVerifier {
                     .map(x509_cert::Certificate::from)
                     .map_err(|_| SnpSetupError::Root { name })
             };
-            roots.push(Root {
-                name,
-                ark: parse(ark)?,
-                ask: parse(ask)?,
-                simulated: false,
-            });
+            roots.push(Root::checked(name, parse(ark)?, parse(ask)?, false)?);
         }
         Ok(Self {
             roots,
@@ -168,12 +185,12 @@ impl SnpVerifier {
         let parse = |der: &[u8]| {
             x509_cert::Certificate::from_der(der).map_err(|_| SnpSetupError::Root { name: "sim" })
         };
-        self.roots.push(Root {
-            name: "tee-sim",
-            ark: parse(ark_der)?,
-            ask: parse(ask_der)?,
-            simulated: true,
-        });
+        self.roots.push(Root::checked(
+            "tee-sim",
+            parse(ark_der)?,
+            parse(ask_der)?,
+            true,
+        )?);
         Ok(self)
     }
 
@@ -265,8 +282,9 @@ impl SnpVerifier {
         })
     }
 
-    /// Finds the trusted root whose ASK (or, for a VLEK, an ASVK from the table that the ARK
-    /// signed) signed `vek`.
+    /// Finds the trusted root whose ASK signed `vek` or, for a VLEK, whose ARK signed the
+    /// intermediate (ASVK) from the certificate table that signed `vek`. Candidates are picked
+    /// by issuer name, so only matching signatures are checked.
     fn chain(
         &self,
         vek: &Cert,
@@ -275,24 +293,39 @@ impl SnpVerifier {
         now: SystemTime,
     ) -> Result<&Root, VerifierError> {
         let vek_sev = SevCertificate::from(vek.x509.clone());
-        let table_intermediate = table_intermediate
-            .map(|der| Cert::parse(der, "ask"))
-            .transpose()?;
+        let issuer = &vek.x509.tbs_certificate.issuer;
         for root in &self.roots {
-            let ark = SevCertificate::from(root.ark.clone());
-            let mut intermediates = vec![root.ask.clone()];
-            if let Some(extra) = &table_intermediate {
-                intermediates.push(extra.x509.clone());
+            if root.ask.tbs_certificate.subject != *issuer {
+                continue;
             }
-            for intermediate in intermediates {
-                let ask = SevCertificate::from(intermediate.clone());
-                if (&ask, &vek_sev).verify().is_ok() && (&ark, &ask).verify().is_ok() {
-                    if (&ark, &ark).verify().is_err() {
-                        return Err(VerifierError::Signature { what: "ark" });
+            if (&SevCertificate::from(root.ask.clone()), &vek_sev)
+                .verify()
+                .is_ok()
+            {
+                check_dates(&root.ark, "ark", now)?;
+                check_dates(&root.ask, "ask", now)?;
+                return Ok(root);
+            }
+        }
+        if let Some(der) = table_intermediate {
+            let intermediate = Cert::parse(der, "ask")?;
+            let inter_sev = SevCertificate::from(intermediate.x509.clone());
+            if intermediate.x509.tbs_certificate.subject == *issuer
+                && (&inter_sev, &vek_sev).verify().is_ok()
+            {
+                for root in &self.roots {
+                    if root.ark.tbs_certificate.subject != intermediate.x509.tbs_certificate.issuer
+                    {
+                        continue;
                     }
-                    check_dates(&root.ark, "ark", now)?;
-                    check_dates(&intermediate, "ask", now)?;
-                    return Ok(root);
+                    if (&SevCertificate::from(root.ark.clone()), &inter_sev)
+                        .verify()
+                        .is_ok()
+                    {
+                        check_dates(&root.ark, "ark", now)?;
+                        check_dates(&intermediate.x509, "ask", now)?;
+                        return Ok(root);
+                    }
                 }
             }
         }
