@@ -284,3 +284,99 @@ fn basic_auth_is_used_and_needed() {
         assert!(matches!(err, PullError::Registry { .. }), "{err:?}");
     }
 }
+
+/// Peak resident memory of this process since the last reset, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The figure for docs/performance.md, not a check (wall clock is never asserted). Run alone:
+/// `CARGO_BUILD_JOBS=2 cargo test --release -p tsuba-image-rs --test registry_pull -- --ignored --nocapture pull_200mb`
+#[test]
+#[ignore = "a benchmark: about a minute, 1 GB of temp space"]
+fn pull_200mb_figure() {
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ec = ec_keys(t, "ec", "P-256");
+    {
+        let src = OciLayout::create(t.join("src")).unwrap();
+        // Four 50 MiB layers of incompressible bytes (xorshift), so blobs are 200 MiB too.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect()
+        };
+        let layers: Vec<Vec<u8>> = (0..4).map(|_| noise(50 << 20)).collect();
+        let files: Vec<Vec<(&str, &[u8])>> = layers
+            .iter()
+            .map(|l| vec![("data/blob", l.as_slice())])
+            .collect();
+        write_image(&src, "v1", &files);
+    }
+    run(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--encryption-key"])
+        .arg(format!("jwe:{}", ec.public.display()))
+        .arg(oci_ref(&t.join("src"), "v1"))
+        .arg(reg.docker_ref("big/img:v1")));
+
+    let start = Instant::now();
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--decryption-key"])
+        .arg(&ec.private)
+        .arg(reg.docker_ref("big/img:v1"))
+        .arg(oci_ref(&t.join("skopeo-dec"), "v1")));
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", t.join("skopeo-dec").display()))
+        .arg(t.join("bundle")));
+    let peer = start.elapsed();
+
+    let registry = Registry::new(RegistryOptions {
+        plain_http: vec![reg.addr.clone()],
+        spool_dir: t.to_path_buf(),
+        ..RegistryOptions::default()
+    });
+    let cfg = DecryptConfig {
+        jwe_keys: vec![ec.private_key()],
+        provider: None,
+    };
+    let rootfs = t.join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    // Reset the peak-RSS counter: the test's own image building is not part of the pull.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let stats = rt
+        .block_on(registry.pull(
+            &format!("{}/big/img:v1", reg.addr),
+            &AcceptAll,
+            &cfg,
+            &rootfs,
+            &UnpackOptions::default(),
+            None,
+        ))
+        .unwrap();
+    let ours = start.elapsed();
+    let peak = peak_rss_kib();
+    let bytes: u64 = stats.layers.iter().map(|l| l.uncompressed_bytes).sum();
+    println!(
+        "pull+decrypt+unpack {:.0} MiB: tsuba {:.2} s (peak RSS {} MiB), skopeo copy --decryption-key + umoci unpack {:.2} s",
+        bytes as f64 / 1048576.0,
+        ours.as_secs_f64(),
+        peak / 1024,
+        peer.as_secs_f64()
+    );
+}
