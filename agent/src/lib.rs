@@ -15,5 +15,5 @@ mod transport;
 pub use config::{AgentConfig, ConfigError, Transport};
 pub use init::{InitError, load_modules, mount_system, power_off};
 pub use reaper::reap_children;
-pub use service::{HealthService, ServiceError, serve};
+pub use service::{AttestationService, HealthService, ServiceError, serve};
 pub use transport::{TransportError, find_serial_port, listener};

@@ -10,7 +10,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tsuba_agent::{AgentConfig, HealthService};
+use std::sync::Arc;
+
+use tsuba_agent::{AgentConfig, AttestationService, HealthService};
+use tsuba_attestation_agent::attester::{Attester, DetectPaths, detect};
 use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
 
 fn main() {
@@ -48,9 +51,21 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // The listener waits for the agent's port; QEMU announces all ports together, so after
+        // it the tee-sim port (sim modes) is there for detection too.
         let listener = tsuba_agent::listener(config.transport).await?;
-        let _server =
-            tsuba_agent::serve(listener, HealthService::new(started, detect_tee())).await?;
+        let attester = tokio::task::spawn_blocking(open_attester)
+            .await
+            .context("attester detection task")?;
+        let tee = attester
+            .as_ref()
+            .map_or_else(|_| "none".to_owned(), |a| a.kind().to_string());
+        let _server = tsuba_agent::serve(
+            listener,
+            HealthService::new(started, tee),
+            AttestationService::new(attester),
+        )
+        .await?;
         tracing::info!(
             ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "agent ready"
@@ -60,20 +75,23 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
     })
 }
 
-/// The TEE this guest runs in, from the devices the kernel offers. Reporting only: attestation
-/// picks its attester explicitly.
-fn detect_tee() -> &'static str {
-    if Path::new("/dev/sev-guest").exists() {
-        "snp"
-    } else if Path::new("/dev/tdx_guest").exists() {
-        "tdx"
-    } else if matches!(
-        tsuba_agent::find_serial_port(Path::new("/sys"), "tsuba.teesim"),
-        Ok(Some(_))
-    ) {
-        "sim"
-    } else {
-        "none"
+/// The attester of the TEE this guest runs in, found by detection (which never falls back to the
+/// simulator: no TEE, or more than one, is an answer, not a guess).
+fn open_attester() -> Result<Arc<dyn Attester>, String> {
+    let paths = DetectPaths::default();
+    let kind = match detect(&paths) {
+        Ok(kind) => kind,
+        Err(error) => {
+            tracing::info!(%error, "no attester");
+            return Err(error.to_string());
+        }
+    };
+    match tsuba_attestation_agent::attester::open_attester(kind, &paths) {
+        Ok(attester) => Ok(Arc::from(attester)),
+        Err(error) => {
+            tracing::warn!(%error, attester = %kind, "cannot open the attester");
+            Err(format!("cannot open the {kind} attester: {error}"))
+        }
     }
 }
 

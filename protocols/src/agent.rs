@@ -26,9 +26,12 @@ mod generated {
 }
 
 pub use generated::agent::{
-    CheckRequest, CheckResponse, VersionRequest, VersionResponse, check_response::ServingStatus,
+    CheckRequest, CheckResponse, DiagnosticReportRequest, DiagnosticReportResponse, VersionRequest,
+    VersionResponse, check_response::ServingStatus,
 };
-pub use generated::agent_ttrpc::{Health, HealthClient, create_health};
+pub use generated::agent_ttrpc::{
+    Attestation, AttestationClient, Health, HealthClient, create_attestation, create_health,
+};
 
 /// Version of the agent API that this crate defines (`VersionResponse.protocol_version`).
 pub const PROTOCOL_VERSION: u32 = 0;
@@ -45,3 +48,36 @@ pub const SERIAL_PORT_NAME: &str = "tsuba.agent";
 
 /// The vsock port the agent listens on when vsock is used.
 pub const VSOCK_PORT: u32 = 1024;
+
+/// Longest nonce a diagnostic report request may carry.
+pub const MAX_DIAGNOSTIC_NONCE: usize = 64;
+
+/// Domain separator of diagnostic report data; no key-broker binding starts with these bytes
+/// under SHA-512, so a diagnostic report can never pass for KBS evidence.
+const DIAGNOSTIC_DOMAIN: &[u8] = b"tsuba/agent/diagnostic-report/v0\0";
+
+/// The 64-byte report data of a diagnostic report for `nonce`:
+/// SHA-512(domain separator || nonce).
+pub fn diagnostic_report_data(nonce: &[u8]) -> [u8; 64] {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha512::new();
+    hasher.update(DIAGNOSTIC_DOMAIN);
+    hasher.update(nonce);
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostic_report_data_is_domain_separated_and_nonce_bound() {
+        let a = diagnostic_report_data(b"nonce-a");
+        assert_ne!(a, diagnostic_report_data(b"nonce-b"));
+        assert_eq!(a, diagnostic_report_data(b"nonce-a"));
+        // Not the plain hash of the nonce: the host cannot make it equal a value of its choice.
+        use sha2::Digest as _;
+        let plain: [u8; 64] = sha2::Sha512::digest(b"nonce-a").into();
+        assert_ne!(a, plain);
+    }
+}

@@ -11,7 +11,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tracing::debug;
 use tsuba_protocols::agent::{
-    CheckRequest, CheckResponse, HELLO, HealthClient, VersionRequest, VersionResponse,
+    AttestationClient, CheckRequest, CheckResponse, DiagnosticReportRequest,
+    DiagnosticReportResponse, HELLO, HealthClient, VersionRequest, VersionResponse,
 };
 use ttrpc::asynchronous::Client;
 use ttrpc::asynchronous::transport::Socket;
@@ -46,6 +47,7 @@ pub enum AgentClientError {
 #[derive(Clone)]
 pub struct AgentClient {
     health: HealthClient,
+    attestation: AttestationClient,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -78,7 +80,8 @@ impl AgentClient {
         debug!("agent said hello");
         let client = Client::new(Socket::new(stream));
         Ok(AgentClient {
-            health: HealthClient::new(client),
+            health: HealthClient::new(client.clone()),
+            attestation: AttestationClient::new(client),
         })
     }
 
@@ -124,6 +127,26 @@ impl AgentClient {
             .await
             .map_err(|source| AgentClientError::Rpc {
                 method: "Health.Version",
+                source,
+            })
+    }
+}
+
+impl AgentClient {
+    /// `Attestation.GetDiagnosticReport`: the guest's evidence for `nonce` (report data derived
+    /// by [`tsuba_protocols::agent::diagnostic_report_data`]).
+    pub async fn diagnostic_report(
+        &self,
+        nonce: &[u8],
+        timeout: Duration,
+    ) -> Result<DiagnosticReportResponse, AgentClientError> {
+        let mut req = DiagnosticReportRequest::new();
+        req.nonce = nonce.to_vec();
+        self.attestation
+            .get_diagnostic_report(context(timeout), &req)
+            .await
+            .map_err(|source| AgentClientError::Rpc {
+                method: "Attestation.GetDiagnosticReport",
                 source,
             })
     }

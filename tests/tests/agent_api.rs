@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
-use tsuba_agent::HealthService;
+use tsuba_agent::{AttestationService, HealthService};
 use tsuba_protocols::agent::{HELLO, PROTOCOL_VERSION, ServingStatus};
 use tsuba_shim::{AgentClient, AgentClientError};
 use ttrpc::asynchronous::transport::Listener;
@@ -23,9 +23,13 @@ async fn agent_on_socketpair() -> (tokio::net::UnixStream, ttrpc::asynchronous::
     let listener = Listener::new(
         futures::stream::iter([Ok::<_, std::io::Error>(guest)]).chain(futures::stream::pending()),
     );
-    let server = tsuba_agent::serve(listener, HealthService::new(Instant::now(), "none"))
-        .await
-        .unwrap();
+    let server = tsuba_agent::serve(
+        listener,
+        HealthService::new(Instant::now(), "none"),
+        AttestationService::new(Err("no tee found".into())),
+    )
+    .await
+    .unwrap();
     (host, server)
 }
 
@@ -76,5 +80,50 @@ async fn a_call_after_the_agent_is_gone_fails_instead_of_hanging() {
     .expect("the call is bounded by its deadline");
     if let Err(err) = result {
         assert!(matches!(err, AgentClientError::Rpc { .. }), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_without_a_tee_refuses_a_report_and_says_why() {
+    let (host, _server) = agent_on_socketpair().await;
+    let client = AgentClient::handshake(host, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = client
+        .diagnostic_report(b"nonce", Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    match err {
+        AgentClientError::Rpc {
+            source: ttrpc::Error::RpcStatus(status),
+            ..
+        } => {
+            assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+            assert!(
+                status.message().contains("no tee found"),
+                "{}",
+                status.message()
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_nonce_is_invalid_even_before_the_tee_is_asked() {
+    let (host, _server) = agent_on_socketpair().await;
+    let client = AgentClient::handshake(host, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = client
+        .diagnostic_report(&[0u8; 65], Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    match err {
+        AgentClientError::Rpc {
+            source: ttrpc::Error::RpcStatus(status),
+            ..
+        } => assert_eq!(status.code(), ttrpc::Code::INVALID_ARGUMENT),
+        other => panic!("unexpected {other}"),
     }
 }

@@ -14,7 +14,12 @@ use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
 
 use crate::accel::{self, Accel, AccelError, HostVirt};
-use crate::config::{AgentTransport, LaunchConfig};
+use std::sync::Arc;
+
+use tsuba_tee_sim::{SimAmdSp, SimLaunch, SnpLaunch};
+
+use crate::config::{AgentTransport, LaunchConfig, Mode};
+use crate::measure::{MeasureError, launch_reference_values};
 use crate::qemu::{RunPaths, command_line};
 
 /// How long QEMU may take to create its sockets before the launch is declared failed.
@@ -33,8 +38,9 @@ pub struct LaunchOptions {
     pub run_dir_parent: PathBuf,
     /// What the host offers, for the accelerator choice.
     pub host: HostVirt,
-    /// Serve a tee-sim port (`tsuba.teesim`) to the guest.
-    pub teesim_port: bool,
+    /// State directory of tee-sim's simulated roots of trust (created on first use, 0600
+    /// keys). Sim modes serve the guest a tee-sim device signing with these roots.
+    pub tee_sim_state: PathBuf,
     /// vsock context id for the guest (vsock transport only).
     pub vsock_cid: u32,
 }
@@ -47,10 +53,24 @@ impl LaunchOptions {
             qemu: PathBuf::from("qemu-system-x86_64"),
             run_dir_parent: std::env::temp_dir(),
             host: HostVirt::probe(),
-            teesim_port: false,
+            tee_sim_state: default_tee_sim_state(),
             vsock_cid: 3,
         }
     }
+}
+
+/// `$TSUBA_TEE_SIM_STATE`, else `$XDG_STATE_HOME/tsuba/tee-sim`, else
+/// `$HOME/.local/state/tsuba/tee-sim`.
+fn default_tee_sim_state() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("TSUBA_TEE_SIM_STATE")
+        .or_else(|| var("XDG_STATE_HOME").map(|p| p.join("tsuba/tee-sim")))
+        .or_else(|| var("HOME").map(|p| p.join(".local/state/tsuba/tee-sim")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/tsuba/tee-sim"))
 }
 
 /// A launch that failed.
@@ -92,6 +112,15 @@ pub enum LaunchError {
     /// Supervising the process failed.
     #[error("cannot supervise the QEMU process")]
     Supervise(#[source] std::io::Error),
+    /// The launch measurement tee-sim must sign could not be computed.
+    #[error("cannot compute the launch measurement for the simulated TEE")]
+    Measure(#[from] MeasureError),
+    /// tee-sim's roots of trust could not be loaded or created.
+    #[error("cannot open tee-sim's simulated AMD-SP state in {0}")]
+    TeeSim(PathBuf, #[source] tsuba_tee_sim::AmdSpError),
+    /// sim-tdx evidence is not served yet.
+    #[error("mode sim-tdx: the launcher does not serve a simulated TDX device yet; use sim-snp")]
+    SimTdxUnsupported,
 }
 
 /// A running guest VM.
@@ -103,7 +132,8 @@ pub struct Vm {
     accel: Accel,
     started: Instant,
     agent_stream: Option<UnixStream>,
-    teesim_stream: Option<UnixStream>,
+    /// The task serving the tee-sim device (sim modes); aborted with the VM.
+    tee_sim: Option<tokio::task::JoinHandle<()>>,
     // Last, so it is removed after the process is gone.
     run_dir: tempfile::TempDir,
 }
@@ -115,6 +145,13 @@ impl Vm {
     /// client, which waits for its hello).
     pub async fn launch(config: &LaunchConfig, options: &LaunchOptions) -> Result<Vm, LaunchError> {
         let accel = accel::resolve(config.accel, config.mode, options.host)?;
+        // In sim modes, decide what the simulated TEE signs before anything runs: only the
+        // launcher computes the measurement, and nothing the guest sends can change it.
+        let sim_launch = match config.mode {
+            Mode::SimSnp => Some(sim_snp_launch(config, &options.tee_sim_state)?),
+            Mode::SimTdx => return Err(LaunchError::SimTdxUnsupported),
+            Mode::Snp | Mode::Tdx | Mode::None => None,
+        };
         let run_dir = tempfile::Builder::new()
             .prefix("tsuba-vm-")
             .tempdir_in(&options.run_dir_parent)
@@ -123,7 +160,7 @@ impl Vm {
         let paths = RunPaths {
             console_log: dir.join("console.log"),
             agent_socket: dir.join("agent.sock"),
-            teesim_socket: options.teesim_port.then(|| dir.join("teesim.sock")),
+            teesim_socket: sim_launch.is_some().then(|| dir.join("teesim.sock")),
             vsock_cid: (config.agent_transport == AgentTransport::Vsock)
                 .then_some(options.vsock_cid),
         };
@@ -157,7 +194,7 @@ impl Vm {
             accel,
             started,
             agent_stream: None,
-            teesim_stream: None,
+            tee_sim: None,
             run_dir,
         };
         // QEMU waits on each socket in command-line order before it runs the guest.
@@ -165,8 +202,13 @@ impl Vm {
             let socket = vm.paths.agent_socket.clone();
             vm.agent_stream = Some(vm.connect_port(&socket).await?);
         }
-        if let Some(socket) = vm.paths.teesim_socket.clone() {
-            vm.teesim_stream = Some(vm.connect_port(&socket).await?);
+        if let (Some(socket), Some(launch)) = (vm.paths.teesim_socket.clone(), sim_launch) {
+            let stream = vm.connect_port(&socket).await?;
+            vm.tee_sim = Some(tokio::spawn(async move {
+                if let Err(error) = tsuba_tee_sim::serve(stream, launch).await {
+                    warn!(%error, "tee-sim device stopped");
+                }
+            }));
         }
         Ok(vm)
     }
@@ -206,11 +248,6 @@ impl Vm {
     /// The host end of the agent's virtio-serial port (serial transport), once.
     pub fn take_agent_stream(&mut self) -> Option<UnixStream> {
         self.agent_stream.take()
-    }
-
-    /// The host end of the tee-sim port, once.
-    pub fn take_teesim_stream(&mut self) -> Option<UnixStream> {
-        self.teesim_stream.take()
     }
 
     /// The accelerator in use.
@@ -281,6 +318,9 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
+        if let Some(task) = self.tee_sim.take() {
+            task.abort();
+        }
         // Backstop for paths that did not call shutdown(): kill and reap synchronously, so
         // neither a running QEMU nor a zombie outlives the Vm.
         if let Some(child) = &mut self.child
@@ -295,6 +335,23 @@ impl Drop for Vm {
             }
         }
     }
+}
+
+/// What tee-sim signs for a sim-snp launch: the measurement of exactly these files, and the
+/// initdata digest as HOST_DATA.
+fn sim_snp_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, LaunchError> {
+    let values = launch_reference_values(config)?;
+    let snp = values.snp.ok_or(MeasureError::NotMeasured)?;
+    let host_data = snp.host_data.map_or([0; 32], |h| *h.as_bytes());
+    let sp = SimAmdSp::open_or_create(state).map_err(|e| LaunchError::TeeSim(state.into(), e))?;
+    info!(
+        measurement = %snp.launch_digest.to_hex(),
+        "sim-snp: tee-sim signs this launch measurement"
+    );
+    Ok(SimLaunch::Snp {
+        sp: Arc::new(sp),
+        launch: SnpLaunch::new(snp.launch_digest.0, host_data),
+    })
 }
 
 /// The last [`TAIL_BYTES`] of a log file, from a line start, lossily decoded.
@@ -353,7 +410,7 @@ mod tests {
                 cpu_has_virt: false,
                 kvm_opens: false,
             },
-            teesim_port: false,
+            tee_sim_state: parent.path().join("tee-sim"),
             vsock_cid: 3,
         };
         let err = Vm::launch(&test_config(parent.path()), &options)
@@ -374,7 +431,7 @@ mod tests {
                 cpu_has_virt: false,
                 kvm_opens: false,
             },
-            teesim_port: false,
+            tee_sim_state: parent.path().join("tee-sim"),
             vsock_cid: 3,
         };
         let err = Vm::launch(&test_config(parent.path()), &options)

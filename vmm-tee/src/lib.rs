@@ -10,6 +10,7 @@ mod accel;
 mod config;
 pub mod guest_image;
 mod launcher;
+mod measure;
 mod probe;
 mod qemu;
 
@@ -19,5 +20,6 @@ pub use config::{
     LaunchConfigFile, MemoryMib, Mode,
 };
 pub use launcher::{LaunchError, LaunchOptions, Vm, tail};
+pub use measure::{MeasureError, launch_reference_values, measurement_inputs};
 pub use probe::{FirmwareReport, HostReport, KvmReport, QemuReport, parse_qemu_version};
 pub use qemu::{RunPaths, TEESIM_PORT_NAME, command_line};

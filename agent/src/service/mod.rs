@@ -1,9 +1,11 @@
 //! The agent API server: the ttrpc services, registered on one server over the chosen transport.
 
+mod attestation;
 mod health;
 
 use std::sync::Arc;
 
+pub use attestation::AttestationService;
 pub use health::HealthService;
 use thiserror::Error;
 use ttrpc::asynchronous::Server;
@@ -19,11 +21,18 @@ pub enum ServiceError {
 
 /// Starts serving the agent API on `listener`. The server runs in background tasks until the
 /// returned handle is dropped or shut down.
-pub async fn serve(listener: Listener, health: HealthService) -> Result<Server, ServiceError> {
+pub async fn serve(
+    listener: Listener,
+    health: HealthService,
+    attestation: AttestationService,
+) -> Result<Server, ServiceError> {
     let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> = Arc::new(health);
+    let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> =
+        Arc::new(attestation);
     let mut server = Server::new()
         .add_listener(listener)
-        .register_service(tsuba_protocols::agent::create_health(health));
+        .register_service(tsuba_protocols::agent::create_health(health))
+        .register_service(tsuba_protocols::agent::create_attestation(attestation));
     server.start().await.map_err(ServiceError::Start)?;
     Ok(server)
 }

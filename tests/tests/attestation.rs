@@ -1,0 +1,115 @@
+//! A sim-snp guest gets its evidence from the tee-sim device the launcher serves: the report
+//! carries the measurement `tsuba measure` computes for exactly the booted files, HOST_DATA from
+//! initdata, and report data the host could not choose.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a panic is the failure report"
+)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use tsuba_protocols::agent::diagnostic_report_data;
+use tsuba_protocols::evidence::SnpReport;
+use tsuba_shim::Sandbox;
+use tsuba_tests::{AGENT_TIMEOUT, Artefacts, assert_nothing_left, options_in, sim_config};
+use tsuba_vmm_tee::{LaunchConfig, launch_reference_values};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+const INITDATA: &str =
+    "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note\" = \"e2e\"\n";
+
+/// Boots `config`, asks the agent for a diagnostic report with `nonce`, stops the guest.
+async fn report_of(config: &LaunchConfig, runs: &Path, nonce: &[u8]) -> (String, SnpReport) {
+    let sandbox = Sandbox::start(config, &options_in(runs), AGENT_TIMEOUT)
+        .await
+        .unwrap();
+    let version = sandbox.agent().version(CALL_TIMEOUT).await.unwrap();
+    let resp = sandbox.agent().diagnostic_report(nonce, CALL_TIMEOUT).await;
+    sandbox.stop().await.unwrap();
+    let resp = resp.unwrap();
+    assert_eq!(version.tee, "sim-snp", "the agent detected the sim device");
+    assert!(
+        !resp.cert_table.is_empty(),
+        "the sim hands out its certificate table"
+    );
+    (resp.attester, SnpReport::parse(&resp.evidence).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_report_carries_the_measured_launch_and_changes_with_the_initrd() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("initdata.toml"), INITDATA).unwrap();
+    let toml_with_initdata = |initrd: &Path, dir: &Path| {
+        let config = sim_config(&a, dir, initrd, "");
+        let text = std::fs::read_to_string(dir.join("launch.toml")).unwrap();
+        let text = format!("initdata = {:?}\n{text}", work.path().join("initdata.toml"));
+        std::fs::write(dir.join("launch.toml"), text).unwrap();
+        drop(config);
+        LaunchConfig::from_file(&dir.join("launch.toml")).unwrap()
+    };
+
+    // Release image, with initdata.
+    let release_dir = tempfile::tempdir().unwrap();
+    let release = toml_with_initdata(&a.initrd(), release_dir.path());
+    let expected = launch_reference_values(&release).unwrap().snp.unwrap();
+    let nonce = b"e2e-nonce-1";
+    let (attester, report) = report_of(&release, runs.path(), nonce).await;
+    assert_eq!(attester, "sim-snp");
+    assert_eq!(
+        report.measurement, expected.launch_digest.0,
+        "measurement = tsuba measure"
+    );
+    let initdata = release.initdata.as_ref().unwrap();
+    assert_eq!(
+        &report.host_data,
+        initdata.host_data().as_bytes(),
+        "HOST_DATA = initdata digest"
+    );
+    assert_eq!(
+        report.report_data,
+        diagnostic_report_data(nonce),
+        "host could not pick report data"
+    );
+    assert_ne!(report.report_data[..nonce.len()], nonce[..]);
+
+    // Another initrd (the debug image): another measurement, again the predicted one.
+    let debug_dir = tempfile::tempdir().unwrap();
+    let debug = toml_with_initdata(&a.guest_dir.join("debug/initrd.img"), debug_dir.path());
+    let expected_debug = launch_reference_values(&debug).unwrap().snp.unwrap();
+    assert_ne!(expected_debug.launch_digest, expected.launch_digest);
+    let (_, debug_report) = report_of(&debug, runs.path(), b"e2e-nonce-2").await;
+    assert_eq!(debug_report.measurement, expected_debug.launch_digest.0);
+    assert_ne!(
+        debug_report.measurement, report.measurement,
+        "changing the initrd changes it"
+    );
+
+    assert_nothing_left(runs.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_nonce_is_refused_by_the_agent() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let config = sim_config(&a, work.path(), &a.initrd(), "");
+    let sandbox = Sandbox::start(&config, &options_in(runs.path()), AGENT_TIMEOUT)
+        .await
+        .unwrap();
+    let result = sandbox
+        .agent()
+        .diagnostic_report(&[7u8; 65], CALL_TIMEOUT)
+        .await;
+    // The agent is still serving after the refusal.
+    let check = sandbox.agent().check(CALL_TIMEOUT).await;
+    sandbox.stop().await.unwrap();
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("GetDiagnosticReport"), "{err}");
+    assert!(check.is_ok());
+    assert_nothing_left(runs.path());
+}
