@@ -275,3 +275,50 @@ fn write_manifest(
     dst.set_ref(dst_ref, desc.clone())?;
     Ok(desc)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(media_type: &str) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: Digest::of(b""),
+            size: 0,
+            annotations: BTreeMap::new(),
+            platform: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn encrypted_layers_need_a_key_and_unknown_media_types_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let blob = || tempfile::tempfile().unwrap();
+        let opts = UnpackOptions::default();
+        let d = desc("application/vnd.oci.image.layer.v1.tar+gzip+encrypted");
+        let err = apply_layer(blob(), &d, None, &Digest::of(b""), root.path(), &opts).unwrap_err();
+        assert!(matches!(
+            err,
+            ImageError::Ocicrypt {
+                source: OcicryptError::NoWrappedKeys,
+                ..
+            }
+        ));
+        let d = desc("application/vnd.example.weird");
+        let err = apply_layer(blob(), &d, None, &Digest::of(b""), root.path(), &opts).unwrap_err();
+        assert!(matches!(err, ImageError::MediaType(_)));
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn encryption_annotations_are_stripped_and_others_kept() {
+        let mut a = BTreeMap::new();
+        a.insert(ocicrypt::ANNOTATION_JWE.to_owned(), "x".to_owned());
+        a.insert(ocicrypt::ANNOTATION_PUBOPTS.to_owned(), "y".to_owned());
+        a.insert("org.example.keep".to_owned(), "z".to_owned());
+        let kept = strip_enc_annotations(&a);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept["org.example.keep"], "z");
+    }
+}

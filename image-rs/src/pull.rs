@@ -574,3 +574,57 @@ impl BlobSink for tokio::fs::File {
         self.write_all(chunk).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_secrets() {
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Credentials::Bearer("tok123".into())).contains("tok123"));
+    }
+
+    #[test]
+    fn manifest_kinds_are_told_apart() {
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"manifests":[]}"#).unwrap(),
+            oci::MEDIA_TYPE_INDEX
+        );
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"layers":[]}"#).unwrap(),
+            oci::MEDIA_TYPE_MANIFEST
+        );
+        let docker = format!(r#"{{"mediaType":"{}"}}"#, oci::MEDIA_TYPE_DOCKER_LIST);
+        assert!(oci::is_index(&media_type_of(docker.as_bytes()).unwrap()));
+        assert!(matches!(media_type_of(b"[1,2"), Err(PullError::Json(..))));
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(transient(&PullError::Timeout(
+            "x".into(),
+            Duration::from_secs(1)
+        )));
+        let mismatch = PullError::DigestMismatch {
+            what: "blob",
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        assert!(!transient(&mismatch));
+        let server = |code| PullError::Registry {
+            what: "x".into(),
+            source: oci_client::errors::OciDistributionError::ServerError {
+                code,
+                url: String::new(),
+                message: String::new(),
+            },
+        };
+        assert!(transient(&server(503)));
+        assert!(!transient(&server(404)));
+    }
+}

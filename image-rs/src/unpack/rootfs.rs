@@ -246,7 +246,7 @@ pub(crate) fn remove_all_at<Fd: AsFd>(dir: Fd, name: &[u8], depth: u32) -> rusti
     match file_type_at(dir, name)? {
         None => Ok(()),
         Some(FileType::Directory) => {
-            if depth > 4096 {
+            if depth > 1024 {
                 return Err(rustix::io::Errno::LOOP);
             }
             let sub = open_dir_nofollow(dir, name)?;
