@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tsuba_protocols::evidence::SnpReport;
 use tsuba_shim::Sandbox;
-use tsuba_vmm_tee::{LaunchConfig, LaunchOptions, Vm};
+use tsuba_vmm_tee::{LaunchConfig, LaunchOptions, Vm, launch_reference_values};
 
 /// Boot the guest described by a launch config, call the agent, shut down.
 #[derive(Debug, clap::Args)]
@@ -54,12 +55,23 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let result = async {
             let check = sandbox.agent().check(timeout).await?;
             let version = sandbox.agent().version(timeout).await?;
-            anyhow::Ok((check, version))
+            // In sim-snp mode, the guest's own evidence, from the tee-sim device.
+            let report = if config.mode == tsuba_vmm_tee::Mode::SimSnp {
+                Some(
+                    sandbox
+                        .agent()
+                        .diagnostic_report(b"tsuba demo", timeout)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            anyhow::Ok((check, version, report))
         }
         .await;
         let accel = sandbox.vm().accel().qemu_name();
         sandbox.stop().await?;
-        let (check, version) = result?;
+        let (check, version, report) = result?;
         println!("agent ready after {:.1} s ({accel})", ready.as_secs_f64());
         println!(
             "Health.Check: status {:?}, uptime {} ms, agent RSS {} KiB",
@@ -71,6 +83,23 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "Health.Version: agent {}, protocol v{}, guest kernel {}, tee {}",
             version.agent_version, version.protocol_version, version.kernel_release, version.tee
         );
+        if let Some(report) = report {
+            let parsed = SnpReport::parse(&report.evidence).context("the guest's report")?;
+            let expected = launch_reference_values(&config)?
+                .snp
+                .context("sim-snp launch without an SNP reference value")?;
+            let matches = parsed.measurement == expected.launch_digest.0;
+            println!(
+                "guest evidence ({}): measurement {}\n  tsuba measure predicts   {} -> {}",
+                report.attester,
+                hex::encode(parsed.measurement),
+                expected.launch_digest.to_hex(),
+                if matches { "MATCH" } else { "MISMATCH" }
+            );
+            if !matches {
+                anyhow::bail!("the guest's measurement is not the predicted one");
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
