@@ -403,16 +403,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_qemu_binary_is_a_clear_error_and_leaves_no_run_dir() {
         let parent = tempfile::tempdir().unwrap();
-        let options = LaunchOptions {
-            qemu: PathBuf::from("/nonexistent/qemu-system-x86_64"),
-            run_dir_parent: parent.path().to_owned(),
-            host: HostVirt {
-                cpu_has_virt: false,
-                kvm_opens: false,
-            },
-            tee_sim_state: parent.path().join("tee-sim"),
-            vsock_cid: 3,
-        };
+        let options = options_with_qemu("/nonexistent/qemu-system-x86_64", parent.path());
         let err = Vm::launch(&test_config(parent.path()), &options)
             .await
             .unwrap_err();
@@ -424,16 +415,7 @@ mod tests {
     async fn qemu_that_exits_at_once_is_reported_with_its_output() {
         // `false` stands in for a QEMU that refuses its arguments.
         let parent = tempfile::tempdir().unwrap();
-        let options = LaunchOptions {
-            qemu: PathBuf::from("false"),
-            run_dir_parent: parent.path().to_owned(),
-            host: HostVirt {
-                cpu_has_virt: false,
-                kvm_opens: false,
-            },
-            tee_sim_state: parent.path().join("tee-sim"),
-            vsock_cid: 3,
-        };
+        let options = options_with_qemu("false", parent.path());
         let err = Vm::launch(&test_config(parent.path()), &options)
             .await
             .unwrap_err();
@@ -442,6 +424,20 @@ mod tests {
             other => panic!("unexpected {other}"),
         }
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 1);
+    }
+
+    /// Options that run `qemu` (a stand-in) with everything under `parent`, on a host without KVM.
+    fn options_with_qemu(qemu: &str, parent: &Path) -> LaunchOptions {
+        LaunchOptions {
+            qemu: PathBuf::from(qemu),
+            run_dir_parent: parent.to_owned(),
+            host: HostVirt {
+                cpu_has_virt: false,
+                kvm_opens: false,
+            },
+            tee_sim_state: parent.join("tee-sim"),
+            vsock_cid: 3,
+        }
     }
 
     fn test_config(dir: &Path) -> LaunchConfig {
