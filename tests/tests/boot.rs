@@ -125,3 +125,34 @@ async fn dropping_a_running_sandbox_kills_qemu_and_removes_its_files() {
     drop(vm);
     assert_nothing_left(runs.path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_dies_after_its_agent_was_up_is_seen_by_the_host() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let config = sim_config(&a, work.path(), &a.initrd(), "");
+    let mut sandbox = Sandbox::start(&config, &options_in(runs.path()), AGENT_TIMEOUT)
+        .await
+        .unwrap();
+    sandbox.agent().check(CALL_TIMEOUT).await.unwrap();
+    // Crash the VM from outside, as an OOM kill or a QEMU fault would.
+    let pid = i32::try_from(sandbox.vm().pid().unwrap()).unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), sandbox.wait_exit())
+        .await
+        .expect("the host notices the exit")
+        .unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    // The agent is gone with it: a call fails instead of hanging.
+    let call = tokio::time::timeout(Duration::from_secs(30), sandbox.agent().check(CALL_TIMEOUT))
+        .await
+        .expect("the call is bounded");
+    assert!(call.is_err());
+    sandbox.stop().await.unwrap();
+    assert_nothing_left(runs.path());
+}
