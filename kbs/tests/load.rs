@@ -162,3 +162,50 @@ async fn full_handshakes_under_load() {
     );
     assert!(!latencies.is_empty());
 }
+
+/// Cost of the pieces of one handshake, one at a time (for profiling the figures above).
+#[test]
+#[ignore = "micro-measurement: run in release with --ignored --nocapture"]
+fn handshake_piece_costs() {
+    use tsuba_kbs::{BindingDigest, Verifier};
+
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sp = Arc::new(SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap());
+    let snp = SnpVerifier::with_amd_roots()
+        .unwrap()
+        .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
+        .unwrap();
+    let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
+    let provider = SimSnp(Arc::clone(&sp));
+    let rounds = 200u32;
+    let t0 = Instant::now();
+    let mut evidence = Value::Null;
+    for _ in 0..rounds {
+        evidence = provider.evidence(binding.as_bytes()).unwrap();
+    }
+    let sign = t0.elapsed() / rounds;
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        snp.verify(&evidence, &binding, std::time::SystemTime::now())
+            .unwrap();
+    }
+    let verify = t0.elapsed() / rounds;
+    let state = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::new(
+        state.path().into(),
+        AdminAuth::new(common::admin_key().verifying_key()),
+    );
+    let broker = Broker::new(config, VerifierSet::new(EvidenceTrust::HardwareOnly)).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        let _ = broker.resource(
+            None,
+            Some("Bearer x.y.z"),
+            &ResourcePath::parse("a/b/c").unwrap(),
+        );
+    }
+    let token_reject = t0.elapsed() / rounds;
+    println!(
+        "kbs-pieces: sim-snp report {sign:?}, snp verify {verify:?}, bad-token resource call {token_reject:?}"
+    );
+}

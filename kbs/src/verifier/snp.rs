@@ -28,6 +28,8 @@ use crate::binding::BindingDigest;
 
 /// Largest certificate accepted (DER bytes).
 const MAX_CERT_LEN: usize = 16 * 1024;
+/// Most VEK certificates remembered as verified.
+const MAX_VERIFIED_VEKS: usize = 4096;
 /// Most certificates loaded from a VCEK cache directory.
 const MAX_CACHE_ENTRIES: usize = 4096;
 
@@ -73,6 +75,7 @@ impl Root {
 #[derive(Clone)]
 struct Cert {
     x509: x509_cert::Certificate,
+    der: Vec<u8>,
 }
 
 impl Cert {
@@ -81,7 +84,10 @@ impl Cert {
             return Err(VerifierError::Certificate { what });
         }
         x509_cert::Certificate::from_der(der)
-            .map(|x509| Self { x509 })
+            .map(|x509| Self {
+                x509,
+                der: der.to_vec(),
+            })
             .map_err(|_| VerifierError::Certificate { what })
     }
 
@@ -121,6 +127,9 @@ pub struct SnpVerifier {
     roots: Vec<Root>,
     vcek_cache: Vec<Cert>,
     min_tcb: Option<TcbParts>,
+    /// SHA-256 of a VEK certificate whose signature by a root's ASK verified, and that root's
+    /// index: the RSA check is done once per VEK, the dates on every report.
+    verified_veks: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
 }
 
 impl std::fmt::Debug for SnpVerifier {
@@ -172,6 +181,7 @@ impl SnpVerifier {
             roots,
             vcek_cache: Vec::new(),
             min_tcb: None,
+            verified_veks: std::sync::Mutex::default(),
         })
     }
 
@@ -260,7 +270,7 @@ impl SnpVerifier {
         // The report signature first: cheap to fail on a wrong key.
         verify_report_signature(raw, &report, &vek)?;
         let table_ask = cert_table.and_then(|table| table.get(&GUID_ASK));
-        let root = self.chain(&vek, table_ask, what, now)?;
+        let root = self.chain_cached(&vek, table_ask, what, now)?;
         check_tcb(&vek, &report, guid == GUID_VCEK)?;
         if let Some(min) = self.min_tcb {
             let tcb = report.reported_tcb.parts(report.tcb_layout());
@@ -285,13 +295,48 @@ impl SnpVerifier {
     /// Finds the trusted root whose ASK signed `vek` or, for a VLEK, whose ARK signed the
     /// intermediate (ASVK) from the certificate table that signed `vek`. Candidates are picked
     /// by issuer name, so only matching signatures are checked.
-    fn chain(
+    fn chain_cached(
         &self,
         vek: &Cert,
         table_intermediate: Option<&[u8]>,
         what: &'static str,
         now: SystemTime,
     ) -> Result<&Root, VerifierError> {
+        use sha2::Digest;
+
+        let key: [u8; 32] = sha2::Sha256::digest(&vek.der).into();
+        let lock = || {
+            self.verified_veks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let cached = lock().get(&key).copied();
+        if let Some(root) = cached.and_then(|index| self.roots.get(index)) {
+            check_dates(&root.ark, "ark", now)?;
+            check_dates(&root.ask, "ask", now)?;
+            return Ok(root);
+        }
+        let (root, via_root_ask) = self.chain(vek, table_intermediate, what, now)?;
+        // Cache only chains through a root's own ASK (a table intermediate is re-checked).
+        if let Some(index) = self.roots.iter().position(|r| std::ptr::eq(r, root))
+            && via_root_ask
+        {
+            let mut cache = lock();
+            if cache.len() >= MAX_VERIFIED_VEKS {
+                cache.clear();
+            }
+            cache.insert(key, index);
+        }
+        Ok(root)
+    }
+
+    fn chain(
+        &self,
+        vek: &Cert,
+        table_intermediate: Option<&[u8]>,
+        what: &'static str,
+        now: SystemTime,
+    ) -> Result<(&Root, bool), VerifierError> {
         let vek_sev = SevCertificate::from(vek.x509.clone());
         let issuer = &vek.x509.tbs_certificate.issuer;
         for root in &self.roots {
@@ -304,7 +349,7 @@ impl SnpVerifier {
             {
                 check_dates(&root.ark, "ark", now)?;
                 check_dates(&root.ask, "ask", now)?;
-                return Ok(root);
+                return Ok((root, true));
             }
         }
         if let Some(der) = table_intermediate {
@@ -324,7 +369,7 @@ impl SnpVerifier {
                     {
                         check_dates(&root.ark, "ark", now)?;
                         check_dates(&intermediate.x509, "ask", now)?;
-                        return Ok(root);
+                        return Ok((root, false));
                     }
                 }
             }
@@ -677,6 +722,28 @@ mod tests {
         assert!(matches!(
             verifier.verify_report(&raw, Some(&table(GUID_VCEK, vlek)), when),
             Err(VerifierError::MissingCertificate { what: "vlek" })
+        ));
+    }
+
+    #[test]
+    fn remembered_vcek_still_gets_signature_and_date_checks() {
+        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
+        let good = data("trustee-test-report.bin");
+        verifier.verify_report(&good, Some(&t), inside()).unwrap();
+        assert_eq!(verifier.verified_veks.lock().unwrap().len(), 1);
+        verifier.verify_report(&good, Some(&t), inside()).unwrap();
+        let mut flipped = good.clone();
+        flipped[0x90] ^= 1;
+        assert!(
+            verifier
+                .verify_report(&flipped, Some(&t), inside())
+                .is_err()
+        );
+        let after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        assert!(matches!(
+            verifier.verify_report(&good, Some(&t), after),
+            Err(VerifierError::CertificateDates { .. })
         ));
     }
 
