@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tsuba_protocols::agent::diagnostic_report_data;
-use tsuba_protocols::evidence::SnpReport;
+use tsuba_protocols::evidence::{SnpReport, TdxQuote};
 use tsuba_shim::Sandbox;
 use tsuba_tests::{AGENT_TIMEOUT, Artefacts, assert_nothing_left, options_in, sim_config};
 use tsuba_vmm_tee::{LaunchConfig, launch_reference_values};
@@ -111,5 +111,41 @@ async fn an_oversized_nonce_is_refused_by_the_agent() {
     let err = result.unwrap_err();
     assert!(err.to_string().contains("GetDiagnosticReport"), "{err}");
     assert!(check.is_ok());
+    assert_nothing_left(runs.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sim_tdx_guest_quote_carries_the_predicted_mrtd_and_mrconfigid() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("initdata.toml"), INITDATA).unwrap();
+    // Debian's plain OVMF carries TDX metadata: it is the image whose MRTD is predicted.
+    let toml = format!(
+        "mode = \"sim-tdx\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\nmemory_mib = 256\n\
+         initdata = \"initdata.toml\"\n[firmware]\nboot = {fw:?}\nmeasured = {fw:?}\n",
+        kernel = a.kernel(),
+        initrd = a.initrd(),
+        fw = a.ovmf,
+    );
+    std::fs::write(work.path().join("launch.toml"), toml).unwrap();
+    let config = LaunchConfig::from_file(&work.path().join("launch.toml")).unwrap();
+    let expected = launch_reference_values(&config).unwrap().tdx.unwrap();
+
+    let sandbox = Sandbox::start(&config, &options_in(runs.path()), AGENT_TIMEOUT)
+        .await
+        .unwrap();
+    let resp = sandbox
+        .agent()
+        .diagnostic_report(b"tdx-nonce", CALL_TIMEOUT)
+        .await;
+    sandbox.stop().await.unwrap();
+    let resp = resp.unwrap();
+    assert_eq!(resp.attester, "sim-tdx");
+    let quote = TdxQuote::parse(&resp.evidence).unwrap();
+    assert_eq!(quote.body.mr_td, expected.mrtd.0, "MRTD = tsuba measure");
+    let initdata = config.initdata.as_ref().unwrap();
+    assert_eq!(&quote.body.mr_config_id, initdata.mr_config_id().as_bytes());
+    assert_eq!(quote.body.report_data, diagnostic_report_data(b"tdx-nonce"));
     assert_nothing_left(runs.path());
 }

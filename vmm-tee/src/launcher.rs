@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::accel::{self, Accel, AccelError, HostVirt};
 use std::sync::Arc;
 
-use tsuba_tee_sim::{SimAmdSp, SimLaunch, SnpLaunch};
+use tsuba_tee_sim::{SimAmdSp, SimLaunch, SimTdx, SnpLaunch, TdxLaunch};
 
 use crate::config::{AgentTransport, LaunchConfig, Mode};
 use crate::measure::{MeasureError, launch_reference_values};
@@ -118,9 +118,9 @@ pub enum LaunchError {
     /// tee-sim's roots of trust could not be loaded or created.
     #[error("cannot open tee-sim's simulated AMD-SP state in {0}")]
     TeeSim(PathBuf, #[source] tsuba_tee_sim::AmdSpError),
-    /// sim-tdx evidence is not served yet.
-    #[error("mode sim-tdx: the launcher does not serve a simulated TDX device yet; use sim-snp")]
-    SimTdxUnsupported,
+    /// tee-sim's simulated TDX module could not be loaded or created.
+    #[error("cannot open tee-sim's simulated TDX module state in {0}")]
+    TeeSimTdx(PathBuf, #[source] tsuba_tee_sim::TdxSimError),
 }
 
 /// A running guest VM.
@@ -149,7 +149,7 @@ impl Vm {
         // launcher computes the measurement, and nothing the guest sends can change it.
         let sim_launch = match config.mode {
             Mode::SimSnp => Some(sim_snp_launch(config, &options.tee_sim_state)?),
-            Mode::SimTdx => return Err(LaunchError::SimTdxUnsupported),
+            Mode::SimTdx => Some(sim_tdx_launch(config, &options.tee_sim_state)?),
             Mode::Snp | Mode::Tdx | Mode::None => None,
         };
         let run_dir = tempfile::Builder::new()
@@ -351,6 +351,20 @@ fn sim_snp_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, Laun
     Ok(SimLaunch::Snp {
         sp: Arc::new(sp),
         launch: SnpLaunch::new(snp.launch_digest.0, host_data),
+    })
+}
+
+/// What tee-sim signs for a sim-tdx launch: the MRTD of the measured firmware, and the
+/// initdata digest as MRCONFIGID. RTMRs stay zero: the simulated guest cannot extend them.
+fn sim_tdx_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, LaunchError> {
+    let values = launch_reference_values(config)?;
+    let tdx = values.tdx.ok_or(MeasureError::NotMeasured)?;
+    let mr_config_id = tdx.mr_config_id.map_or([0; 48], |m| *m.as_bytes());
+    let sim = SimTdx::open_or_create(state).map_err(|e| LaunchError::TeeSimTdx(state.into(), e))?;
+    info!(mrtd = %hex::encode(tdx.mrtd.0), "sim-tdx: tee-sim signs this MRTD");
+    Ok(SimLaunch::Tdx {
+        sim: Arc::new(sim),
+        launch: Box::new(TdxLaunch::new(tdx.mrtd.0, mr_config_id)),
     })
 }
 
