@@ -57,12 +57,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             let version = sandbox.agent().version(timeout).await?;
             // In sim-snp mode, the guest's own evidence, from the tee-sim device.
             let report = if config.mode == tsuba_vmm_tee::Mode::SimSnp {
-                Some(
-                    sandbox
-                        .agent()
-                        .diagnostic_report(b"tsuba demo", timeout)
-                        .await?,
-                )
+                let asked = std::time::Instant::now();
+                let report = sandbox.agent().diagnostic_report(b"tsuba demo", timeout).await?;
+                Some((report, asked.elapsed()))
             } else {
                 None
             };
@@ -83,15 +80,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "Health.Version: agent {}, protocol v{}, guest kernel {}, tee {}",
             version.agent_version, version.protocol_version, version.kernel_release, version.tee
         );
-        if let Some(report) = report {
+        if let Some((report, round_trip)) = report {
             let parsed = SnpReport::parse(&report.evidence).context("the guest's report")?;
             let expected = launch_reference_values(&config)?
                 .snp
                 .context("sim-snp launch without an SNP reference value")?;
             let matches = parsed.measurement == expected.launch_digest.0;
             println!(
-                "guest evidence ({}): measurement {}\n  tsuba measure predicts   {} -> {}",
+                "guest evidence ({}, {:.1} ms round trip): measurement {}\n  tsuba measure predicts   {} -> {}",
                 report.attester,
+                round_trip.as_secs_f64() * 1000.0,
                 hex::encode(parsed.measurement),
                 expected.launch_digest.to_hex(),
                 if matches { "MATCH" } else { "MISMATCH" }
