@@ -39,9 +39,14 @@ pub(crate) enum PageOrder {
 /// Compute the launch measurement (SNP launch digest, TDX MRTD) and the digests of every input.
 #[derive(Debug, clap::Args)]
 pub(crate) struct MeasureArgs {
+    /// A launch config (TOML), the very file `tsuba demo` and the launcher take: the values are
+    /// computed over exactly what that launch boots (with its derived kernel command line).
+    #[arg(long, conflicts_with_all = ["firmware", "kernel", "initrd", "cmdline", "vcpus",
+        "vcpu_type", "guest_features", "initdata", "tee", "tdx_page_order"])]
+    config: Option<PathBuf>,
     /// Firmware image given to QEMU as `-bios` (the AmdSev OVMF for SNP with a kernel).
-    #[arg(long)]
-    firmware: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    firmware: Option<PathBuf>,
     /// Kernel for measured direct boot.
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -72,14 +77,26 @@ pub(crate) struct MeasureArgs {
 }
 
 pub(crate) fn run(args: MeasureArgs) -> anyhow::Result<ExitCode> {
-    let inputs = inputs(args)?;
+    let inputs = match &args.config {
+        Some(path) => config_inputs(path)?,
+        None => inputs(args)?,
+    };
     let mut out = std::io::stdout().lock();
     write_json(&inputs, &mut out)?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The measurement inputs of a launch config, through the launcher's own code path.
+fn config_inputs(path: &Path) -> anyhow::Result<MeasurementInputs> {
+    let config = tsuba_vmm_tee::LaunchConfig::from_file(path)?;
+    Ok(tsuba_vmm_tee::measurement_inputs(&config)?)
+}
+
 /// Turns the flags into the launcher's measurement inputs.
 fn inputs(args: MeasureArgs) -> anyhow::Result<MeasurementInputs> {
+    let Some(firmware) = args.firmware else {
+        bail!("--firmware or --config is required");
+    };
     let snp = match (args.tee, args.vcpu_type) {
         (Tee::Tdx, _) => None,
         (Tee::Snp | Tee::Both, Some(vcpu_type)) => Some(SnpLaunch {
@@ -99,7 +116,7 @@ fn inputs(args: MeasureArgs) -> anyhow::Result<MeasurementInputs> {
     });
     let initdata = args.initdata.as_deref().map(read_initdata).transpose()?;
     Ok(MeasurementInputs {
-        firmware: args.firmware,
+        firmware,
         kernel: args.kernel,
         initrd: args.initrd,
         cmdline: args.cmdline,
@@ -145,6 +162,53 @@ mod tests {
     }
 
     const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+
+    #[test]
+    fn a_launch_config_measures_like_the_equivalent_flags() {
+        // sim-tdx: MRTD over Debian's plain OVMF; the boot files' digests come along.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), b"kernel bytes").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"initrd bytes").unwrap();
+        let config = dir.path().join("launch.toml");
+        std::fs::write(
+            &config,
+            "mode = \"sim-tdx\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\
+             cmdline = \"quiet\"\n[firmware]\nboot = \"/usr/share/ovmf/OVMF.fd\"\n\
+             measured = \"/usr/share/ovmf/OVMF.fd\"\n",
+        )
+        .unwrap();
+        let from_config = {
+            let mut out = Vec::new();
+            write_json(&config_inputs(&config).unwrap(), &mut out).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        let args = parse(&[
+            "--firmware",
+            "/usr/share/ovmf/OVMF.fd",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            // The launcher's keys first, then the user's: the line QEMU gets.
+            "--cmdline",
+            "console=ttyS0 panic=-1 tsuba.agent.transport=serial quiet",
+            "--tee",
+            "tdx",
+        ])
+        .unwrap();
+        let mut out = Vec::new();
+        write_json(&inputs(args).unwrap(), &mut out).unwrap();
+        let from_flags: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(from_config, from_flags);
+        assert!(from_config["tdx"]["mrtd"].is_string());
+        assert!(parse(&["--config", "x.toml", "--firmware", "y.fd"]).is_err());
+        assert!(
+            parse(&[]).is_err(),
+            "one of --config and --firmware is required"
+        );
+    }
 
     #[test]
     fn prints_the_golden_snp_digest_as_json() {
