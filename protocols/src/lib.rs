@@ -9,4 +9,5 @@
 pub mod agent;
 pub mod evidence;
 pub mod guest_image;
+pub mod kbs_binding;
 pub mod simdev;

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use serde_json::Value;
-use sha2::{Digest, Sha384};
+use tsuba_protocols::kbs_binding::BindingDigest;
 use zeroize::Zeroizing;
 
 use super::error::KbsClientError;
@@ -196,7 +196,7 @@ impl KbsClient {
             })?
             .to_owned();
         let jwk = key.public_jwk();
-        let binding = binding_digest(&nonce, &jwk, "");
+        let binding = *BindingDigest::compute(&nonce, &jwk, "").as_bytes();
         // Attesters do blocking file, ioctl or device I/O.
         let provider = Arc::clone(&self.evidence);
         let evidence = tokio::task::spawn_blocking(move || provider.evidence(&binding))
@@ -405,66 +405,10 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `SHA-384(JCS({"additional-evidence", "nonce", "tee-pubkey"}))`, the report-data binding
-/// Trustee's broker checks.
-pub(crate) fn binding_digest(nonce: &str, tee_pubkey: &Value, additional: &str) -> [u8; 48] {
-    let runtime = serde_json::json!({
-        "additional-evidence": additional, "nonce": nonce, "tee-pubkey": tee_pubkey,
-    });
-    let mut canonical = String::new();
-    canonical_json(&runtime, &mut canonical);
-    Sha384::digest(canonical.as_bytes()).into()
-}
-
-/// JCS canonical JSON; keys are sorted here so the result does not depend on serde_json's
-/// `preserve_order` feature.
-fn canonical_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
-            for (i, (key, val)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                canonical_json(val, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use base64::engine::general_purpose::STANDARD;
 
     use super::*;
-
-    #[test]
-    fn binding_matches_wire_capture() {
-        let jwk = serde_json::json!({"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW",
-            "x":"ISay32SReECBKxm3b6oHae_hDdMVXheaZhZfbobcSFs",
-            "y":"yeuk_WlNiO0QdY8rZL5W8_IRLhfSZoXCwLLRDC7rwVo"});
-        let digest = binding_digest("uj+BMN4gKqa1c2QVvmwu5gpJiVlXCaM2g7OugqdxUEo=", &jwk, "");
-        assert_eq!(
-            STANDARD.encode(digest),
-            "1tlxhsV83aZibT86quy6A/MjCQcTfUUIYIc519rIpQ/buu9h+IE+OGiljUdpLCws"
-        );
-    }
 
     #[test]
     fn token_expiry_reads_exp() {
