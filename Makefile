@@ -57,7 +57,10 @@ e2e: guest
 
 test: setup lint unit e2e
 
+# The recipe's refusals against a tampered loopback mirror (30 s), then two from-scratch builds in
+# build directories of different lengths, compared with each other and with amdsev.sha256.
 test-firmware:
+	firmware/recipe/test-recipe.sh
 	firmware/recipe/check-reproducible.sh
 
 bench: guest
