@@ -11,7 +11,8 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use rsa::traits::PublicKeyParts;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use tsuba_protocols::jose::concat_kdf;
 
 /// Smallest and largest RSA modulus (bits) accepted for a TEE key.
 const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
@@ -195,21 +196,6 @@ fn rsa_key(key: &TeePubKey) -> Result<rsa::RsaPublicKey, JweError> {
         return Err(JweError::RsaKeySize { bits });
     }
     Ok(public)
-}
-
-/// The Concat KDF of NIST SP 800-56A as JWA (RFC 7518 section 4.6.2) uses it for a 256-bit key:
-/// one SHA-256 round over counter, shared secret and OtherInfo (algorithm id, empty PartyU and
-/// PartyV info, key length in bits).
-pub(crate) fn concat_kdf(shared: &[u8], alg: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(1u32.to_be_bytes());
-    hasher.update(shared);
-    hasher.update(u32::try_from(alg.len()).unwrap_or(u32::MAX).to_be_bytes());
-    hasher.update(alg.as_bytes());
-    hasher.update(0u32.to_be_bytes());
-    hasher.update(0u32.to_be_bytes());
-    hasher.update(256u32.to_be_bytes());
-    hasher.finalize().into()
 }
 
 #[cfg(test)]

@@ -9,5 +9,6 @@
 pub mod agent;
 pub mod evidence;
 pub mod guest_image;
+pub mod jose;
 pub mod kbs_binding;
 pub mod simdev;

@@ -9,7 +9,8 @@ use rand::rngs::OsRng;
 use rsa::traits::PublicKeyParts;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use tsuba_protocols::jose::concat_kdf;
 use zeroize::Zeroizing;
 
 /// Largest JWE part accepted (base64url characters).
@@ -200,19 +201,6 @@ impl TeeKey {
             .map(Zeroizing::new)
             .map_err(|_| TeeKeyError::Decrypt { step: "aes-gcm" })
     }
-}
-
-/// Concat KDF (NIST SP 800-56A) as JWA uses it for one 256-bit key, empty PartyU/PartyV info.
-fn concat_kdf(shared: &[u8], alg: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(1u32.to_be_bytes());
-    hasher.update(shared);
-    hasher.update(u32::try_from(alg.len()).unwrap_or(u32::MAX).to_be_bytes());
-    hasher.update(alg.as_bytes());
-    hasher.update(0u32.to_be_bytes());
-    hasher.update(0u32.to_be_bytes());
-    hasher.update(256u32.to_be_bytes());
-    hasher.finalize().into()
 }
 
 #[cfg(test)]
