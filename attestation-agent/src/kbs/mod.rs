@@ -4,11 +4,15 @@
 mod client;
 mod error;
 mod evidence;
+mod key_provider;
 mod tee_key;
 mod uri;
 
 pub use client::{KbsClient, KbsClientConfig};
 pub use error::KbsClientError;
 pub use evidence::{AttesterEvidence, EvidenceProvider, InsecureSampleEvidence};
+pub use key_provider::{
+    KbsKeyProvider, RegistryAuthError, credentials_for_image, fetch_registry_credentials,
+};
 pub use tee_key::{TeeKey, TeeKeyError, TeeKeyKind};
 pub use uri::{InvalidResourceUri, ResourceUri};
