@@ -14,6 +14,7 @@ pub mod oci;
 pub mod ocicrypt;
 mod policy;
 mod pull;
+pub mod signature;
 mod unpack;
 
 pub use digest::{Digest, DigestError};
@@ -22,11 +23,12 @@ pub use image::{
     layer_plaintext, unpack_from_layout,
 };
 pub use layout::{BlobWriter, LayoutError, OciLayout};
-pub use policy::{Policy, PolicyError, Requirement, SignedIdentity};
+pub use policy::{Policy, PolicyError, Requirement};
 pub use pull::{
     BlobSink, Credentials, ImageVerifier, Progress, ProgressEvent, PullError, Registry,
     RegistryOptions, ResolvedImage, VerifyFuture,
 };
+pub use signature::SignedIdentity;
 pub use unpack::{
     Compression, DeviceNodes, LayerStats, Ownership, RootfsError, UnpackError, UnpackOptions,
     unpack_layer, unpack_layer_sniffed,

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::pull::{ImageVerifier, Registry, ResolvedImage, VerifyFuture};
+use crate::signature::SignedIdentity;
 
 /// Errors from parsing or applying a policy.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,15 @@ pub enum PolicyError {
     /// A scope lists no requirement (containers-policy.json forbids it).
     #[error("policy scope {0:?} has no requirements")]
     EmptyScope(String),
+    /// A `signedIdentity` rule is unusable.
+    #[error("policy scope {scope:?} has an invalid signedIdentity")]
+    Identity {
+        /// The scope.
+        scope: String,
+        /// The cause.
+        #[source]
+        source: crate::signature::IdentityError,
+    },
     /// A `reject` requirement matched.
     #[error("policy rejects {0}")]
     Rejected(String),
@@ -78,38 +88,6 @@ pub enum Requirement {
     },
 }
 
-/// A `signedIdentity` rule.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
-pub enum SignedIdentity {
-    /// The signed reference equals the pulled one.
-    MatchExact,
-    /// Same repository when pulled by digest, else exact.
-    MatchRepoDigestOrExact,
-    /// Same repository.
-    MatchRepository,
-    /// The signed reference is this one.
-    #[serde(rename_all = "camelCase")]
-    ExactReference {
-        /// The reference.
-        docker_reference: String,
-    },
-    /// The signed repository is this one.
-    #[serde(rename_all = "camelCase")]
-    ExactRepository {
-        /// The repository.
-        docker_repository: String,
-    },
-    /// Like `matchRepoDigestOrExact` after rewriting `prefix` into `signedPrefix`.
-    #[serde(rename_all = "camelCase")]
-    RemapIdentity {
-        /// Prefix of the pulled reference.
-        prefix: String,
-        /// What it becomes in the signature.
-        signed_prefix: String,
-    },
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -128,14 +106,10 @@ impl Policy {
     /// Parses containers-policy.json.
     pub fn from_json(json: &[u8]) -> Result<Self, PolicyError> {
         let file: PolicyFile = serde_json::from_slice(json).map_err(PolicyError::Malformed)?;
-        if file.default.is_empty() {
-            return Err(PolicyError::EmptyScope("default".into()));
-        }
+        validate_scope("default", &file.default)?;
         for (t, scopes) in &file.transports {
             for (scope, reqs) in scopes {
-                if reqs.is_empty() {
-                    return Err(PolicyError::EmptyScope(format!("{t}:{scope}")));
-                }
+                validate_scope(&format!("{t}:{scope}"), reqs)?;
             }
         }
         Ok(Self { file })
@@ -187,6 +161,30 @@ impl ImageVerifier for Policy {
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
     }
+}
+
+/// A scope must list requirements, and their identity rules must be usable.
+fn validate_scope(scope: &str, reqs: &[Requirement]) -> Result<(), PolicyError> {
+    if reqs.is_empty() {
+        return Err(PolicyError::EmptyScope(scope.to_owned()));
+    }
+    for req in reqs {
+        if let Requirement::SignedBy {
+            signed_identity: Some(rule),
+            ..
+        }
+        | Requirement::SigstoreSigned {
+            signed_identity: Some(rule),
+            ..
+        } = req
+        {
+            rule.validate().map_err(|source| PolicyError::Identity {
+                scope: scope.to_owned(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Scopes to try for a docker reference, most specific first.
@@ -284,7 +282,7 @@ mod tests {
         ));
         let p = Policy::from_json(
             br#"{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k.gpg",
-                "signedIdentity":{"type":"remapIdentity","prefix":"a","signedPrefix":"b"}}]}"#,
+                "signedIdentity":{"type":"remapIdentity","prefix":"a.io","signedPrefix":"b.io"}}]}"#,
         )
         .unwrap();
         assert!(matches!(

@@ -1,0 +1,13 @@
+//! Image signatures: the payload that signers sign, the `signedIdentity` rules that say which
+//! identity a signature may claim, and the formats that carry them (GPG simple signing, cosign).
+//!
+//! Every signature format ends in the same check: the cryptographic signature over the
+//! payload bytes verifies with a key from the policy, then the payload is parsed strictly and
+//! its manifest digest and identity are matched against the image that was resolved
+//! ([`SignedPayload::check_claims`]).
+
+mod identity;
+mod payload;
+
+pub use identity::{DockerReference, IdentityError, SignedIdentity};
+pub use payload::{MAX_PAYLOAD_BYTES, PayloadError, PayloadKind, SignedPayload};
