@@ -86,6 +86,44 @@ impl AgentTransport {
     }
 }
 
+/// The guest's network, when the launch asks for one. Off by default: most guests need none, and
+/// the network is the host's (untrusted in TEE modes); what the guest fetches over it is checked
+/// by the key broker's protocol and by digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkBackend {
+    /// QEMU user networking (slirp): no host privileges needed; the guest is 10.0.2.15/24 and
+    /// reaches the host's loopback services at 10.0.2.2.
+    #[default]
+    User,
+}
+
+/// A checked `[network]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// How the virtio-net device is backed on the host.
+    pub backend: NetworkBackend,
+}
+
+impl Network {
+    /// The guest's static address and route as the agent reads them from the (measured) command
+    /// line: QEMU user networking's fixed guest address and gateway.
+    fn cmdline_value(self) -> &'static str {
+        match self.backend {
+            NetworkBackend::User => "10.0.2.15/24,gw=10.0.2.2",
+        }
+    }
+}
+
+/// The `[network]` section of a config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    /// `user` (the default).
+    #[serde(default)]
+    pub backend: NetworkBackend,
+}
+
 /// Guest memory in MiB: at least [`MemoryMib::MIN`], at most [`MemoryMib::MAX`], a multiple of 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MemoryMib(u32);
@@ -147,6 +185,8 @@ pub struct LaunchConfig {
     /// vCPU model for SNP guests (QEMU `-cpu` name, e.g. `EPYC-v4`): it is part of the VMSA and
     /// so of the launch digest.
     pub snp_vcpu_type: String,
+    /// The guest's network; none when `None`. Part of the command line, so of the measurement.
+    pub network: Option<Network>,
 }
 
 /// A launch configuration that cannot be used.
@@ -228,6 +268,9 @@ pub struct LaunchConfigFile {
     /// SNP vCPU model (default `EPYC-v4`).
     #[serde(default = "default_snp_vcpu_type")]
     pub snp_vcpu_type: String,
+    /// A virtio-net device for the guest (none without this section).
+    #[serde(default)]
+    pub network: Option<NetworkFile>,
 }
 
 /// Firmware paths in a config file.
@@ -252,7 +295,12 @@ fn default_snp_vcpu_type() -> String {
 }
 
 /// Command-line keys the launcher owns; a user setting them would fork the measurement.
-const RESERVED_CMDLINE_KEYS: &[&str] = &["console", "panic", "tsuba.agent.transport"];
+const RESERVED_CMDLINE_KEYS: &[&str] = &[
+    "console",
+    "panic",
+    "tsuba.agent.transport",
+    "tsuba.agent.net",
+];
 
 impl LaunchConfigFile {
     /// Reads a config file.
@@ -300,6 +348,7 @@ impl LaunchConfigFile {
             accel: self.accel,
             agent_transport: self.agent_transport,
             snp_vcpu_type: self.snp_vcpu_type,
+            network: self.network.map(|n| Network { backend: n.backend }),
         })
     }
 }
@@ -326,6 +375,10 @@ impl LaunchConfig {
             "console=ttyS0 panic=-1 tsuba.agent.transport={}",
             self.agent_transport.cmdline_value()
         );
+        if let Some(network) = self.network {
+            cmdline.push_str(" tsuba.agent.net=");
+            cmdline.push_str(network.cmdline_value());
+        }
         if !self.extra_cmdline.trim().is_empty() {
             cmdline.push(' ');
             cmdline.push_str(self.extra_cmdline.trim());
@@ -488,6 +541,45 @@ mod tests {
             config.kernel_cmdline(),
             "console=ttyS0 panic=-1 tsuba.agent.transport=vsock quiet"
         );
+    }
+
+    #[test]
+    fn network_is_off_unless_asked_for_and_then_on_the_measured_line() {
+        let fx = Fixture::new();
+        assert_eq!(fx.parse(SIM).unwrap().network, None);
+        let config = fx
+            .parse(&format!("cmdline = \"quiet\"\n{SIM}\n[network]\n"))
+            .unwrap();
+        assert_eq!(
+            config.network,
+            Some(Network {
+                backend: NetworkBackend::User
+            })
+        );
+        assert_eq!(
+            config.kernel_cmdline(),
+            "console=ttyS0 panic=-1 tsuba.agent.transport=serial \
+             tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 quiet"
+        );
+        let err = fx
+            .parse(&format!("{SIM}\n[network]\nbackend = \"tap\"\n"))
+            .unwrap_err();
+        assert!(
+            err.source_text().contains("unknown variant `tap`"),
+            "{err:?}"
+        );
+        let err = fx
+            .parse(&format!("{SIM}\n[network]\nrestrict = false\n"))
+            .unwrap_err();
+        assert!(
+            err.source_text().contains("unknown field `restrict`"),
+            "{err:?}"
+        );
+        // The user may not set the address themselves: the launcher derives it.
+        let err = fx
+            .parse(&format!("cmdline = \"tsuba.agent.net=10.9.9.9/8\"\n{SIM}"))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::ReservedCmdline(k) if k == "tsuba.agent.net"));
     }
 
     impl ConfigError {

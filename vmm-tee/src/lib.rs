@@ -17,7 +17,7 @@ mod qemu;
 pub use accel::{Accel, AccelError, HostVirt, cpuinfo_has_virt, resolve as resolve_accel};
 pub use config::{
     AccelChoice, AgentTransport, ConfigError, Firmware, FirmwareFile, LaunchConfig,
-    LaunchConfigFile, MemoryMib, Mode,
+    LaunchConfigFile, MemoryMib, Mode, Network, NetworkBackend, NetworkFile,
 };
 pub use launcher::{LaunchError, LaunchOptions, Vm, tail};
 pub use measure::{MeasureError, launch_reference_values, measurement_inputs};

@@ -6,6 +6,7 @@
 
 mod boot;
 mod machine;
+mod net;
 mod serial;
 mod sev_snp;
 mod tdx;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 pub(crate) use boot::DirectBoot;
 pub(crate) use machine::Machine;
+pub(crate) use net::VirtioNet;
 pub(crate) use serial::{Console, SerialPort, VirtioSerial};
 pub(crate) use sev_snp::SevSnpGuest;
 pub(crate) use tdx::TdxGuest;
@@ -135,6 +137,11 @@ pub fn command_line(config: &LaunchConfig, accel: Accel, paths: &RunPaths) -> Ve
     }
     if let (AgentTransport::Vsock, Some(cid)) = (config.agent_transport, paths.vsock_cid) {
         objects.push(Box::new(VhostVsock { guest_cid: cid }));
+    }
+    if let Some(network) = config.network {
+        objects.push(Box::new(VirtioNet {
+            backend: network.backend,
+        }));
     }
 
     for object in &objects {

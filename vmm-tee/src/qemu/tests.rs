@@ -29,6 +29,7 @@ fn config(mode: Mode) -> LaunchConfig {
         accel: AccelChoice::Auto,
         agent_transport: AgentTransport::Serial,
         snp_vcpu_type: "EPYC-v4".into(),
+        network: None,
     }
 }
 
@@ -177,4 +178,35 @@ fn vsock_transport_adds_the_device_and_drops_the_agent_port() {
     let devices = values(&args, "-device");
     assert_eq!(devices, vec!["vhost-vsock-pci,id=vsock0,guest-cid=42"]);
     assert!(one(&args, "-append").contains("tsuba.agent.transport=vsock"));
+}
+
+#[test]
+fn no_network_device_unless_the_config_asks_and_then_user_networking_on_virtio() {
+    let args = command_line(&config(Mode::SimSnp), Accel::Tcg, &paths());
+    assert!(values(&args, "-netdev").is_empty(), "{args:?}");
+    assert!(
+        !values(&args, "-device")
+            .iter()
+            .any(|d| d.starts_with("virtio-net")),
+        "{args:?}"
+    );
+
+    let mut networked = config(Mode::SimSnp);
+    networked.network = Some(crate::config::Network {
+        backend: crate::config::NetworkBackend::User,
+    });
+    let args = command_line(&networked, Accel::Tcg, &paths());
+    assert_eq!(one(&args, "-netdev"), "user,id=net0,restrict=off,ipv6=off");
+    let nics: Vec<_> = values(&args, "-device")
+        .into_iter()
+        .filter(|d| d.starts_with("virtio-net"))
+        .collect();
+    assert_eq!(nics, ["virtio-net-pci,netdev=net0,romfile="]);
+    // The guest learns its address from the measured command line, which QEMU boots.
+    let append = one(&args, "-append");
+    assert!(
+        append.contains(" tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2"),
+        "{append}"
+    );
+    assert_eq!(append, networked.kernel_cmdline());
 }
