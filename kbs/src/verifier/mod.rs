@@ -4,6 +4,7 @@
 
 mod sample;
 mod snp;
+mod snp_evidence;
 mod tdx;
 
 use std::collections::HashMap;

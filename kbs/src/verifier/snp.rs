@@ -4,17 +4,14 @@
 //! crate leaves out). Trusted roots are AMD's real Milan, Genoa and Turin ARK/ASK (built into the
 //! `sev` crate), plus tee-sim's simulated roots only when the caller adds them.
 //!
-//! Evidence JSON (`primary_evidence`): `{"report": <base64 of the 1184-byte report>,
-//! "cert_table": <base64 of the SNP certificate table>?}`. Without a VCEK in the table the
-//! verifier looks in its local VCEK cache; it never goes to the network.
+//! Evidence JSON (`primary_evidence`): tsuba's `{"report", "cert_table"?}` or guest-components'
+//! `{"attestation_report", "cert_chain"}` (see `snp_evidence`). Without a VCEK in the
+//! certificates the verifier looks in its local VCEK cache; it never goes to the network.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use p384::ecdsa::signature::Verifier as _;
-use serde::Deserialize;
 use serde_json::Value;
 use sev::certs::snp::{Certificate as SevCertificate, Verifiable, builtin};
 use tsuba_protocols::evidence::{
@@ -143,14 +140,6 @@ impl std::fmt::Debug for SnpVerifier {
             .field("min_tcb", &self.min_tcb)
             .finish()
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnpEvidence {
-    report: String,
-    #[serde(default)]
-    cert_table: Option<String>,
 }
 
 /// A report whose signature and chain verified.
@@ -378,6 +367,18 @@ impl SnpVerifier {
     }
 }
 
+impl SnpVerifier {
+    /// Verifies evidence JSON in either shape at `now`, everything but the report data.
+    pub(crate) fn verify_evidence(
+        &self,
+        evidence: &Value,
+        now: SystemTime,
+    ) -> Result<VerifiedReport, VerifierError> {
+        let parts = super::snp_evidence::parse(evidence)?;
+        self.verify_report(&parts.report, parts.cert_table.as_ref(), now)
+    }
+}
+
 impl Verifier for SnpVerifier {
     fn verify(
         &self,
@@ -385,24 +386,7 @@ impl Verifier for SnpVerifier {
         binding: &BindingDigest,
         now: SystemTime,
     ) -> Result<Claims, VerifierError> {
-        let evidence = SnpEvidence::deserialize(evidence).map_err(VerifierError::Json)?;
-        let raw = STANDARD
-            .decode(&evidence.report)
-            .map_err(|_| VerifierError::Malformed {
-                what: "report is not base64",
-            })?;
-        let table = evidence
-            .cert_table
-            .map(|b64| {
-                let bytes = STANDARD.decode(b64).map_err(|_| VerifierError::Malformed {
-                    what: "cert_table is not base64",
-                })?;
-                SnpCertTable::parse(&bytes).map_err(|_| VerifierError::Malformed {
-                    what: "cert_table is not a certificate table",
-                })
-            })
-            .transpose()?;
-        let verified = self.verify_report(&raw, table.as_ref(), now)?;
+        let verified = self.verify_evidence(evidence, now)?;
         if verified.report.report_data != binding.padded() {
             return Err(VerifierError::ReportDataMismatch);
         }

@@ -3,8 +3,11 @@
 //! default. `dcap-qvl` reports the platform's TCB status; this verifier accepts only the statuses
 //! it is configured with (default: `UpToDate`), so an out-of-date platform is refused.
 //!
-//! Evidence JSON (`primary_evidence`): `{"quote": <base64 of the TD quote>}`; other members
-//! (guest-components sends `cc_eventlog`) are ignored.
+//! Evidence JSON (`primary_evidence`): tsuba's `{"quote": <base64 of the TD quote>}`, or
+//! guest-components' `{"cc_eventlog": <base64> | null, "quote": <base64>}` (releases before
+//! mid-2025 add `"aa_eventlog": <text> | null`). Any other member is refused. The event logs
+//! are checked to be well-formed base64 or text, but not replayed against the RTMRs: claims
+//! come from the quote alone.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -49,8 +52,15 @@ pub enum TdxSetupError {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TdxEvidence {
     quote: String,
+    /// guest-components: the CC event log (CCEL, with the attestation agent's events).
+    #[serde(default)]
+    cc_eventlog: Option<String>,
+    /// guest-components before the AA event log moved into the CCEL.
+    #[serde(default, rename = "aa_eventlog")]
+    _aa_eventlog: Option<String>,
 }
 
 /// Verifier for TDX quotes.
@@ -177,6 +187,30 @@ impl TdxVerifier {
     }
 }
 
+impl TdxVerifier {
+    /// Verifies evidence JSON in either shape at `now`, everything but the report data.
+    pub(crate) fn verify_evidence(
+        &self,
+        evidence: &Value,
+        now: SystemTime,
+    ) -> Result<TdxQuote, VerifierError> {
+        let evidence = TdxEvidence::deserialize(evidence).map_err(VerifierError::Json)?;
+        let raw = STANDARD
+            .decode(&evidence.quote)
+            .map_err(|_| VerifierError::Malformed {
+                what: "quote is not base64",
+            })?;
+        if let Some(log) = &evidence.cc_eventlog
+            && STANDARD.decode(log).is_err()
+        {
+            return Err(VerifierError::Malformed {
+                what: "cc_eventlog is not base64",
+            });
+        }
+        self.verify_quote(&raw, now)
+    }
+}
+
 impl Verifier for TdxVerifier {
     fn verify(
         &self,
@@ -184,13 +218,7 @@ impl Verifier for TdxVerifier {
         binding: &BindingDigest,
         now: SystemTime,
     ) -> Result<Claims, VerifierError> {
-        let evidence = TdxEvidence::deserialize(evidence).map_err(VerifierError::Json)?;
-        let raw = STANDARD
-            .decode(&evidence.quote)
-            .map_err(|_| VerifierError::Malformed {
-                what: "quote is not base64",
-            })?;
-        let quote = self.verify_quote(&raw, now)?;
+        let quote = self.verify_evidence(evidence, now)?;
         let claims = TdxClaims::from(&quote);
         if claims.report_data.as_bytes() != &binding.padded() {
             return Err(VerifierError::ReportDataMismatch);
@@ -322,6 +350,64 @@ mod tests {
         let foreign = TdxVerifier::insecure_with_simulated_root(ark.to_der().unwrap())
             .with_collateral(collateral("dcapqvl-tdx_quote_collateral.json"));
         assert!(foreign.verify_quote(&raw, at(INSIDE)).is_err());
+    }
+
+    fn quote_b64(name: &str) -> String {
+        STANDARD.encode(std::fs::read(dir().join(name)).unwrap())
+    }
+
+    #[test]
+    fn guest_components_evidence_is_accepted() {
+        let quote = quote_b64("dcapqvl-tdx_quote");
+        let ccel = STANDARD.encode(b"CCEL\x01\x00\x00\x00event log bytes");
+        for evidence in [
+            // tsuba's own shape.
+            serde_json::json!({ "quote": quote }),
+            // guest-components today, with and without an event log.
+            serde_json::json!({ "cc_eventlog": ccel, "quote": quote }),
+            serde_json::json!({ "cc_eventlog": null, "quote": quote }),
+            // guest-components before the AA event log moved into the CCEL.
+            serde_json::json!({ "cc_eventlog": ccel, "quote": quote, "aa_eventlog": "INIT sha384/00\n" }),
+            serde_json::json!({ "cc_eventlog": null, "quote": quote, "aa_eventlog": null }),
+        ] {
+            let quote = verifier().verify_evidence(&evidence, at(INSIDE)).unwrap();
+            assert!(!quote.body.debug(), "{evidence}");
+        }
+        let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
+        let gc = serde_json::json!({ "cc_eventlog": null, "quote": quote });
+        assert!(matches!(
+            verifier().verify(&gc, &binding, at(INSIDE)),
+            Err(VerifierError::ReportDataMismatch)
+        ));
+    }
+
+    #[test]
+    fn malformed_or_tampered_guest_components_evidence_is_refused() {
+        let quote = quote_b64("dcapqvl-tdx_quote");
+        let mut raw = std::fs::read(dir().join("dcapqvl-tdx_quote")).unwrap();
+        raw[48 + 136] ^= 1;
+        let flipped = STANDARD.encode(&raw);
+        let cases = [
+            serde_json::json!({ "cc_eventlog": null, "quote": flipped }),
+            serde_json::json!({ "cc_eventlog": "not base64!", "quote": quote }),
+            serde_json::json!({ "cc_eventlog": 5, "quote": quote }),
+            serde_json::json!({ "cc_eventlog": null, "quote": quote, "extra": 1 }),
+            serde_json::json!({ "cc_eventlog": null }),
+            serde_json::json!({ "quote": [1, 2, 3] }),
+            serde_json::json!({ "quote": "%%%" }),
+            serde_json::json!("just a string"),
+        ];
+        for evidence in cases {
+            assert!(
+                verifier().verify_evidence(&evidence, at(INSIDE)).is_err(),
+                "{evidence}"
+            );
+        }
+        let expired = serde_json::json!({ "cc_eventlog": null, "quote": quote });
+        assert!(matches!(
+            verifier().verify_evidence(&expired, at(1_756_684_800)),
+            Err(VerifierError::Quote(_))
+        ));
     }
 
     #[test]
