@@ -1,6 +1,12 @@
 //! Admin authentication: every admin call carries `Authorization: Bearer <JWT>` signed with the
 //! administrator's Ed25519 key (`{"alg":"EdDSA"}`), as Trustee's broker expects. The token must
 //! carry an `exp` in the future; there is no unauthenticated admin access.
+//!
+//! Each accepted token is remembered until its `exp` (by its `jti` when it has one, else by its
+//! SHA-256) and refused if presented again, so a captured token cannot be replayed within its
+//! lifetime. The memory is bounded: expired entries are dropped as time passes, and when
+//! `MAX_REMEMBERED_TOKENS` unexpired tokens are remembered, new ones are refused until some
+//! expire (only tokens with a valid signature are ever remembered).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,6 +19,9 @@ const MAX_ADMIN_TOKEN_LEN: usize = 8 * 1024;
 
 /// Allowed clock skew for `iat`/`nbf` (seconds).
 const SKEW: u64 = 60;
+
+/// Most admin tokens remembered at once for replay protection.
+pub(crate) const MAX_REMEMBERED_TOKENS: usize = 16 * 1024;
 
 /// Why an admin request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,12 @@ pub enum AdminAuthError {
     /// The token has expired, has no `exp`, or is not valid yet.
     #[error("admin token is expired or not yet valid")]
     Expired,
+    /// The token was already used.
+    #[error("admin token was already used")]
+    Replayed,
+    /// Too many unexpired tokens are remembered to accept another one now.
+    #[error("too many admin tokens in use")]
+    TooManyTokens,
     /// The configured admin key could not be read.
     #[error("admin public key is not a valid ed25519 spki pem")]
     Key(#[source] ed25519_dalek::pkcs8::spki::Error),
@@ -46,18 +61,55 @@ struct Claims {
     nbf: Option<u64>,
     #[serde(default)]
     iat: Option<u64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// Accepted tokens that have not expired yet, by identity.
+#[derive(Debug, Default)]
+struct SeenTokens {
+    /// Identity → expiry (Unix seconds).
+    expiry: std::collections::HashMap<[u8; 32], u64>,
+    /// The same entries ordered by expiry, earliest first, for pruning.
+    by_expiry: std::collections::BinaryHeap<std::cmp::Reverse<(u64, [u8; 32])>>,
+}
+
+impl SeenTokens {
+    /// Remembers `id` until `exp`, refusing it if it is already remembered.
+    fn remember(&mut self, id: [u8; 32], exp: u64, now: u64) -> Result<(), AdminAuthError> {
+        while let Some(std::cmp::Reverse((when, old))) = self.by_expiry.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.by_expiry.pop();
+            self.expiry.remove(&old);
+        }
+        if self.expiry.contains_key(&id) {
+            return Err(AdminAuthError::Replayed);
+        }
+        if self.expiry.len() >= MAX_REMEMBERED_TOKENS {
+            return Err(AdminAuthError::TooManyTokens);
+        }
+        self.expiry.insert(id, exp);
+        self.by_expiry.push(std::cmp::Reverse((exp, id)));
+        Ok(())
+    }
 }
 
 /// Checks admin tokens against the administrator's public key.
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
     key: VerifyingKey,
+    seen: std::sync::Arc<std::sync::Mutex<SeenTokens>>,
 }
 
 impl AdminAuth {
     /// Uses `key` as the administrator's key.
     pub fn new(key: VerifyingKey) -> Self {
-        Self { key }
+        Self {
+            key,
+            seen: std::sync::Arc::default(),
+        }
     }
 
     /// Reads the administrator's key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
@@ -67,7 +119,8 @@ impl AdminAuth {
             .map_err(AdminAuthError::Key)
     }
 
-    /// Checks the value of an `Authorization` header at `now` (Unix seconds).
+    /// Checks the value of an `Authorization` header at `now` (Unix seconds), and remembers
+    /// the token so that it is refused if it comes again before it expires.
     pub fn check(&self, authorization: Option<&str>, now: u64) -> Result<(), AdminAuthError> {
         let token = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
@@ -97,11 +150,34 @@ impl AdminAuth {
             .map_err(|_| AdminAuthError::Signature)?;
         let claims: Claims = decode_json(payload)?;
         let not_before = claims.nbf.or(claims.iat).unwrap_or(0);
-        match claims.exp {
-            Some(exp) if exp > now && not_before <= now.saturating_add(SKEW) => Ok(()),
-            _ => Err(AdminAuthError::Expired),
+        let exp = match claims.exp {
+            Some(exp) if exp > now && not_before <= now.saturating_add(SKEW) => exp,
+            _ => return Err(AdminAuthError::Expired),
+        };
+        let id = token_identity(claims.jti.as_deref(), token);
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(id, exp, now)
+    }
+}
+
+/// What makes a token the same token: its `jti` when it has one, else its exact text.
+fn token_identity(jti: Option<&str>, token: &str) -> [u8; 32] {
+    use sha2::Digest;
+
+    let mut hash = sha2::Sha256::new();
+    match jti {
+        Some(jti) => {
+            hash.update(b"jti\0");
+            hash.update(jti.as_bytes());
+        }
+        None => {
+            hash.update(b"token\0");
+            hash.update(token.as_bytes());
         }
     }
+    hash.finalize().into()
 }
 
 fn signature_suffix_len(token: &str) -> usize {
@@ -115,13 +191,18 @@ fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, AdminAut
     serde_json::from_slice(&bytes).map_err(|_| AdminAuthError::Malformed)
 }
 
-/// Makes admin tokens (for the CLI and tests).
+/// Makes an admin token (for the CLI and tests). Each call makes a new token, with a random
+/// `jti`, usable once.
 pub fn sign_admin_token(key: &ed25519_dalek::SigningKey, iat: u64, exp: u64) -> String {
     use ed25519_dalek::Signer;
+    use rand::RngCore;
 
+    let mut jti = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut jti);
     let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#);
     let claims = serde_json::json!({
         "iss": "tsuba", "sub": "admin", "aud": ["KBS"], "role": "admin", "iat": iat, "exp": exp,
+        "jti": hex::encode(jti),
     });
     let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
     let signature = key.sign(input.as_bytes());
@@ -144,6 +225,90 @@ mod tests {
         let auth = AdminAuth::new(key(1).verifying_key());
         let token = sign_admin_token(&key(1), 100, 200);
         auth.check(Some(&format!("Bearer {token}")), 150).unwrap();
+    }
+
+    #[test]
+    fn a_token_is_accepted_once() {
+        let auth = AdminAuth::new(key(1).verifying_key());
+        let token = format!("Bearer {}", sign_admin_token(&key(1), 100, 160));
+        auth.check(Some(&token), 110).unwrap();
+        assert!(matches!(
+            auth.check(Some(&token), 111),
+            Err(AdminAuthError::Replayed)
+        ));
+        // A clone is the same broker: it shares what was seen.
+        assert!(matches!(
+            auth.clone().check(Some(&token), 159),
+            Err(AdminAuthError::Replayed)
+        ));
+        // Once expired it is refused as expired (and forgotten).
+        assert!(matches!(
+            auth.check(Some(&token), 160),
+            Err(AdminAuthError::Expired)
+        ));
+        // Fresh tokens with the same times are different tokens.
+        let fresh = format!("Bearer {}", sign_admin_token(&key(1), 100, 160));
+        assert_ne!(fresh, token);
+        auth.check(Some(&fresh), 112).unwrap();
+    }
+
+    fn signed(claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let sig = ed25519_dalek::Signer::sign(&key(1), input.as_bytes());
+        format!("Bearer {input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    #[test]
+    fn replay_identity_is_the_jti_else_the_token() {
+        let auth = AdminAuth::new(key(1).verifying_key());
+        // Two different tokens with one jti: the second is a replay.
+        auth.check(Some(&signed(r#"{"exp":200,"jti":"a"}"#)), 150)
+            .unwrap();
+        assert!(matches!(
+            auth.check(Some(&signed(r#"{"exp":300,"jti":"a"}"#)), 150),
+            Err(AdminAuthError::Replayed)
+        ));
+        // Without a jti, the token text itself.
+        let plain = signed(r#"{"exp":200}"#);
+        auth.check(Some(&plain), 150).unwrap();
+        assert!(matches!(
+            auth.check(Some(&plain), 150),
+            Err(AdminAuthError::Replayed)
+        ));
+        auth.check(Some(&signed(r#"{"exp":201}"#)), 150).unwrap();
+        // A refused token (bad signature) is not remembered and does not block the real one.
+        let real = signed(r#"{"exp":200,"jti":"b"}"#);
+        let (head, _) = real.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+        assert!(auth.check(Some(&forged), 150).is_err());
+        auth.check(Some(&real), 150).unwrap();
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded_and_pruned() {
+        let mut seen = SeenTokens::default();
+        let id = |n: usize| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&n.to_le_bytes());
+            id
+        };
+        for n in 0..MAX_REMEMBERED_TOKENS {
+            seen.remember(id(n), 100, 50).unwrap();
+        }
+        assert!(matches!(
+            seen.remember(id(MAX_REMEMBERED_TOKENS), 100, 50),
+            Err(AdminAuthError::TooManyTokens)
+        ));
+        // Once those expire they are dropped and new tokens fit again.
+        seen.remember(id(MAX_REMEMBERED_TOKENS), 200, 100).unwrap();
+        assert_eq!(seen.expiry.len(), 1);
+        assert_eq!(seen.by_expiry.len(), 1);
+        // An old token that expired is no longer remembered (the expiry check refuses it).
+        seen.remember(id(0), 300, 150).unwrap();
     }
 
     #[test]

@@ -127,6 +127,9 @@ impl KbsError {
             E::PolicyDeny => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
             E::ResourcePath(_) => (StatusCode::BAD_REQUEST, "InvalidResourcePath"),
             E::ResourceNotFound => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            E::AdminAuth(AdminAuthError::TooManyTokens) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "TooManyAdminTokens")
+            }
             E::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuth"),
             E::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "InvalidPolicy"),
             E::NotFound => (StatusCode::NOT_FOUND, "NotFound"),

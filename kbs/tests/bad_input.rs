@@ -465,13 +465,12 @@ async fn unauthenticated_admin_calls_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn admin_api_round_trips_and_refuses_bad_policy() {
     let f = fixture(Duration::from_secs(60));
-    let admin = common::admin_bearer();
     let text = "package policy\ndefault allow := false\n";
     let upload = json!({"policy": URL_SAFE_NO_PAD.encode(text)}).to_string();
     let reply = call(
         &f.app,
         Request::post("/kbs/v0/resource-policy")
-            .header("authorization", &admin)
+            .header("authorization", common::admin_bearer())
             .body(Body::from(upload))
             .unwrap(),
     )
@@ -479,7 +478,10 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
     assert_eq!(reply.status, StatusCode::OK);
     let reply = call(
         &f.app,
-        get("/kbs/v0/resource-policy", &[("authorization", &admin)]),
+        get(
+            "/kbs/v0/resource-policy",
+            &[("authorization", &common::admin_bearer())],
+        ),
     )
     .await;
     assert_eq!(
@@ -494,7 +496,7 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
     let reply = call(
         &f.app,
         Request::post("/kbs/v0/attestation-policy")
-            .header("authorization", &admin)
+            .header("authorization", common::admin_bearer())
             .body(Body::from(broken))
             .unwrap(),
     )
@@ -512,7 +514,7 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
     let reply = call(
         &f.app,
         Request::post("/kbs/v0/reference-values")
-            .header("authorization", &admin)
+            .header("authorization", common::admin_bearer())
             .body(Body::from(r#"{"measurement":["abcde","00"]}"#))
             .unwrap(),
     )
@@ -520,7 +522,10 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
     assert_eq!(reply.status, StatusCode::OK);
     let reply = call(
         &f.app,
-        get("/kbs/v0/reference-values", &[("authorization", &admin)]),
+        get(
+            "/kbs/v0/reference-values",
+            &[("authorization", &common::admin_bearer())],
+        ),
     )
     .await;
     assert_eq!(reply.body, json!({"measurement": ["abcde", "00"]}));
@@ -623,5 +628,189 @@ async fn wire_capture_auth_request_gets_a_trustee_shaped_challenge() {
     );
     // The capture notes that `"extra-params":""` (a string) is accepted too.
     let reply = call(&f.app, post("/kbs/v0/auth", None, AUTH)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+async fn metrics_text(app: &Router) -> String {
+    let response = app.clone().oneshot(get("/metrics", &[])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+fn requests(text: &str, endpoint: &str) -> u64 {
+    sample(
+        text,
+        &format!("kbs_http_requests_total{{endpoint=\"{endpoint}\"}}"),
+    )
+}
+
+fn failures(text: &str, endpoint: &str, class: &str) -> u64 {
+    sample(
+        text,
+        &format!("kbs_http_request_failures_total{{endpoint=\"{endpoint}\",class=\"{class}\"}}"),
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_failures_per_endpoint() {
+    let f = fixture(Duration::from_secs(60));
+    let before = metrics_text(&f.app).await;
+    for endpoint in ["auth", "attest", "resource", "admin", "other"] {
+        assert_eq!(requests(&before, endpoint), 0, "{endpoint}");
+    }
+
+    // auth: one good, one malformed.
+    let (cookie, nonce) = challenge(&f.app).await;
+    assert_eq!(
+        call(&f.app, post("/kbs/v0/auth", None, "{")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // attest: one for another nonce (refused), then a good one on a fresh session.
+    assert_eq!(
+        call(
+            &f.app,
+            post(
+                "/kbs/v0/attest",
+                Some(&cookie),
+                attestation(&nonce, "other")
+            )
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (cookie, nonce) = challenge(&f.app).await;
+    assert_eq!(
+        call(
+            &f.app,
+            post("/kbs/v0/attest", Some(&cookie), attestation(&nonce, &nonce))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // resource: released with the cookie, refused without.
+    let path = "/kbs/v0/resource/default/key/1";
+    assert_eq!(
+        call(&f.app, get(path, &[("cookie", &cookie)])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&f.app, get(path, &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // admin: one refused, one accepted.
+    assert_eq!(
+        call(&f.app, get("/kbs/v0/admin/resources", &[]))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer = common::admin_bearer();
+    assert_eq!(
+        call(
+            &f.app,
+            get("/kbs/v0/admin/resources", &[("authorization", &bearer)])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    // other: an unknown path.
+    assert_eq!(
+        call(&f.app, get("/nowhere", &[])).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let after = metrics_text(&f.app).await;
+    assert_eq!(requests(&after, "auth"), 3);
+    assert_eq!(failures(&after, "auth", "4xx"), 1);
+    assert_eq!(requests(&after, "attest"), 2);
+    assert_eq!(failures(&after, "attest", "4xx"), 1);
+    assert_eq!(requests(&after, "resource"), 2);
+    assert_eq!(failures(&after, "resource", "4xx"), 1);
+    assert_eq!(requests(&after, "admin"), 2);
+    assert_eq!(failures(&after, "admin", "4xx"), 1);
+    assert_eq!(requests(&after, "other"), 1);
+    assert_eq!(failures(&after, "other", "4xx"), 1);
+    for endpoint in ["auth", "attest", "resource", "admin", "other"] {
+        assert_eq!(failures(&after, endpoint, "5xx"), 0, "{endpoint}");
+        assert_eq!(
+            sample(
+                &after,
+                &format!("kbs_http_request_duration_seconds_count{{endpoint=\"{endpoint}\"}}")
+            ),
+            requests(&after, endpoint),
+            "{endpoint}"
+        );
+    }
+    // Reading the metrics is not itself counted, and no path, cookie or token leaks into them.
+    assert_eq!(requests(&metrics_text(&f.app).await, "other"), 1);
+    for secret in ["default/key", "nowhere", &cookie, &bearer[7..], &nonce] {
+        assert!(!after.contains(secret), "{secret}");
+    }
+}
+
+#[tokio::test]
+async fn replayed_admin_token_is_refused_and_a_fresh_one_accepted() {
+    let f = fixture(Duration::from_secs(60));
+    let list = |bearer: &str| get("/kbs/v0/admin/resources", &[("authorization", bearer)]);
+    let bearer = common::admin_bearer();
+    assert_eq!(call(&f.app, list(&bearer)).await.status, StatusCode::OK);
+    let replay = call(&f.app, list(&bearer)).await;
+    assert_eq!(
+        (replay.status, kind(&replay)),
+        (StatusCode::UNAUTHORIZED, "AdminAuth")
+    );
+    assert!(
+        replay.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{:?}",
+        replay.body
+    );
+    // A replayed write stores nothing.
+    let write = |bearer: &str, tag: &str| {
+        Request::post(format!("/kbs/v0/resource/default/key/{tag}"))
+            .header("authorization", bearer)
+            .body(Body::from("value"))
+            .unwrap()
+    };
+    let bearer = common::admin_bearer();
+    assert_eq!(
+        call(&f.app, write(&bearer, "2")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&f.app, write(&bearer, "3")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let stored = f.broker.list_resources().unwrap();
+    assert!(stored.contains(&"default/key/2".to_owned()), "{stored:?}");
+    assert!(!stored.contains(&"default/key/3".to_owned()), "{stored:?}");
+    let fresh = common::admin_bearer();
+    let reply = call(
+        &f.app,
+        get("/kbs/v0/admin/resources", &[("authorization", &fresh)]),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
 }

@@ -2,6 +2,7 @@
 //! HTTP and [`Broker`](crate::Broker) calls; every error leaves through `KbsError`'s one mapping.
 
 mod admin;
+mod metrics;
 mod protocol;
 
 use std::sync::Arc;
@@ -38,8 +39,12 @@ impl Default for HttpLimits {
     }
 }
 
-/// Builds the broker's router.
+/// Builds the broker's router, with request metrics at `GET /metrics` (Prometheus text).
 pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let metrics_route = Router::new()
+        .route(metrics::METRICS_PATH, get(metrics::serve))
+        .with_state(Arc::clone(&metrics));
     Router::new()
         .route("/kbs/v0/auth", post(protocol::auth))
         .route("/kbs/v0/attest", post(protocol::attest))
@@ -68,6 +73,8 @@ pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
             timeout,
         ))
         .with_state(broker)
+        .merge(metrics_route)
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 
 async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
