@@ -26,11 +26,13 @@ mod generated {
 }
 
 pub use generated::agent::{
-    CheckRequest, CheckResponse, DiagnosticReportRequest, DiagnosticReportResponse, VersionRequest,
-    VersionResponse, check_response::ServingStatus,
+    CheckRequest, CheckResponse, DiagnosticReportRequest, DiagnosticReportResponse,
+    PullImageRequest, PullImageResponse, VersionRequest, VersionResponse,
+    check_response::ServingStatus,
 };
 pub use generated::agent_ttrpc::{
-    Attestation, AttestationClient, Health, HealthClient, create_attestation, create_health,
+    Attestation, AttestationClient, Health, HealthClient, Image, ImageClient, create_attestation,
+    create_health, create_image,
 };
 
 /// Version of the agent API that this crate defines (`VersionResponse.protocol_version`).
@@ -48,6 +50,9 @@ pub const SERIAL_PORT_NAME: &str = "tsuba.agent";
 
 /// The vsock port the agent listens on when vsock is used.
 pub const VSOCK_PORT: u32 = 1024;
+
+/// Longest image reference a pull request may carry.
+pub const MAX_IMAGE_REFERENCE: usize = 512;
 
 /// Longest nonce a diagnostic report request may carry.
 pub const MAX_DIAGNOSTIC_NONCE: usize = 64;

@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tracing::debug;
 use tsuba_protocols::agent::{
     AttestationClient, CheckRequest, CheckResponse, DiagnosticReportRequest,
-    DiagnosticReportResponse, HELLO, HealthClient, VersionRequest, VersionResponse,
+    DiagnosticReportResponse, HELLO, HealthClient, ImageClient, MAX_IMAGE_REFERENCE,
+    PullImageRequest, PullImageResponse, VersionRequest, VersionResponse,
 };
 use ttrpc::asynchronous::Client;
 use ttrpc::asynchronous::transport::Socket;
@@ -32,6 +33,9 @@ pub enum AgentClientError {
     /// Reading or connecting failed.
     #[error("agent connection failed")]
     Io(#[source] std::io::Error),
+    /// An image reference the agent would refuse anyway.
+    #[error("image reference is empty or longer than {MAX_IMAGE_REFERENCE} bytes")]
+    ImageReference,
     /// A call failed.
     #[error("agent call {method} failed")]
     Rpc {
@@ -48,6 +52,7 @@ pub enum AgentClientError {
 pub struct AgentClient {
     health: HealthClient,
     attestation: AttestationClient,
+    image: ImageClient,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -81,7 +86,8 @@ impl AgentClient {
         let client = Client::new(Socket::new(stream));
         Ok(AgentClient {
             health: HealthClient::new(client.clone()),
-            attestation: AttestationClient::new(client),
+            attestation: AttestationClient::new(client.clone()),
+            image: ImageClient::new(client),
         })
     }
 
@@ -152,6 +158,31 @@ impl AgentClient {
     }
 }
 
+impl AgentClient {
+    /// `Image.Pull`: the guest attests to its (measured) key broker, then pulls, verifies,
+    /// decrypts and unpacks `image` in guest memory. The answer says what was unpacked, never
+    /// its content. A broker refusal is an [`AgentClientError::Rpc`] whose status is
+    /// `PERMISSION_DENIED` with the broker's reason.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        timeout: Duration,
+    ) -> Result<PullImageResponse, AgentClientError> {
+        if image.is_empty() || image.len() > MAX_IMAGE_REFERENCE {
+            return Err(AgentClientError::ImageReference);
+        }
+        let mut req = PullImageRequest::new();
+        image.clone_into(&mut req.image);
+        self.image
+            .pull(context(timeout), &req)
+            .await
+            .map_err(|source| AgentClientError::Rpc {
+                method: "Image.Pull",
+                source,
+            })
+    }
+}
+
 fn context(timeout: Duration) -> ttrpc::context::Context {
     ttrpc::context::with_timeout(i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX))
 }
@@ -178,6 +209,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, AgentClientError::BadHello(ref got) if got.starts_with("SSH-2.0")));
+    }
+
+    #[tokio::test]
+    async fn pull_refuses_references_the_agent_would_refuse_without_a_call() {
+        // No agent on the other end: a call would hang until the timeout, so a quick error
+        // shows the request was never sent.
+        let (host, mut guest) = tokio::io::duplex(4096);
+        guest.write_all(HELLO).await.unwrap();
+        let client = AgentClient::handshake(host, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let long = "r/".to_owned() + &"a".repeat(MAX_IMAGE_REFERENCE);
+        for bad in ["", long.as_str()] {
+            let err = client
+                .pull_image(bad, Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, AgentClientError::ImageReference), "{err}");
+        }
     }
 
     #[tokio::test]
