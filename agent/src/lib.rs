@@ -1,19 +1,25 @@
 //! The tsuba guest agent.
 //!
 //! Runs as PID 1 inside the confidential guest: sets up the minimal system (proc, sys, dev, run,
-//! kernel modules), serves the agent API to the host over vsock or virtio-serial, enforces the
-//! policy on every host request, reaps children and powers the guest off on a fatal error.
+//! kernel modules, the network when the measured command line asks for it), serves the agent API
+//! to the host over vsock or virtio-serial, pulls images after attesting to the key broker,
+//! enforces the policy on every host request, reaps children and powers the guest off on a fatal
+//! error.
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod init;
+mod net;
+mod pull;
 mod reaper;
 mod service;
 mod transport;
 
-pub use config::{AgentConfig, ConfigError, Transport};
+pub use config::{AgentConfig, ConfigError, NetConfig, PullConfig, Transport};
 pub use init::{InitError, load_modules, mount_system, power_off};
+pub use net::{GUEST_INTERFACE, NetError, bring_up as bring_up_network};
+pub use pull::{GuestPullError, GuestPuller, PullSummary};
 pub use reaper::reap_children;
-pub use service::{AttestationService, HealthService, ServiceError, serve};
+pub use service::{AttestationService, HealthService, ImageService, ServiceError, serve};
 pub use transport::{TransportError, find_serial_port, listener};

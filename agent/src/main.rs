@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use std::sync::Arc;
 
-use tsuba_agent::{AgentConfig, AttestationService, HealthService};
+use tsuba_agent::{AgentConfig, AttestationService, GuestPuller, HealthService, ImageService};
 use tsuba_attestation_agent::attester::{Attester, DetectPaths, detect};
 use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
 
@@ -51,6 +51,11 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        if let Some(net) = &config.net {
+            tsuba_agent::bring_up_network(net)
+                .await
+                .context("setting up the network")?;
+        }
         // The listener waits for the agent's port; QEMU announces all ports together, so after
         // it the tee-sim port (sim modes) is there for detection too.
         let listener = tsuba_agent::listener(config.transport).await?;
@@ -60,10 +65,12 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         let tee = attester
             .as_ref()
             .map_or_else(|_| "none".to_owned(), |a| a.kind().to_string());
+        let puller = GuestPuller::new(config.pull.clone(), attester.clone());
         let _server = tsuba_agent::serve(
             listener,
             HealthService::new(started, tee),
             AttestationService::new(attester),
+            ImageService::new(puller),
         )
         .await?;
         tracing::info!(

@@ -2,11 +2,13 @@
 
 mod attestation;
 mod health;
+mod image;
 
 use std::sync::Arc;
 
 pub use attestation::AttestationService;
 pub use health::HealthService;
+pub use image::ImageService;
 use thiserror::Error;
 use ttrpc::asynchronous::Server;
 use ttrpc::asynchronous::transport::Listener;
@@ -25,14 +27,17 @@ pub async fn serve(
     listener: Listener,
     health: HealthService,
     attestation: AttestationService,
+    image: ImageService,
 ) -> Result<Server, ServiceError> {
     let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> = Arc::new(health);
     let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> =
         Arc::new(attestation);
+    let image: Arc<dyn tsuba_protocols::agent::Image + Send + Sync> = Arc::new(image);
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(tsuba_protocols::agent::create_health(health))
-        .register_service(tsuba_protocols::agent::create_attestation(attestation));
+        .register_service(tsuba_protocols::agent::create_attestation(attestation))
+        .register_service(tsuba_protocols::agent::create_image(image));
     server.start().await.map_err(ServiceError::Start)?;
     Ok(server)
 }

@@ -1,0 +1,356 @@
+//! Image pulls inside the guest: attest to the key broker, fetch the signature policy from it,
+//! then pull, verify, decrypt (layer keys released by the broker) and unpack into a rootfs on the
+//! guest's tmpfs. The host names only the image; everything that decides what is trusted comes
+//! from the measured [`PullConfig`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+use tracing::info;
+use tsuba_attestation_agent::attester::Attester;
+use tsuba_attestation_agent::kbs::{
+    AttesterEvidence, KbsClient, KbsClientConfig, KbsClientError, KbsKeyProvider,
+};
+use tsuba_image_rs::ocicrypt::DecryptConfig;
+use tsuba_image_rs::{Policy, PolicyError, PullError, Registry, RegistryOptions, UnpackOptions};
+use tsuba_protocols::agent::MAX_IMAGE_REFERENCE;
+
+use crate::config::PullConfig;
+
+/// Where rootfs folders go: `/run` is the tmpfs PID 1 mounted, so guest memory.
+const DEFAULT_IMAGES_DIR: &str = "/run/tsuba/images";
+
+/// Largest signature policy accepted from the broker.
+const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// A pull that did not happen.
+#[derive(Debug, Error)]
+pub enum GuestPullError {
+    /// The measured configuration names no key broker or no signature policy.
+    #[error(
+        "image pulls are not configured in this guest: the measured command line has no {0} option"
+    )]
+    NotConfigured(&'static str),
+    /// The guest has no attester, so the broker cannot release anything.
+    #[error("this guest cannot attest: {0}")]
+    NoAttester(String),
+    /// The image reference is empty, too long or has control characters.
+    #[error("image reference is empty, longer than {MAX_IMAGE_REFERENCE} bytes, or not printable")]
+    BadReference,
+    /// The KBS client could not be built from the configuration.
+    #[error("the key broker client cannot be set up")]
+    Client(#[source] KbsClientError),
+    /// Attesting to the broker or fetching the signature policy failed; a refusal carries the
+    /// broker's reason.
+    #[error("the key broker did not release the image signature policy")]
+    Broker(#[source] KbsClientError),
+    /// The signature policy from the broker is not valid.
+    #[error("the image signature policy from the key broker is invalid")]
+    Policy(#[source] PolicyError),
+    /// The signature policy from the broker is larger than accepted.
+    #[error("the image signature policy from the key broker exceeds {MAX_POLICY_BYTES} bytes")]
+    PolicyTooLarge,
+    /// The rootfs folder could not be created.
+    #[error("cannot create the rootfs folder {0}")]
+    Rootfs(PathBuf, #[source] std::io::Error),
+    /// Pulling, verifying, decrypting or unpacking failed.
+    #[error("pulling the image failed")]
+    Pull(#[source] PullError),
+}
+
+impl GuestPullError {
+    /// Whether the key broker refused (attestation or resource policy), anywhere in the chain:
+    /// the policy fetch, or a layer key inside image-rs.
+    pub fn broker_refused(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            if let Some(KbsClientError::Refused { .. }) = error.downcast_ref::<KbsClientError>() {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+/// What a pull unpacked (never its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSummary {
+    /// `sha256:<hex>` of the manifest.
+    pub manifest_digest: String,
+    /// Layers applied.
+    pub layers: u32,
+    /// Uncompressed bytes read.
+    pub unpacked_bytes: u64,
+    /// Tar entries applied.
+    pub entries: u64,
+    /// The rootfs folder.
+    pub rootfs: PathBuf,
+}
+
+/// Pulls images for the agent, with one KBS client (and so one cached token) for all pulls.
+pub struct GuestPuller {
+    config: PullConfig,
+    client: Result<Arc<KbsClient>, GuestPullError>,
+    images_dir: PathBuf,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for GuestPuller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestPuller")
+            .field("config", &self.config)
+            .field("images_dir", &self.images_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestPuller {
+    /// A puller for `config`, attesting with `attester`. Nothing is contacted until the first
+    /// pull.
+    pub fn new(config: PullConfig, attester: Result<Arc<dyn Attester>, String>) -> Self {
+        Self::with_images_dir(config, attester, PathBuf::from(DEFAULT_IMAGES_DIR))
+    }
+
+    /// As [`GuestPuller::new`], with rootfs folders under `images_dir`.
+    pub fn with_images_dir(
+        config: PullConfig,
+        attester: Result<Arc<dyn Attester>, String>,
+        images_dir: PathBuf,
+    ) -> Self {
+        let client = match (&config.kbs_url, attester) {
+            (None, _) => Err(GuestPullError::NotConfigured("tsuba.agent.kbs")),
+            (Some(_), Err(why)) => Err(GuestPullError::NoAttester(why)),
+            (Some(url), Ok(attester)) => {
+                let mut kbs = KbsClientConfig::new(url.clone());
+                // The URL is measured; over plain HTTP the broker still releases resources only
+                // as JWE to the guest's ephemeral key.
+                kbs.insecure_allow_plain_http = url.starts_with("http://");
+                KbsClient::new(kbs, Arc::new(AttesterEvidence::new(attester)))
+                    .map(Arc::new)
+                    .map_err(GuestPullError::Client)
+            }
+        };
+        Self {
+            config,
+            client,
+            images_dir,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Attests, fetches the signature policy, then pulls `image` into a new rootfs folder.
+    pub async fn pull(&self, image: &str) -> Result<PullSummary, GuestPullError> {
+        check_reference(image)?;
+        let client = match &self.client {
+            Ok(client) => Arc::clone(client),
+            Err(GuestPullError::NotConfigured(key)) => {
+                return Err(GuestPullError::NotConfigured(key));
+            }
+            Err(GuestPullError::NoAttester(why)) => {
+                return Err(GuestPullError::NoAttester(why.clone()));
+            }
+            Err(_) => {
+                return Err(GuestPullError::NoAttester(
+                    "the key broker client could not be built".to_owned(),
+                ));
+            }
+        };
+        let policy_uri = self
+            .config
+            .image_policy
+            .as_deref()
+            .ok_or(GuestPullError::NotConfigured("tsuba.agent.image-policy"))?;
+        // The first broker call attests; a refused attestation ends the pull here, before the
+        // registry is contacted.
+        let policy = client
+            .get_resource(policy_uri)
+            .await
+            .map_err(GuestPullError::Broker)?;
+        if policy.len() > MAX_POLICY_BYTES {
+            return Err(GuestPullError::PolicyTooLarge);
+        }
+        let policy = Policy::from_json(&policy).map_err(GuestPullError::Policy)?;
+        info!(image, "attested; signature policy from the key broker");
+
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let rootfs = self.images_dir.join(n.to_string()).join("rootfs");
+        let spool = self.images_dir.join(n.to_string()).join("spool");
+        for dir in [&rootfs, &spool] {
+            create_private_dir(dir).map_err(|e| GuestPullError::Rootfs(dir.clone(), e))?;
+        }
+        let registry = Registry::new(RegistryOptions {
+            plain_http: self.config.plain_http_registries.clone(),
+            spool_dir: spool.clone(),
+            ..RegistryOptions::default()
+        });
+        let decrypt = DecryptConfig {
+            jwe_keys: Vec::new(),
+            provider: Some(Arc::new(KbsKeyProvider::new(client))),
+        };
+        let result = registry
+            .pull(
+                image,
+                &policy,
+                &decrypt,
+                &rootfs,
+                &UnpackOptions::default(),
+                None,
+            )
+            .await;
+        // Spool files are unlinked already; the folder goes too.
+        let _ = std::fs::remove_dir_all(&spool);
+        let stats = result.map_err(GuestPullError::Pull)?;
+        let summary = PullSummary {
+            manifest_digest: stats.manifest.to_string(),
+            layers: u32::try_from(stats.layers.len()).unwrap_or(u32::MAX),
+            unpacked_bytes: stats.layers.iter().map(|l| l.uncompressed_bytes).sum(),
+            entries: stats.layers.iter().map(|l| l.entries).sum(),
+            rootfs,
+        };
+        info!(
+            image,
+            manifest = %summary.manifest_digest,
+            layers = summary.layers,
+            bytes = summary.unpacked_bytes,
+            entries = summary.entries,
+            "image pulled, decrypted and unpacked"
+        );
+        Ok(summary)
+    }
+}
+
+fn check_reference(image: &str) -> Result<(), GuestPullError> {
+    if image.is_empty()
+        || image.len() > MAX_IMAGE_REFERENCE
+        || !image.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(GuestPullError::BadReference);
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsuba_attestation_agent::attester::{AttesterKind, Evidence};
+    use tsuba_protocols::evidence::ReportData;
+
+    /// An attester that is never asked: every test here fails before attestation.
+    #[derive(Debug)]
+    struct NeverAsked;
+
+    impl Attester for NeverAsked {
+        fn kind(&self) -> AttesterKind {
+            AttesterKind::SimSnp
+        }
+
+        fn evidence(
+            &self,
+            _report_data: &ReportData,
+        ) -> Result<Evidence, tsuba_attestation_agent::attester::AttesterError> {
+            panic!("attestation must not start")
+        }
+    }
+
+    fn configured() -> PullConfig {
+        PullConfig {
+            kbs_url: Some("http://127.0.0.1:1".into()),
+            image_policy: Some("kbs:///default/security-policy/test".into()),
+            plain_http_registries: vec![],
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn pulls_need_a_measured_broker_and_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let attester = || Ok(Arc::new(NeverAsked) as Arc<dyn Attester>);
+        let none =
+            GuestPuller::with_images_dir(PullConfig::default(), attester(), dir.path().to_owned());
+        let err = block_on(none.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(
+            matches!(err, GuestPullError::NotConfigured("tsuba.agent.kbs")),
+            "{err}"
+        );
+        let mut config = configured();
+        config.image_policy = None;
+        let no_policy = GuestPuller::with_images_dir(config, attester(), dir.path().to_owned());
+        let err = block_on(no_policy.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GuestPullError::NotConfigured("tsuba.agent.image-policy")
+            ),
+            "{err}"
+        );
+        let no_tee = GuestPuller::with_images_dir(
+            configured(),
+            Err("no TEE detected".into()),
+            dir.path().to_owned(),
+        );
+        let err = block_on(no_tee.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(matches!(&err, GuestPullError::NoAttester(why) if why == "no TEE detected"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn bad_references_are_refused_before_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let puller = GuestPuller::with_images_dir(
+            configured(),
+            Ok(Arc::new(NeverAsked)),
+            dir.path().to_owned(),
+        );
+        let long = format!("r/{}", "a".repeat(MAX_IMAGE_REFERENCE));
+        for bad in ["", "app with space", "app\n", "app\u{0}", long.as_str()] {
+            let err = block_on(puller.pull(bad)).unwrap_err();
+            assert!(matches!(err, GuestPullError::BadReference), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_not_a_refusal() {
+        // Port 1 on loopback: nothing listens, so the auth request fails before any evidence
+        // is asked for, and the error says the broker could not be reached.
+        let dir = tempfile::tempdir().unwrap();
+        let puller = GuestPuller::with_images_dir(
+            configured(),
+            Ok(Arc::new(NeverAsked)),
+            dir.path().to_owned(),
+        );
+        let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GuestPullError::Broker(KbsClientError::Transport { .. })
+            ),
+            "{err}"
+        );
+        assert!(!err.broker_refused());
+        let refused = GuestPullError::Broker(KbsClientError::Refused {
+            step: "attest",
+            status: 401,
+            kind: "AttestationDenied".into(),
+            detail: "measurement is not a reference value".into(),
+        });
+        assert!(refused.broker_refused());
+    }
+}
