@@ -7,7 +7,17 @@
 //! ([`SignedPayload::check_claims`]).
 
 mod identity;
+mod lookaside;
 mod payload;
+mod simple_signing;
 
 pub use identity::{DockerReference, IdentityError, SignedIdentity};
+pub use lookaside::{
+    Lookaside, LookasideConfig, LookasideError, LookasideNamespace, MAX_SIGNATURE_BYTES,
+    MAX_SIGNATURES,
+};
 pub use payload::{MAX_PAYLOAD_BYTES, PayloadError, PayloadKind, SignedPayload};
+pub use simple_signing::{
+    GpgKeyring, KeyringError, MAX_KEYRING_BYTES, SignatureFailure, SimpleSigningError,
+    VerifiedSignature, open_signature, verify_simple_signing,
+};

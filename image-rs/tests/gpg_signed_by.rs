@@ -1,0 +1,452 @@
+//! GPG simple signing interop: images signed by `skopeo copy --sign-by` (gpg keys made here,
+//! signatures in a `file://` lookaside) satisfy a `signedBy` policy; unsigned images,
+//! signatures by other keys, for other images or claiming other repositories, tampered
+//! signatures and unmatched `signedIdentity` rules are refused before any layer is fetched.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use tsuba_image_rs::ocicrypt::DecryptConfig;
+use tsuba_image_rs::signature::{LookasideConfig, SignatureFailure, SimpleSigningError};
+use tsuba_image_rs::{
+    Digest, OciLayout, Policy, PolicyError, ProgressEvent, PullError, Registry, RegistryOptions,
+    UnpackOptions,
+};
+
+/// A throwaway GnuPG home; its agent is stopped when dropped.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        Self { home }
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("GNUPGHOME", self.home.path());
+        c
+    }
+
+    /// A new signing key (`ed25519` or `rsa3072`) without passphrase; its fingerprint.
+    fn gen_key(&self, name: &str, algo: &str) -> String {
+        run(self.cmd("gpg").args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &format!("{name} <{name}@example.invalid>"),
+            algo,
+            "sign",
+            "never",
+        ]));
+        let out = run(self
+            .cmd("gpg")
+            .args(["--batch", "--with-colons", "--list-keys", name]));
+        out.lines()
+            .find_map(|l| l.strip_prefix("fpr:::::::::"))
+            .map(|f| f.trim_end_matches(':').to_owned())
+            .unwrap()
+    }
+
+    /// The public key `fpr`, binary or armored.
+    fn export(&self, fpr: &str, armor: bool) -> Vec<u8> {
+        let mut c = self.cmd("gpg");
+        c.args(["--batch", "--export"]);
+        if armor {
+            c.arg("--armor");
+        }
+        let out = c.arg(fpr).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty());
+        out.stdout
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("gpgconf")
+            .args(["--kill", "all"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A registry, a GnuPG home and a lookaside directory that skopeo signs into.
+struct Setup {
+    reg: TestRegistry,
+    gpg: Gpg,
+    tmp: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let reg = TestRegistry::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let sigs = tmp.path().join("sigs");
+        std::fs::create_dir_all(&sigs).unwrap();
+        let regd = tmp.path().join("registries.d");
+        std::fs::create_dir_all(&regd).unwrap();
+        std::fs::write(
+            regd.join("test.yaml"),
+            format!(
+                "docker:\n  {}:\n    lookaside-staging: file://{}\n",
+                reg.addr,
+                sigs.display()
+            ),
+        )
+        .unwrap();
+        Self {
+            reg,
+            gpg: Gpg::new(),
+            tmp,
+        }
+    }
+
+    fn sigs(&self) -> PathBuf {
+        self.tmp.path().join("sigs")
+    }
+
+    /// Pushes a one-layer image holding `content` as `repo` (e.g. `team/app:v1`), signed by
+    /// `signer` (claiming `identity` when given).
+    fn push(&self, repo: &str, content: &[u8], signer: Option<&str>, identity: Option<&str>) {
+        let layout_dir = self
+            .tmp
+            .path()
+            .join(format!("src-{}", repo.replace(['/', ':'], "-")));
+        let layout = OciLayout::create(&layout_dir).unwrap();
+        write_image(&layout, "v1", &[vec![("etc/content", content)]]);
+        let mut cmd = self.gpg.cmd("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false", "--registries.d"])
+            .arg(self.tmp.path().join("registries.d"));
+        if let Some(fpr) = signer {
+            cmd.args(["--sign-by", fpr]);
+        }
+        if let Some(id) = identity {
+            cmd.args(["--sign-identity", id]);
+        }
+        run(cmd
+            .arg(oci_ref(&layout_dir, "v1"))
+            .arg(self.reg.docker_ref(repo)));
+    }
+
+    fn image(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.reg.addr)
+    }
+
+    /// The keyring file holding `fpr`'s public key.
+    fn keyring(&self, fpr: &str) -> PathBuf {
+        let path = self.tmp.path().join(format!("{fpr}.gpg"));
+        std::fs::write(&path, self.gpg.export(fpr, false)).unwrap();
+        path
+    }
+
+    /// A policy requiring `signedBy` with `key` (a policy JSON fragment) for the registry,
+    /// reading signatures from the lookaside directory.
+    fn policy(&self, key: &str, identity: Option<&str>) -> Policy {
+        let identity = identity.map_or(String::new(), |i| format!(r#","signedIdentity":{i}"#));
+        let json = format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}":[
+                {{"type":"signedBy","keyType":"GPGKeys",{key}{identity}}}]}}}}}}"#,
+            self.reg.addr
+        );
+        Policy::from_json(json.as_bytes()).unwrap().with_lookaside(
+            LookasideConfig::default()
+                .with_namespace(&self.reg.addr, &format!("file://{}", self.sigs().display())),
+        )
+    }
+
+    fn key_path_policy(&self, fpr: &str, identity: Option<&str>) -> Policy {
+        let key = format!(r#""keyPath":"{}""#, self.keyring(fpr).display());
+        self.policy(&key, identity)
+    }
+
+    fn registry(&self) -> Registry {
+        Registry::new(RegistryOptions {
+            plain_http: vec![self.reg.addr.clone()],
+            request_timeout: Duration::from_secs(10),
+            attempts: 1,
+            ..RegistryOptions::default()
+        })
+    }
+
+    /// Pulls `repo` under `policy`; the result and the progress events seen.
+    fn pull(
+        &self,
+        repo: &str,
+        policy: &Policy,
+    ) -> (Result<PathBuf, PullError>, Vec<ProgressEvent>) {
+        let rootfs = self.tmp.path().join(format!("rootfs-{}", rand_suffix()));
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let progress: tsuba_image_rs::Progress = Arc::new(move |e| sink.lock().unwrap().push(e));
+        let decrypt = DecryptConfig {
+            jwe_keys: Vec::new(),
+            provider: None,
+        };
+        let registry = self.registry();
+        let result = block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                registry.pull(
+                    &self.image(repo),
+                    policy,
+                    &decrypt,
+                    &rootfs,
+                    &UnpackOptions::default(),
+                    Some(progress),
+                ),
+            )
+            .await
+            .expect("pull timed out")
+        })
+        .map(|_| rootfs.clone());
+        let events = events.lock().unwrap().clone();
+        (result, events)
+    }
+
+    /// Pulls `repo`, expecting a refusal before anything was fetched; the policy error.
+    fn refused(&self, repo: &str, policy: &Policy) -> PolicyError {
+        let (result, events) = self.pull(repo, policy);
+        let err = match result {
+            Ok(_) => panic!("{repo} was accepted"),
+            Err(PullError::Refused(e)) => e,
+            Err(e) => panic!("{repo}: unexpected error {e:?}"),
+        };
+        assert!(events.is_empty(), "fetched after refusal: {events:?}");
+        *err.downcast::<PolicyError>().unwrap()
+    }
+
+    /// The directory of signatures for `repo`'s manifest.
+    fn sig_dir(&self, repo_path: &str, digest: &Digest) -> PathBuf {
+        self.sigs()
+            .join(format!("{repo_path}@sha256={}", digest.hex()))
+    }
+
+    fn manifest_digest(&self, repo: &str) -> Digest {
+        block_on(self.registry().resolve(&self.image(repo)))
+            .unwrap()
+            .manifest_digest
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// The per-signature reasons of a `signedBy` refusal.
+fn reasons(e: &PolicyError) -> &[(usize, SignatureFailure)] {
+    match e {
+        PolicyError::SignedBy {
+            source: SimpleSigningError::Rejected { reasons, .. },
+            ..
+        } => reasons,
+        other => panic!("expected signature rejections, got {other:?}"),
+    }
+}
+
+fn accepted(s: &Setup, repo: &str, policy: &Policy, content: &[u8]) {
+    let (result, events) = s.pull(repo, policy);
+    let rootfs = result.unwrap_or_else(|e| panic!("{repo} refused: {e:?}"));
+    assert_eq!(std::fs::read(rootfs.join("etc/content")).unwrap(), content);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::LayerDone { .. }))
+    );
+}
+
+fn signed_image_is_accepted(algo: &str) {
+    let s = Setup::new();
+    let fpr = s.gpg.gen_key("signer", algo);
+    s.push("team/app:v1", b"signed app\n", Some(&fpr), None);
+    // keyPath, binary keyring.
+    accepted(
+        &s,
+        "team/app:v1",
+        &s.key_path_policy(&fpr, None),
+        b"signed app\n",
+    );
+    // keyData, armored keyring.
+    let data = base64::engine::general_purpose::STANDARD.encode(s.gpg.export(&fpr, true));
+    let p = s.policy(&format!(r#""keyData":"{data}""#), None);
+    accepted(&s, "team/app:v1", &p, b"signed app\n");
+    // Matching identity rules.
+    for rule in [
+        r#"{"type":"matchExact"}"#.to_owned(),
+        r#"{"type":"matchRepository"}"#.to_owned(),
+        format!(
+            r#"{{"type":"exactRepository","dockerRepository":"{}"}}"#,
+            s.image("team/app")
+        ),
+        format!(
+            r#"{{"type":"exactReference","dockerReference":"{}"}}"#,
+            s.image("team/app:v1")
+        ),
+    ] {
+        accepted(
+            &s,
+            "team/app:v1",
+            &s.key_path_policy(&fpr, Some(&rule)),
+            b"signed app\n",
+        );
+    }
+    // Pulled by digest: matchRepoDigestOrExact accepts the tag's signature.
+    let digest = s.manifest_digest("team/app:v1");
+    accepted(
+        &s,
+        &format!("team/app@{digest}"),
+        &s.key_path_policy(&fpr, None),
+        b"signed app\n",
+    );
+}
+
+#[test]
+fn skopeo_ed25519_signature_satisfies_signed_by() {
+    signed_image_is_accepted("ed25519");
+}
+
+#[test]
+fn skopeo_rsa_signature_satisfies_signed_by() {
+    signed_image_is_accepted("rsa3072");
+}
+
+#[test]
+fn signed_by_refusals() {
+    let s = Setup::new();
+    let fpr = s.gpg.gen_key("trusted", "ed25519");
+    let other = s.gpg.gen_key("stranger", "ed25519");
+    s.push("team/app:v1", b"signed app\n", Some(&fpr), None);
+    let policy = s.key_path_policy(&fpr, None);
+    accepted(&s, "team/app:v1", &policy, b"signed app\n");
+    let app_digest = s.manifest_digest("team/app:v1");
+    let good_sig = std::fs::read(s.sig_dir("team/app", &app_digest).join("signature-1")).unwrap();
+
+    // No signature at all.
+    s.push("team/unsigned:v1", b"unsigned\n", None, None);
+    assert!(matches!(
+        s.refused("team/unsigned:v1", &policy),
+        PolicyError::SignedBy {
+            source: SimpleSigningError::NoSignatures,
+            ..
+        }
+    ));
+
+    // Signed by a key the policy does not trust.
+    s.push("team/stranger:v1", b"stranger\n", Some(&other), None);
+    let e = s.refused("team/stranger:v1", &policy);
+    assert!(matches!(
+        reasons(&e),
+        [(1, SignatureFailure::UntrustedOrInvalid(_))]
+    ));
+    // …and the stranger's key alone accepts it (the refusal was about the key).
+    accepted(
+        &s,
+        "team/stranger:v1",
+        &s.key_path_policy(&other, None),
+        b"stranger\n",
+    );
+
+    // A valid signature of another image, copied beside this one's manifest.
+    let unsigned_digest = s.manifest_digest("team/unsigned:v1");
+    let dir = s.sig_dir("team/unsigned", &unsigned_digest);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("signature-1"), &good_sig).unwrap();
+    let e = s.refused("team/unsigned:v1", &policy);
+    let msg = error_chain(&e);
+    assert!(
+        matches!(reasons(&e), [(1, SignatureFailure::Payload(_))]) && msg.contains("not sha256:"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A signature claiming another repository for this very manifest.
+    s.push(
+        "team/claims:v1",
+        b"claims\n",
+        Some(&fpr),
+        Some(&s.image("team/elsewhere:v1")),
+    );
+    let e = s.refused("team/claims:v1", &policy);
+    let msg = error_chain(&e);
+    assert!(
+        msg.contains("matchRepoDigestOrExact") && msg.contains("team/elsewhere:v1"),
+        "{msg}"
+    );
+
+    // An exactRepository rule naming another repository.
+    let rule = format!(
+        r#"{{"type":"exactRepository","dockerRepository":"{}"}}"#,
+        s.image("team/other")
+    );
+    let e = s.refused("team/app:v1", &s.key_path_policy(&fpr, Some(&rule)));
+    assert!(error_chain(&e).contains("exactRepository"));
+
+    // Tampered signature bytes (each byte position class: header, body, signature tail) and
+    // truncated ones; the good signature is restored afterwards.
+    let sig_file = s.sig_dir("team/app", &app_digest).join("signature-1");
+    for pos in [3, good_sig.len() / 2, good_sig.len() - 5] {
+        let mut bad = good_sig.clone();
+        bad[pos] ^= 0x40;
+        std::fs::write(&sig_file, &bad).unwrap();
+        let e = s.refused("team/app:v1", &policy);
+        assert_eq!(reasons(&e).len(), 1, "{}", error_chain(&e));
+    }
+    std::fs::write(&sig_file, &good_sig[..good_sig.len() / 2]).unwrap();
+    let e = s.refused("team/app:v1", &policy);
+    assert_eq!(reasons(&e).len(), 1);
+    // A bad signature before a good one is skipped.
+    std::fs::write(&sig_file, b"garbage").unwrap();
+    std::fs::write(sig_file.with_file_name("signature-2"), &good_sig).unwrap();
+    accepted(&s, "team/app:v1", &policy, b"signed app\n");
+
+    // No lookaside configured for the registry: refused, not accepted.
+    let no_store = Policy::from_json(
+        format!(
+            r#"{{"default":[{{"type":"signedBy","keyType":"GPGKeys","keyPath":"{}"}}]}}"#,
+            s.keyring(&fpr).display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(matches!(
+        s.refused("team/app:v1", &no_store),
+        PolicyError::Lookaside { .. }
+    ));
+}
+
+/// The error and its causes, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
