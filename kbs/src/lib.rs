@@ -7,6 +7,12 @@
 //!
 //! [`Broker`] holds the protocol logic, [`router`] puts it behind HTTP and [`serve`] runs it over
 //! HTTPS (or plain HTTP on loopback, when asked for by name).
+//!
+//! SNP and TDX evidence is accepted in tsuba's own JSON and in guest-components' (the `sev`
+//! crate's report form with its certificate list; the quote with its event log). Admin tokens
+//! are single-use within their lifetime. The router serves per-endpoint request counts, failures
+//! by status class and latency histograms at `GET /metrics` (Prometheus text), and
+//! [`RunningServer::run_until`] stops the server gracefully on a signal.
 
 #![forbid(unsafe_code)]
 

@@ -14,6 +14,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Longest time a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long past the grace period a shutdown waits for the server before abandoning it.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(2);
+
 /// How the broker talks to clients.
 #[derive(Debug)]
 pub enum Transport {
@@ -82,6 +85,40 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests finish for up to `grace`.
     pub fn shutdown(&self, grace: Duration) {
         self.handle.graceful_shutdown(Some(grace));
+    }
+
+    /// Serves until `signal` completes (or the server fails), then shuts down gracefully: stops
+    /// accepting connections at once, lets requests in flight finish for up to `grace`, then
+    /// closes what is left. Returns when the server has stopped.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
+        tokio::select! {
+            result = &mut task => return result.unwrap_or(Ok(())),
+            () = signal => {}
+        }
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, finishing requests in flight"
+        );
+        self.handle.graceful_shutdown(Some(grace));
+        // The server closes leftover connections when `grace` ends; bound the wait regardless.
+        match tokio::time::timeout(grace.saturating_add(SHUTDOWN_SLACK), &mut task).await {
+            Ok(result) => {
+                tracing::info!("key broker stopped");
+                result.unwrap_or(Ok(()))
+            }
+            Err(_) => {
+                tracing::warn!("server did not stop in time; abandoning remaining connections");
+                task.abort();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -157,4 +194,113 @@ pub fn serve(
         handle,
         task: Some(task),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::routing::get;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+
+    /// A server whose `/slow` handler reports when it starts and answers when released.
+    fn slow_server() -> (RunningServer, mpsc::Receiver<oneshot::Sender<()>>) {
+        let (started, requests) = mpsc::channel::<oneshot::Sender<()>>(4);
+        let app = Router::new().route(
+            "/slow",
+            get(move || {
+                let started = started.clone();
+                async move {
+                    let (release, released) = oneshot::channel();
+                    let _ = started.send(release).await;
+                    let _ = released.await;
+                    "done"
+                }
+            }),
+        );
+        let server = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Transport::InsecurePlainHttpLoopbackOnly,
+            app,
+        )
+        .unwrap();
+        (server, requests)
+    }
+
+    async fn refuses_connections(addr: SocketAddr) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn shutdown_finishes_requests_in_flight_and_stops_accepting() {
+        let (server, mut requests) = slow_server();
+        let addr = server.local_addr();
+        let url = format!("http://{addr}/slow");
+        let in_flight = tokio::spawn(async move { reqwest::get(url).await?.text().await });
+        let release = tokio::time::timeout(Duration::from_secs(10), requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(server.run_until(
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(10),
+        ));
+        stop.send(()).unwrap();
+        assert!(refuses_connections(addr).await, "still accepting");
+        assert!(
+            !running.is_finished(),
+            "stopped before the request finished"
+        );
+        release.send(()).unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(10), in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(body, "done");
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_is_bounded_by_the_grace_period() {
+        let (server, mut requests) = slow_server();
+        let url = format!("http://{}/slow", server.local_addr());
+        let stuck = tokio::spawn(async move { reqwest::get(url).await });
+        let _never_released = tokio::time::timeout(Duration::from_secs(10), requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let start = Instant::now();
+        server
+            .run_until(async {}, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        // The stuck request was cut off rather than answered.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), stuck)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
 }

@@ -27,6 +27,34 @@ const MEASUREMENT: [u8; 48] = [0x5a; 48];
 struct SimSnp {
     sp: Arc<SimAmdSp>,
     debug: bool,
+    /// Send the evidence in guest-components' JSON shape instead of tsuba's.
+    guest_components: bool,
+}
+
+/// The sim report and certificate table as guest-components' SNP attester sends them: the
+/// report in the serde form of `sev` 6.3.1 (the release that attester uses), and the
+/// certificate table as a list of typed entries.
+fn guest_components_shape(report: &[u8], cert_table: &[u8]) -> Value {
+    use sev_gc::firmware::host::{CertTableEntry, CertType};
+    use tsuba_protocols::evidence::{GUID_ARK, GUID_ASK, GUID_VCEK, GUID_VLEK, SnpCertTable};
+
+    let report = sev_gc::firmware::guest::AttestationReport::from_bytes(report).unwrap();
+    let chain: Vec<CertTableEntry> = SnpCertTable::parse(cert_table)
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|entry| CertTableEntry {
+            cert_type: match entry.guid {
+                g if g == GUID_ARK => CertType::ARK,
+                g if g == GUID_ASK => CertType::ASK,
+                g if g == GUID_VCEK => CertType::VCEK,
+                g if g == GUID_VLEK => CertType::VLEK,
+                other => panic!("unexpected certificate {other:02x?}"),
+            },
+            data: entry.data,
+        })
+        .collect();
+    serde_json::json!({ "attestation_report": report, "cert_chain": chain })
 }
 
 impl EvidenceProvider for SimSnp {
@@ -45,6 +73,9 @@ impl EvidenceProvider for SimSnp {
             request.policy = GuestPolicy(SIM_DEFAULT_POLICY.0 | GuestPolicy::DEBUG);
         }
         let signed = self.sp.report(&request)?;
+        if self.guest_components {
+            return Ok(guest_components_shape(&signed.report, &signed.cert_table));
+        }
         Ok(serde_json::json!({
             "report": STANDARD.encode(&signed.report),
             "cert_table": STANDARD.encode(&signed.cert_table),
@@ -100,6 +131,10 @@ fn setup(trust: EvidenceTrust) -> Setup {
 }
 
 fn client(setup: &Setup, debug: bool) -> KbsClient {
+    client_with(setup, debug, false)
+}
+
+fn client_with(setup: &Setup, debug: bool, guest_components: bool) -> KbsClient {
     let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
     config.insecure_allow_plain_http = true;
     config.attempts = 1;
@@ -109,6 +144,7 @@ fn client(setup: &Setup, debug: bool) -> KbsClient {
         Arc::new(SimSnp {
             sp: Arc::clone(&setup.sp),
             debug,
+            guest_components,
         }),
     )
     .unwrap()
@@ -133,6 +169,67 @@ async fn sim_snp_evidence_with_reference_measurement_gets_the_resource() {
     assert_eq!(claims["tee"], "snp");
     assert_eq!(claims["claims"]["details"]["root"], "tee-sim");
     assert_eq!(claims["claims"]["measurement"], hex::encode(MEASUREMENT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_components_shaped_evidence_gets_the_resource_and_debug_is_still_refused() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let secret = client_with(&setup, false, true)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap();
+    assert_eq!(&secret[..], b"sim-secret");
+    let err = client_with(&setup, true, true)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { kind, detail, .. } if kind == "AttestationDenied" && detail.contains("debug is enabled")),
+        "{err:?}"
+    );
+}
+
+/// guest-components-shaped evidence whose measurement was changed after signing.
+struct Tampered(SimSnp);
+
+impl EvidenceProvider for Tampered {
+    fn tee(&self) -> &'static str {
+        "snp"
+    }
+
+    fn evidence(
+        &self,
+        binding: &[u8; 48],
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let mut evidence = self.0.evidence(binding)?;
+        evidence["attestation_report"]["measurement"][0] = serde_json::json!(0x5b);
+        Ok(evidence)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_guest_components_evidence_is_refused() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
+    config.insecure_allow_plain_http = true;
+    config.attempts = 1;
+    let client = KbsClient::new(
+        config,
+        Arc::new(Tampered(SimSnp {
+            sp: Arc::clone(&setup.sp),
+            debug: false,
+            guest_components: true,
+        })),
+    )
+    .unwrap();
+    let err = client
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, KbsClientError::Refused { status: 401, kind, detail, .. } if kind == "AttestationFailed" && detail.contains("signature")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
