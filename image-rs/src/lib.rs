@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod copy;
 mod digest;
 mod image;
 mod layout;
@@ -17,6 +18,7 @@ mod pull;
 pub mod signature;
 mod unpack;
 
+pub use copy::CopyError;
 pub use digest::{Digest, DigestError};
 pub use image::{
     ImageError, ImageStats, apply_layer, decrypt_layout, encrypt_layout, layer_key,

@@ -1,14 +1,24 @@
 //! `tsuba image`: pull (policy check, decryption, safe unpack) and encrypt container images.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use tsuba_attestation_agent::attester::{
+    Attester, AttesterKind, DetectPaths, SimDeviceAttester, open_attester,
+};
+use tsuba_attestation_agent::kbs::{
+    AttesterEvidence, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
+    fetch_registry_credentials,
+};
 use tsuba_image_rs::ocicrypt::{
-    DecryptConfig, KeyId, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
+    DecryptConfig, KeyId, KeyProvider, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
 };
 use tsuba_image_rs::{Credentials, OciLayout, Policy, Registry, RegistryOptions, UnpackOptions};
+use tsuba_kbs::{AdminClient, ResourcePath};
+use zeroize::Zeroizing;
 
 /// Pull or encrypt container images.
 #[derive(Debug, clap::Args)]
@@ -21,8 +31,45 @@ pub(crate) struct ImageArgs {
 enum ImageCommand {
     /// Pull an image, check the signature policy, decrypt its layers and unpack it.
     Pull(PullArgs),
-    /// Encrypt every layer of an image in an OCI layout, each with a fresh key.
+    /// Encrypt every layer of an image, each with a fresh key, into a registry or an OCI layout.
     Encrypt(EncryptArgs),
+}
+
+/// Registry user name and the environment variable holding the password.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct LoginArgs {
+    /// Registry user name (the password comes from `--password-env`).
+    #[arg(long, requires = "password_env")]
+    username: Option<String>,
+    /// Environment variable holding the registry password.
+    #[arg(long, requires = "username")]
+    password_env: Option<String>,
+}
+
+/// How to reach the key broker and which attester proves this machine to it.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct KbsArgs {
+    /// Key broker URL: key-provider keys (and `--registry-auth-resource`) are fetched from it
+    /// after attestation.
+    #[arg(long, requires = "attester", conflicts_with = "provider_key")]
+    kbs_url: Option<String>,
+    /// CA certificates (PEM) to trust for the broker's TLS certificate.
+    #[arg(long, requires = "kbs_url")]
+    kbs_ca: Option<PathBuf>,
+    /// INSECURE: allow an `http://` broker URL (a broker on loopback in tests).
+    #[arg(long, requires = "kbs_url")]
+    kbs_insecure_plain_http: bool,
+    /// Where the evidence comes from: `snp`, `tdx`, `sim-snp` or `sim-tdx` (chosen explicitly,
+    /// never detected).
+    #[arg(long, requires = "kbs_url")]
+    attester: Option<AttesterKind>,
+    /// The tee-sim device for `sim-*` attesters: its character device or a Unix socket served
+    /// by tee-sim.
+    #[arg(long, requires = "attester")]
+    sim_device: Option<PathBuf>,
+    /// Registry credentials as a broker resource (`kbs:///repo/type/tag`, containers auth.json).
+    #[arg(long, requires = "kbs_url", conflicts_with_all = ["username", "bearer_env"])]
+    registry_auth_resource: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,22 +86,20 @@ struct PullArgs {
     /// A registry (`HOST:PORT`) to reach over plain HTTP; may be repeated.
     #[arg(long)]
     plain_http: Vec<String>,
-    /// Registry user name (the password comes from `--password-env`).
-    #[arg(long, requires = "password_env")]
-    username: Option<String>,
-    /// Environment variable holding the registry password.
-    #[arg(long, requires = "username")]
-    password_env: Option<String>,
+    #[command(flatten)]
+    login: LoginArgs,
     /// Environment variable holding a registry bearer token.
     #[arg(long, conflicts_with = "username")]
     bearer_env: Option<String>,
-    /// Private key (PEM: RSA, EC P-256/P-384) for JWE-wrapped layer keys; may be repeated.
+    /// Private key (PEM: RSA, EC P-256/P-384/P-521) for JWE-wrapped layer keys; may be repeated.
     #[arg(long)]
     decryption_key: Vec<PathBuf>,
     /// Key-encryption key for key-provider-wrapped layers, as `KID=FILE` (`kbs:///...` id,
     /// file of 32 raw bytes); may be repeated.
     #[arg(long)]
     provider_key: Vec<String>,
+    #[command(flatten)]
+    kbs: KbsArgs,
     /// Create device nodes found in layers (refused by default).
     #[arg(long)]
     allow_devices: bool,
@@ -62,22 +107,50 @@ struct PullArgs {
 
 #[derive(Debug, clap::Args)]
 struct EncryptArgs {
-    /// Source image: `oci:DIR[:REF]`.
+    /// Source image: `docker://HOST[:PORT]/REPO[:TAG]` or `oci:DIR[:REF]`.
     #[arg(long)]
     from: String,
-    /// Destination: `oci:DIR[:REF]` (created if missing).
+    /// Destination: `docker://HOST[:PORT]/REPO:TAG` (pushed) or `oci:DIR[:REF]` (created if
+    /// missing).
     #[arg(long)]
     to: String,
-    /// A JWE recipient: `jwe:PUBLIC.pem` (RSA, EC P-256/P-384); may be repeated.
+    /// A registry (`HOST:PORT`) to reach over plain HTTP; may be repeated.
+    #[arg(long)]
+    plain_http: Vec<String>,
+    /// Source registry user name (the password comes from `--src-password-env`).
+    #[arg(long, requires = "src_password_env")]
+    src_username: Option<String>,
+    /// Environment variable holding the source registry password.
+    #[arg(long, requires = "src_username")]
+    src_password_env: Option<String>,
+    /// Destination registry user name (the password comes from `--dest-password-env`).
+    #[arg(long, requires = "dest_password_env")]
+    dest_username: Option<String>,
+    /// Environment variable holding the destination registry password.
+    #[arg(long, requires = "dest_username")]
+    dest_password_env: Option<String>,
+    /// A JWE recipient: `jwe:PUBLIC.pem` (RSA, EC P-256/P-384/P-521); may be repeated.
     #[arg(long)]
     recipient: Vec<String>,
     /// Key-provider form: the key-encryption key's id in the key broker (`kbs:///repo/type/tag`).
-    #[arg(long, requires = "kek")]
-    key_id: Option<String>,
-    /// Key-provider form: file with the 32 raw bytes of the key-encryption key (upload it to the
-    /// broker under `--key-id` with `tsuba kbs admin`).
-    #[arg(long, requires = "key_id")]
+    #[arg(long, visible_alias = "key-id")]
+    key_provider: Option<String>,
+    /// File with the 32 raw bytes of the key-encryption key; generated when not given.
+    #[arg(long, requires = "key_provider")]
     kek: Option<PathBuf>,
+    /// Write the key-encryption key (generated or given) to this new file (mode 0600).
+    #[arg(long, requires = "key_provider")]
+    kek_out: Option<PathBuf>,
+    /// Upload the key-encryption key to this broker's admin API under the key id, before the
+    /// image is written.
+    #[arg(long, requires_all = ["key_provider", "kbs_admin_key"])]
+    kbs_admin_url: Option<String>,
+    /// Administrator's private key (PKCS#8 PEM) for `--kbs-admin-url`.
+    #[arg(long, requires = "kbs_admin_url")]
+    kbs_admin_key: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the broker's TLS certificate.
+    #[arg(long, requires = "kbs_admin_url")]
+    kbs_admin_ca: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
@@ -88,7 +161,7 @@ pub(crate) fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     match args.command {
         ImageCommand::Pull(a) => rt.block_on(pull(a)),
-        ImageCommand::Encrypt(a) => encrypt(&a),
+        ImageCommand::Encrypt(a) => rt.block_on(encrypt(&a)),
     }
 }
 
@@ -101,9 +174,30 @@ fn parse_oci(s: &str) -> Option<(PathBuf, String)> {
     })
 }
 
-fn read_kek(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let kek = std::fs::read(path)
-        .with_context(|| format!("reading key-encryption key {}", path.display()))?;
+/// An image location for `encrypt`: a registry reference or an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Registry(String),
+    Layout(PathBuf, String),
+}
+
+fn parse_location(s: &str) -> anyhow::Result<Location> {
+    if let Some(reference) = s.strip_prefix("docker://") {
+        if reference.is_empty() {
+            bail!("{s:?}: docker:// needs HOST[:PORT]/REPO[:TAG]");
+        }
+        return Ok(Location::Registry(reference.to_owned()));
+    }
+    let (dir, reference) =
+        parse_oci(s).with_context(|| format!("{s:?} is neither docker://REF nor oci:DIR[:REF]"))?;
+    Ok(Location::Layout(dir, reference))
+}
+
+fn read_kek(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let kek = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("reading key-encryption key {}", path.display()))?,
+    );
     if kek.len() != 32 {
         bail!(
             "key-encryption key {} must be 32 raw bytes, not {}",
@@ -114,14 +208,102 @@ fn read_kek(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(kek)
 }
 
-fn decrypt_config(a: &PullArgs) -> anyhow::Result<DecryptConfig> {
+/// 32 bytes from the kernel's CSPRNG.
+fn generate_kek() -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut kek = Zeroizing::new(vec![0u8; 32]);
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut kek))
+        .context("reading /dev/urandom")?;
+    Ok(kek)
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn credentials(login: &LoginArgs, bearer_env: Option<&String>) -> anyhow::Result<Credentials> {
+    Ok(match (&login.username, &login.password_env, bearer_env) {
+        (Some(u), Some(var), _) => Credentials::Basic {
+            username: u.clone(),
+            password: std::env::var(var).with_context(|| format!("reading ${var}"))?,
+        },
+        (_, _, Some(var)) => {
+            Credentials::Bearer(std::env::var(var).with_context(|| format!("reading ${var}"))?)
+        }
+        _ => Credentials::Anonymous,
+    })
+}
+
+/// The KBS client for `--kbs-url`, with the attester named by `--attester`.
+async fn kbs_client(a: &KbsArgs) -> anyhow::Result<Option<Arc<KbsClient>>> {
+    let Some(url) = &a.kbs_url else {
+        return Ok(None);
+    };
+    let kind = a.attester.context("--kbs-url needs --attester")?;
+    let sim_device = a.sim_device.clone();
+    let attester: Arc<dyn Attester> = tokio::task::spawn_blocking(move || open(kind, sim_device))
+        .await
+        .context("attester task")??;
+    let mut config = KbsClientConfig::new(url.clone());
+    config.insecure_allow_plain_http = a.kbs_insecure_plain_http;
+    if let Some(ca) = &a.kbs_ca {
+        config.ca_pem =
+            Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
+    }
+    let client = KbsClient::new(config, Arc::new(AttesterEvidence::new(attester)))?;
+    Ok(Some(Arc::new(client)))
+}
+
+fn open(kind: AttesterKind, sim_device: Option<PathBuf>) -> anyhow::Result<Arc<dyn Attester>> {
+    if !kind.is_simulated() {
+        if sim_device.is_some() {
+            bail!("--sim-device is only for the sim-snp and sim-tdx attesters");
+        }
+        return Ok(Arc::from(open_attester(kind, &DetectPaths::default())?));
+    }
+    let path = sim_device.with_context(|| format!("the {kind} attester needs --sim-device"))?;
+    let is_socket = std::os::unix::fs::FileTypeExt::is_socket(
+        &std::fs::metadata(&path)
+            .with_context(|| format!("sim device {}", path.display()))?
+            .file_type(),
+    );
+    let attester = if is_socket {
+        let stream = std::os::unix::net::UnixStream::connect(&path)
+            .with_context(|| format!("connecting to sim device {}", path.display()))?;
+        SimDeviceAttester::from_stream(Box::new(stream))?
+    } else {
+        SimDeviceAttester::open(&path)?
+    };
+    if attester.kind() != kind {
+        bail!(
+            "sim device {} simulates {}, not {kind}",
+            path.display(),
+            attester.kind()
+        );
+    }
+    tracing::warn!(attester = %kind, "using SIMULATED evidence: only a broker in insecure sim mode accepts it");
+    Ok(Arc::new(attester))
+}
+
+fn decrypt_config(a: &PullArgs, kbs: Option<&Arc<KbsClient>>) -> anyhow::Result<DecryptConfig> {
     let mut jwe_keys = Vec::new();
     for p in &a.decryption_key {
         let pem = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         jwe_keys
             .push(PrivateKey::from_pem(&pem).with_context(|| format!("parsing {}", p.display()))?);
     }
-    let provider = if a.provider_key.is_empty() {
+    let provider: Option<Arc<dyn KeyProvider>> = if let Some(client) = kbs {
+        Some(Arc::new(KbsKeyProvider::new(Arc::clone(client))))
+    } else if a.provider_key.is_empty() {
         None
     } else {
         let mut keys = StaticKeyProvider::default();
@@ -129,9 +311,9 @@ fn decrypt_config(a: &PullArgs) -> anyhow::Result<DecryptConfig> {
             let (kid, file) = spec
                 .rsplit_once('=')
                 .context("--provider-key must be KID=FILE")?;
-            keys.insert(KeyId::parse(kid)?, read_kek(Path::new(file))?);
+            keys.insert(KeyId::parse(kid)?, read_kek(Path::new(file))?.to_vec());
         }
-        Some(Arc::new(keys) as Arc<dyn tsuba_image_rs::ocicrypt::KeyProvider>)
+        Some(Arc::new(keys))
     };
     Ok(DecryptConfig { jwe_keys, provider })
 }
@@ -148,7 +330,8 @@ fn prepare_rootfs(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
-    let decrypt = decrypt_config(&a)?;
+    let kbs = kbs_client(&a.kbs).await?;
+    let decrypt = decrypt_config(&a, kbs.as_ref())?;
     prepare_rootfs(&a.rootfs)?;
     let unpack = UnpackOptions {
         devices: if a.allow_devices {
@@ -170,15 +353,9 @@ async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
         let json = std::fs::read(policy_path)
             .with_context(|| format!("reading {}", policy_path.display()))?;
         let policy = Policy::from_json(&json)?;
-        let credentials = match (&a.username, &a.password_env, &a.bearer_env) {
-            (Some(u), Some(var), _) => Credentials::Basic {
-                username: u.clone(),
-                password: std::env::var(var).with_context(|| format!("reading ${var}"))?,
-            },
-            (_, _, Some(var)) => {
-                Credentials::Bearer(std::env::var(var).with_context(|| format!("reading ${var}"))?)
-            }
-            _ => Credentials::Anonymous,
+        let credentials = match (&a.kbs.registry_auth_resource, &kbs) {
+            (Some(uri), Some(client)) => fetch_registry_credentials(client, uri, &a.image).await?,
+            _ => credentials(&a.login, a.bearer_env.as_ref())?,
         };
         let registry = Registry::new(RegistryOptions {
             plain_http: a.plain_http.clone(),
@@ -208,9 +385,7 @@ async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
-    let (src_dir, src_ref) = parse_oci(&a.from).context("--from must be oci:DIR[:REF]")?;
-    let (dst_dir, dst_ref) = parse_oci(&a.to).context("--to must be oci:DIR[:REF]")?;
+fn recipients(a: &EncryptArgs) -> anyhow::Result<(Recipients, Option<Zeroizing<Vec<u8>>>)> {
     let mut recipients = Recipients::default();
     for r in &a.recipient {
         let path = r
@@ -221,15 +396,110 @@ fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
             .jwe
             .push(PublicKey::from_pem(&pem).with_context(|| format!("parsing {path}"))?);
     }
-    if let (Some(kid), Some(kek)) = (&a.key_id, &a.kek) {
-        recipients.provider = Some((KeyId::parse(kid)?, read_kek(kek)?.into()));
+    let mut kek_used = None;
+    if let Some(kid) = &a.key_provider {
+        let kid = KeyId::parse(kid)?;
+        let kek = match &a.kek {
+            Some(path) => read_kek(path)?,
+            None if a.kbs_admin_url.is_none() && a.kek_out.is_none() => bail!(
+                "a generated key-encryption key must go somewhere: give --kbs-admin-url or --kek-out (or --kek)"
+            ),
+            None => generate_kek()?,
+        };
+        recipients.provider = Some((kid, kek.to_vec().into()));
+        kek_used = Some(kek);
     }
     if recipients.jwe.is_empty() && recipients.provider.is_none() {
-        bail!("give at least one --recipient jwe:PEM or --key-id with --kek");
+        bail!("give at least one --recipient jwe:PEM or --key-provider kbs:///repo/type/tag");
     }
-    let src = OciLayout::open(&src_dir)?;
-    let dst = OciLayout::create(&dst_dir)?;
-    let desc = tsuba_image_rs::encrypt_layout(&src, &src_ref, &dst, &dst_ref, &recipients)?;
+    Ok((recipients, kek_used))
+}
+
+/// Stores the key-encryption key in the broker under the key id's path.
+async fn upload_kek(a: &EncryptArgs, url: &str, kek: &[u8]) -> anyhow::Result<()> {
+    let kid = a
+        .key_provider
+        .as_deref()
+        .context("--kbs-admin-url needs --key-provider")?;
+    let uri = ResourceUri::parse(kid)?;
+    let path = ResourcePath::parse(&uri.path())?;
+    let key_path = a
+        .kbs_admin_key
+        .as_ref()
+        .context("--kbs-admin-url needs --kbs-admin-key")?;
+    let key_pem = Zeroizing::new(
+        std::fs::read_to_string(key_path)
+            .with_context(|| format!("reading {}", key_path.display()))?,
+    );
+    let ca = match &a.kbs_admin_ca {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let admin = AdminClient::new(url, &key_pem, ca.as_deref())?;
+    admin
+        .set_resource(&path, kek.to_vec())
+        .await
+        .with_context(|| format!("uploading the key-encryption key to {url} as {path}"))?;
+    tracing::info!(resource = %path, "key-encryption key stored in the broker");
+    Ok(())
+}
+
+async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
+    let from = parse_location(&a.from).context("--from")?;
+    let to = parse_location(&a.to).context("--to")?;
+    let (recipients, kek) = recipients(a)?;
+    if let (Some(kek), Some(out)) = (&kek, &a.kek_out) {
+        write_secret(out, kek)?;
+    }
+    // The key first: an image nobody can decrypt is worse than a key nobody uses.
+    if let (Some(kek), Some(url)) = (&kek, &a.kbs_admin_url) {
+        upload_kek(a, url, kek).await?;
+    }
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let registry = |login: LoginArgs| -> anyhow::Result<Registry> {
+        Ok(Registry::new(RegistryOptions {
+            plain_http: a.plain_http.clone(),
+            credentials: credentials(&login, None)?,
+            spool_dir: scratch.path().to_path_buf(),
+            ..RegistryOptions::default()
+        }))
+    };
+    let (src, src_ref) = match &from {
+        Location::Layout(dir, reference) => (OciLayout::open(dir)?, reference.clone()),
+        Location::Registry(image) => {
+            let layout = OciLayout::create(scratch.path().join("source"))?;
+            let login = LoginArgs {
+                username: a.src_username.clone(),
+                password_env: a.src_password_env.clone(),
+            };
+            registry(login)?
+                .pull_to_layout(image, &layout, "source")
+                .await?;
+            (layout, "source".to_owned())
+        }
+    };
+    let (dst, dst_ref) = match &to {
+        Location::Layout(dir, reference) => (OciLayout::create(dir)?, reference.clone()),
+        Location::Registry(_) => (
+            OciLayout::create(scratch.path().join("encrypted"))?,
+            "encrypted".to_owned(),
+        ),
+    };
+    let desc = {
+        let (src, dst, src_ref, dst_ref) = (src.clone(), dst.clone(), src_ref, dst_ref.clone());
+        tokio::task::spawn_blocking(move || {
+            tsuba_image_rs::encrypt_layout(&src, &src_ref, &dst, &dst_ref, &recipients)
+        })
+        .await
+        .context("encryption task")??
+    };
+    if let Location::Registry(image) = &to {
+        let login = LoginArgs {
+            username: a.dest_username.clone(),
+            password_env: a.dest_password_env.clone(),
+        };
+        registry(login)?.push_layout(&dst, &dst_ref, image).await?;
+    }
     println!(
         "{}",
         serde_json::json!({ "manifest": desc.digest.to_string(), "to": a.to })
@@ -276,6 +546,78 @@ mod tests {
         );
     }
 
+    fn encrypt_args(from: String, to: String) -> EncryptArgs {
+        EncryptArgs {
+            from,
+            to,
+            plain_http: vec![],
+            src_username: None,
+            src_password_env: None,
+            dest_username: None,
+            dest_password_env: None,
+            recipient: vec![],
+            key_provider: None,
+            kek: None,
+            kek_out: None,
+            kbs_admin_url: None,
+            kbs_admin_key: None,
+            kbs_admin_ca: None,
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <ImageArgs as clap::Args>::augment_args(clap::Command::new("image")).debug_assert();
+    }
+
+    #[test]
+    fn parses_locations() {
+        assert_eq!(
+            parse_location("docker://127.0.0.1:5000/a/b:v1").unwrap(),
+            Location::Registry("127.0.0.1:5000/a/b:v1".into())
+        );
+        assert_eq!(
+            parse_location("oci:/x:v2").unwrap(),
+            Location::Layout("/x".into(), "v2".into())
+        );
+        for bad in ["docker://", "127.0.0.1:5000/a", "http://x/y"] {
+            assert!(parse_location(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_generated_kek_must_be_kept_somewhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = encrypt_args("oci:/nonexistent".into(), "oci:/nonexistent2".into());
+        a.key_provider = Some("kbs:///default/image-key/demo".into());
+        let err = recipients(&a).unwrap_err().to_string();
+        assert!(err.contains("--kek-out"), "{err}");
+        // With --kek-out, a fresh 32-byte key each time, written 0600, never over a file.
+        a.kek_out = Some(tmp.path().join("kek"));
+        let (r1, k1) = recipients(&a).unwrap();
+        let (_, k2) = recipients(&a).unwrap();
+        let (k1, k2) = (k1.unwrap(), k2.unwrap());
+        assert_eq!(k1.len(), 32);
+        assert_ne!(k1, k2);
+        assert!(r1.provider.is_some() && r1.jwe.is_empty());
+        write_secret(&tmp.path().join("kek"), &k1).unwrap();
+        assert!(write_secret(&tmp.path().join("kek"), &k2).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("kek"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A KEK file of the wrong size is refused.
+        std::fs::write(tmp.path().join("short"), [1u8; 16]).unwrap();
+        a.kek = Some(tmp.path().join("short"));
+        assert!(recipients(&a).is_err());
+        // An invalid key id is refused.
+        a.kek = None;
+        a.key_provider = Some("kbs:///only/two".into());
+        assert!(recipients(&a).is_err());
+    }
+
     #[test]
     fn parses_oci_references() {
         assert_eq!(
@@ -317,13 +659,16 @@ mod tests {
         source_image(&t.join("src"), t);
         let oci = |d: &str| format!("oci:{}:v1", t.join(d).display());
 
-        encrypt(&EncryptArgs {
-            from: oci("src"),
-            to: oci("enc"),
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(encrypt(&EncryptArgs {
             recipient: vec![format!("jwe:{}", public.display())],
-            key_id: Some("kbs:///default/image-kek/1".into()),
+            key_provider: Some("kbs:///default/image-kek/1".into()),
             kek: Some(t.join("kek")),
-        })
+            ..encrypt_args(oci("src"), oci("enc"))
+        }))
         .unwrap();
 
         // skopeo decrypts it to the original layer.
@@ -344,10 +689,6 @@ mod tests {
         assert!(layer_of("enc").media_type.ends_with("+encrypted"));
 
         // tsuba image pull decrypts it with the JWE key and, separately, the key-provider KEK.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         for (jwe, provider, dir) in [
             (vec![key.clone()], vec![], "rootfs-jwe"),
             (
@@ -364,11 +705,11 @@ mod tests {
                 rootfs: t.join(dir),
                 policy: None,
                 plain_http: vec![],
-                username: None,
-                password_env: None,
+                login: LoginArgs::default(),
                 bearer_env: None,
                 decryption_key: jwe,
                 provider_key: provider,
+                kbs: KbsArgs::default(),
                 allow_devices: false,
             };
             rt.block_on(pull(args)).unwrap();
@@ -384,11 +725,11 @@ mod tests {
             rootfs: t.join("rootfs-none"),
             policy: None,
             plain_http: vec![],
-            username: None,
-            password_env: None,
+            login: LoginArgs::default(),
             bearer_env: None,
             decryption_key: vec![],
             provider_key: vec![],
+            kbs: KbsArgs::default(),
             allow_devices: false,
         };
         assert!(rt.block_on(pull(args)).is_err());

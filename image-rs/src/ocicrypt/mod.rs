@@ -93,7 +93,7 @@ pub enum OcicryptError {
     #[error("encrypted layer has no nonce")]
     MissingNonce,
     /// Every way to unwrap the key failed; each failure is listed.
-    #[error("could not unwrap the layer key: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("could not unwrap the layer key: {}", failures(.0))]
     Unwrap(Vec<UnwrapFailure>),
     /// The cipher parameters are invalid.
     #[error(transparent)]
@@ -104,6 +104,25 @@ pub enum OcicryptError {
     /// Encryption was asked for without any recipient.
     #[error("no recipients to encrypt for")]
     NoRecipients,
+}
+
+/// Each failure with its chain of causes (the broker's refusal reason, the unwrap verdict), as
+/// several failures cannot all be one `source`.
+fn failures(list: &[UnwrapFailure]) -> String {
+    let mut out = String::new();
+    for (i, failure) in list.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&failure.to_string());
+        let mut cause = std::error::Error::source(failure);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+    }
+    out
 }
 
 /// Why one wrapped key could not be used.
