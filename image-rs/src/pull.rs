@@ -501,6 +501,99 @@ impl Registry {
     }
 }
 
+// Tagged manifests and small pushes, for sigstore signature attachments
+// (`signature/sigstore.rs`).
+impl Registry {
+    /// The manifest tagged `tag` in `image`'s repository, bounded by [`MAX_JSON_DOCUMENT`];
+    /// `None` when the registry says there is no such manifest.
+    pub(crate) async fn tagged_manifest(
+        &self,
+        image: &Reference,
+        tag: &str,
+    ) -> Result<Option<Vec<u8>>, PullError> {
+        let tagged = Reference::with_tag(
+            image.registry().to_owned(),
+            image.repository().to_owned(),
+            tag.to_owned(),
+        );
+        match self.manifest_raw(&tagged, tag).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(PullError::Registry { source, .. }) if manifest_unknown(&source) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pushes `bytes` as a blob of `image`'s repository; returns its digest.
+    pub(crate) async fn push_blob_bytes(
+        &self,
+        image: &Reference,
+        bytes: Vec<u8>,
+    ) -> Result<Digest, PullError> {
+        let digest = Digest::of(&bytes);
+        let what = digest.to_string();
+        let registry_error = |source| PullError::Registry {
+            what: what.clone(),
+            source,
+        };
+        self.client
+            .auth(image, &self.auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(registry_error)?;
+        self.client
+            .push_blob(image, bytes, &what)
+            .await
+            .map_err(registry_error)?;
+        Ok(digest)
+    }
+
+    /// Pushes `manifest` (of `media_type`) under `tag` in `image`'s repository.
+    pub(crate) async fn push_tagged_manifest(
+        &self,
+        image: &Reference,
+        tag: &str,
+        manifest: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), PullError> {
+        let tagged = Reference::with_tag(
+            image.registry().to_owned(),
+            image.repository().to_owned(),
+            tag.to_owned(),
+        );
+        let registry_error = |source| PullError::Registry {
+            what: tag.to_owned(),
+            source,
+        };
+        let content_type = media_type
+            .parse()
+            .map_err(|_| PullError::MediaType(media_type.into()))?;
+        self.client
+            .auth(&tagged, &self.auth, oci_client::RegistryOperation::Push)
+            .await
+            .map_err(registry_error)?;
+        self.client
+            .push_manifest_raw(&tagged, manifest, content_type)
+            .await
+            .map_err(registry_error)?;
+        Ok(())
+    }
+}
+
+/// Whether a registry error says the manifest does not exist (404 / `MANIFEST_UNKNOWN`).
+fn manifest_unknown(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::ServerError { code, .. } => *code == 404,
+        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+            matches!(
+                x.code,
+                OciErrorCode::ManifestUnknown | OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
+}
+
 /// A failed blob stream: a digest verdict from oci-client's own check is a mismatch (final),
 /// anything else a registry error (maybe transient).
 fn stream_error(what: &str, e: std::io::Error) -> PullError {
