@@ -18,7 +18,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use tsuba_image_rs::ocicrypt::DecryptConfig;
-use tsuba_image_rs::signature::{LookasideConfig, SignatureFailure, SimpleSigningError};
+use tsuba_image_rs::signature::{
+    DockerReference, GpgKeyring, KeyringError, LookasideConfig, PayloadKind, SignatureFailure,
+    SignedIdentity, SignedPayload, SimpleSigningError, verify_simple_signing,
+};
 use tsuba_image_rs::{
     Digest, OciLayout, Policy, PolicyError, ProgressEvent, PullError, Registry, RegistryOptions,
     UnpackOptions,
@@ -436,6 +439,107 @@ fn signed_by_refusals() {
     assert!(matches!(
         s.refused("team/app:v1", &no_store),
         PolicyError::Lookaside { .. }
+    ));
+}
+
+/// `gpg --sign` of `data` by `fpr` (what skopeo does, without a registry), at `time` when given
+/// (gpg's `--faked-system-time`).
+fn gpg_sign(gpg: &Gpg, fpr: &str, data: &[u8], time: Option<&str>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("payload.json");
+    let output = dir.path().join("signature");
+    std::fs::write(&input, data).unwrap();
+    let mut cmd = gpg.cmd("gpg");
+    cmd.args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""]);
+    if let Some(t) = time {
+        cmd.args(["--faked-system-time", t]);
+    }
+    run(cmd
+        .args(["--local-user", fpr, "--sign", "--output"])
+        .arg(&output)
+        .arg(&input));
+    std::fs::read(output).unwrap()
+}
+
+#[test]
+fn expired_and_revoked_keys_are_not_trusted() {
+    let gpg = Gpg::new();
+    let good = gpg.gen_key("good", "ed25519");
+    // A key made in 2020 that expired a day later, and a key revoked with the revocation
+    // certificate gpg wrote for it.
+    run(gpg.cmd("gpg").args([
+        "--batch",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+        "--faked-system-time",
+        "20200101T000000!",
+        "--quick-gen-key",
+        "expired <expired@example.invalid>",
+        "ed25519",
+        "sign",
+        "1d",
+    ]));
+    let expired = gpg
+        .cmd("gpg")
+        .args(["--batch", "--with-colons", "--list-keys", "expired"])
+        .output()
+        .unwrap();
+    let expired = String::from_utf8_lossy(&expired.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .map(|f| f.trim_end_matches(':').to_owned())
+        .unwrap();
+    let revoked = gpg.gen_key("revoked", "ed25519");
+
+    let manifest = Digest::of(b"manifest");
+    let payload =
+        SignedPayload::new(PayloadKind::SimpleSigning, "reg.io/team/app:v1", manifest).to_json();
+    let by_good = gpg_sign(&gpg, &good, &payload, None);
+    let by_expired = gpg_sign(&gpg, &expired, &payload, Some("20200101T000100!"));
+    let by_revoked = gpg_sign(&gpg, &revoked, &payload, None);
+    let rev = std::fs::read_to_string(
+        gpg.home
+            .path()
+            .join(format!("openpgp-revocs.d/{revoked}.rev")),
+    )
+    .unwrap();
+    let rev_file = gpg.home.path().join("revoke.asc");
+    std::fs::write(&rev_file, rev.replace(":-----BEGIN", "-----BEGIN")).unwrap();
+    run(gpg.cmd("gpg").args(["--batch", "--import"]).arg(&rev_file));
+
+    let mut all = gpg.export(&good, false);
+    all.extend(gpg.export(&expired, false));
+    all.extend(gpg.export(&revoked, false));
+    let ring = GpgKeyring::from_bytes(&all, "all").unwrap();
+    assert_eq!(ring.fingerprints(), vec![good.clone()]);
+    let pulled = DockerReference::parse_pulled("reg.io/team/app:v1").unwrap();
+    let verify = |sig: &[u8]| {
+        verify_simple_signing(
+            &ring,
+            &[sig.to_vec()],
+            &manifest,
+            &SignedIdentity::default(),
+            &pulled,
+        )
+    };
+    assert_eq!(verify(&by_good).unwrap().signer, good);
+    for sig in [&by_expired, &by_revoked] {
+        match verify(sig) {
+            Err(SimpleSigningError::Rejected { reasons, .. }) => {
+                assert!(matches!(
+                    reasons[..],
+                    [(1, SignatureFailure::UntrustedOrInvalid(_))]
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A keyring holding only an expired key is refused when loaded.
+    assert!(matches!(
+        GpgKeyring::from_bytes(&gpg.export(&expired, false), "expired"),
+        Err(KeyringError::Empty(_))
     ));
 }
 

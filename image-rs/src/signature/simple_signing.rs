@@ -16,8 +16,8 @@ use std::path::Path;
 use base64::Engine as _;
 use pgp::composed::{Deserializable, Message, SignedPublicKey, VerificationResult};
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::SignatureType;
-use pgp::types::{KeyDetails, VerifyingKey};
+use pgp::packet::{Signature, SignatureType};
+use pgp::types::{KeyDetails, Timestamp, VerifyingKey};
 
 use crate::digest::Digest;
 use crate::signature::identity::{DockerReference, SignedIdentity};
@@ -133,14 +133,17 @@ impl GpgKeyring {
         let mut keys = Vec::new();
         for key in iter.take(MAX_KEYS) {
             let key = key.map_err(|e| KeyringError::Parse(what.to_owned(), Box::new(e)))?;
-            match key.verify_bindings() {
-                Ok(()) => keys.push(key),
-                Err(e) => tracing::warn!(
-                    keyring = what,
-                    key = %format!("{:X}", key.fingerprint()),
-                    error = %e,
-                    "skipping a key whose self-signatures do not verify"
-                ),
+            let fpr = format!("{:X}", key.fingerprint());
+            if let Err(e) = key.verify_bindings() {
+                tracing::warn!(keyring = what, key = %fpr, error = %e,
+                    "skipping a key whose self-signatures do not verify");
+                continue;
+            }
+            match unusable(&key, unix_now()) {
+                Some(why) => {
+                    tracing::warn!(keyring = what, key = %fpr, why, "skipping an unusable key");
+                }
+                None => keys.push(key),
             }
         }
         if keys.is_empty() {
@@ -197,20 +200,70 @@ impl GpgKeyring {
     }
 
     /// Every key that may sign: each primary key, and each subkey whose (verified) binding
-    /// grants signing. Paired with the primary key's fingerprint.
+    /// grants signing and which is neither revoked nor expired. Paired with the primary key's
+    /// fingerprint.
     fn signing_keys(&self) -> Vec<(&dyn VerifyingKey, String)> {
+        let now = unix_now();
         let mut out: Vec<(&dyn VerifyingKey, String)> = Vec::new();
         for k in &self.keys {
             let primary = format!("{:X}", k.fingerprint());
             out.push((k, primary.clone()));
             for sub in &k.public_subkeys {
-                if sub.signatures.iter().any(|s| s.key_flags().sign()) {
+                let revoked = sub
+                    .signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation));
+                let binding = newest(
+                    sub.signatures
+                        .iter()
+                        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding)),
+                );
+                let signs = binding.is_some_and(|b| b.key_flags().sign());
+                let expired = binding.is_some_and(|b| expired(sub.created_at(), b, now));
+                if signs && !revoked && !expired {
                     out.push((sub, primary.clone()));
                 }
             }
         }
         out
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The most recent of `sigs` (by creation time).
+fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature> {
+    sigs.max_by_key(|s| s.created().map_or(0, |t| t.as_secs()))
+}
+
+/// Whether the key created at `created` has expired by `now` according to `self_sig`.
+fn expired(created: Timestamp, self_sig: &Signature, now: u64) -> bool {
+    match self_sig.key_expiration_time().map(|d| d.as_secs()) {
+        None | Some(0) => false,
+        Some(secs) => u64::from(created.as_secs()) + u64::from(secs) <= now,
+    }
+}
+
+/// Why a primary key may not be used (revoked, or expired per its newest self-signature).
+fn unusable(key: &SignedPublicKey, now: u64) -> Option<&'static str> {
+    if !key.details.revocation_signatures.is_empty() {
+        return Some("revoked");
+    }
+    let self_sig = newest(
+        key.details
+            .direct_signatures
+            .iter()
+            .chain(key.details.users.iter().flat_map(|u| u.signatures.iter())),
+    );
+    if self_sig.is_some_and(|s| expired(key.created_at(), s, now)) {
+        return Some("expired");
+    }
+    None
 }
 
 /// A signature that verified and whose payload was accepted.
@@ -262,16 +315,8 @@ pub fn open_signature(
     else {
         return Err(SignatureFailure::UntrustedOrInvalid(issuers(&msg)));
     };
-    match sig.hash_alg() {
-        Some(
-            HashAlgorithm::Sha256
-            | HashAlgorithm::Sha384
-            | HashAlgorithm::Sha512
-            | HashAlgorithm::Sha224
-            | HashAlgorithm::Sha3_256
-            | HashAlgorithm::Sha3_512,
-        ) => {}
-        other => return Err(SignatureFailure::Weak(format!("hash {other:?}"))),
+    if !strong_hash(sig.hash_alg()) {
+        return Err(SignatureFailure::Weak(format!("hash {:?}", sig.hash_alg())));
     }
     match sig.typ() {
         Some(SignatureType::Binary | SignatureType::Text) => {}
@@ -280,6 +325,21 @@ pub fn open_signature(
     let payload = SignedPayload::parse(&data, PayloadKind::SimpleSigning)
         .map_err(SignatureFailure::Payload)?;
     Ok(VerifiedSignature { payload, signer })
+}
+
+/// SHA-2 or SHA-3: no MD5, SHA-1 or RIPEMD-160 signatures.
+fn strong_hash(alg: Option<HashAlgorithm>) -> bool {
+    matches!(
+        alg,
+        Some(
+            HashAlgorithm::Sha256
+                | HashAlgorithm::Sha384
+                | HashAlgorithm::Sha512
+                | HashAlgorithm::Sha224
+                | HashAlgorithm::Sha3_256
+                | HashAlgorithm::Sha3_512
+        )
+    )
 }
 
 /// The issuer key ids a message's signatures name (for error messages; untrusted).
@@ -350,7 +410,258 @@ pub fn verify_simple_signing(
 
 #[cfg(test)]
 mod tests {
+    use pgp::composed::{
+        EncryptionCaps, KeyType, MessageBuilder, SecretKeyParamsBuilder, SignedSecretKey,
+        SubkeyParamsBuilder,
+    };
+    use pgp::ser::Serialize as _;
+    use pgp::types::{CompressionAlgorithm, Password, SigningKey};
+
     use super::*;
+
+    /// A fresh Ed25519 key; with `sign_subkey`, signing is done by a subkey (the primary only
+    /// certifies).
+    fn secret_key(uid: &str, sign_subkey: bool) -> SignedSecretKey {
+        let mut params = SecretKeyParamsBuilder::default();
+        params
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(!sign_subkey)
+            .can_encrypt(EncryptionCaps::None)
+            .primary_user_id(uid.into());
+        if sign_subkey {
+            let mut sub = SubkeyParamsBuilder::default();
+            sub.key_type(KeyType::Ed25519Legacy)
+                .can_sign(true)
+                .can_encrypt(EncryptionCaps::None);
+            params.subkeys(vec![sub.build().unwrap()]);
+        }
+        params
+            .build()
+            .unwrap()
+            .generate(rand::thread_rng())
+            .unwrap()
+    }
+
+    fn keyring(keys: &[&SignedSecretKey]) -> GpgKeyring {
+        let mut bytes = Vec::new();
+        for k in keys {
+            SignedPublicKey::from((*k).clone())
+                .to_writer(&mut bytes)
+                .unwrap();
+        }
+        GpgKeyring::from_bytes(&bytes, "test").unwrap()
+    }
+
+    fn sign(
+        data: &[u8],
+        key: &dyn SigningKey,
+        hash: HashAlgorithm,
+        compression: Option<CompressionAlgorithm>,
+    ) -> Vec<u8> {
+        let mut b = MessageBuilder::from_bytes("", data.to_vec());
+        if let Some(c) = compression {
+            b.compression(c);
+        }
+        b.sign(key, Password::empty(), hash);
+        b.to_vec(rand::thread_rng()).unwrap()
+    }
+
+    fn manifest() -> Digest {
+        Digest::of(b"manifest")
+    }
+
+    fn payload(reference: &str) -> Vec<u8> {
+        SignedPayload::new(PayloadKind::SimpleSigning, reference, manifest()).to_json()
+    }
+
+    fn pulled() -> DockerReference {
+        DockerReference::parse_pulled("reg.io/team/app:v1").unwrap()
+    }
+
+    fn verify(
+        ring: &GpgKeyring,
+        sigs: &[Vec<u8>],
+    ) -> Result<VerifiedSignature, SimpleSigningError> {
+        verify_simple_signing(
+            ring,
+            sigs,
+            &manifest(),
+            &SignedIdentity::default(),
+            &pulled(),
+        )
+    }
+
+    fn only_reason(r: Result<VerifiedSignature, SimpleSigningError>) -> SignatureFailure {
+        match r {
+            Err(SimpleSigningError::Rejected {
+                total: 1,
+                mut reasons,
+            }) if reasons.len() == 1 => reasons.remove(0).1,
+            other => panic!("expected one rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn signatures_by_trusted_keys_verify_compressed_or_not() {
+        let key = secret_key("signer", false);
+        let ring = keyring(&[&key]);
+        let fpr = format!("{:X}", key.fingerprint());
+        assert_eq!(ring.fingerprints(), vec![fpr.clone()]);
+        for compression in [
+            None,
+            Some(CompressionAlgorithm::ZIP),
+            Some(CompressionAlgorithm::ZLIB),
+        ] {
+            let sig = sign(
+                &payload("reg.io/team/app:v1"),
+                &key.primary_key,
+                HashAlgorithm::Sha256,
+                compression,
+            );
+            let v = verify(&ring, &[sig]).unwrap();
+            assert_eq!(v.signer, fpr);
+            assert_eq!(v.payload.docker_reference, "reg.io/team/app:v1");
+        }
+        // The armored form of the same keyring works too.
+        let armored = SignedPublicKey::from(key.clone())
+            .to_armored_bytes(Default::default())
+            .unwrap();
+        let ring2 = GpgKeyring::from_bytes(&armored, "armored").unwrap();
+        assert_eq!(ring2.fingerprints(), vec![fpr]);
+    }
+
+    #[test]
+    fn signing_subkeys_count_for_their_primary_key() {
+        let key = secret_key("subkey signer", true);
+        let ring = keyring(&[&key]);
+        let sub = &key.secret_subkeys[0].key;
+        let sig = sign(
+            &payload("reg.io/team/app:v1"),
+            sub,
+            HashAlgorithm::Sha512,
+            None,
+        );
+        let v = verify(&ring, &[sig]).unwrap();
+        assert_eq!(v.signer, format!("{:X}", key.fingerprint()));
+    }
+
+    #[test]
+    fn untrusted_tampered_weak_and_unsigned_messages_are_refused() {
+        let key = secret_key("signer", false);
+        let stranger = secret_key("stranger", false);
+        let ring = keyring(&[&key]);
+        let data = payload("reg.io/team/app:v1");
+        // Another key.
+        let by_stranger = sign(&data, &stranger.primary_key, HashAlgorithm::Sha256, None);
+        assert!(matches!(
+            only_reason(verify(&ring, std::slice::from_ref(&by_stranger))),
+            SignatureFailure::UntrustedOrInvalid(_)
+        ));
+        assert!(verify(&keyring(&[&key, &stranger]), &[by_stranger]).is_ok());
+        // Tampered literal data (uncompressed, so the payload bytes are visible).
+        let good = sign(&data, &key.primary_key, HashAlgorithm::Sha256, None);
+        let at = good.windows(6).position(|w| w == b"reg.io").unwrap();
+        let mut tampered = good.clone();
+        tampered[at] = b'R';
+        assert!(matches!(
+            only_reason(verify(&ring, &[tampered])),
+            SignatureFailure::UntrustedOrInvalid(_)
+        ));
+        // Hashes: SHA-2 and SHA-3 only (rpgp will not even make a weak Ed25519 signature).
+        for weak in [
+            HashAlgorithm::Sha1,
+            HashAlgorithm::Md5,
+            HashAlgorithm::Ripemd160,
+        ] {
+            assert!(!strong_hash(Some(weak)), "{weak:?}");
+        }
+        assert!(!strong_hash(None));
+        assert!(strong_hash(Some(HashAlgorithm::Sha256)));
+        // A literal message without a signature.
+        let unsigned = MessageBuilder::from_bytes("", data.clone())
+            .to_vec(rand::thread_rng())
+            .unwrap();
+        assert!(matches!(
+            only_reason(verify(&ring, &[unsigned])),
+            SignatureFailure::NotSigned
+        ));
+        // Not OpenPGP at all, truncated.
+        assert!(matches!(
+            only_reason(verify(&ring, &[b"not openpgp".to_vec()])),
+            SignatureFailure::Format(_) | SignatureFailure::Read(_)
+        ));
+        assert!(verify(&ring, &[good[..good.len() / 2].to_vec()]).is_err());
+        // Signed data larger than a payload may be.
+        let big = sign(
+            &vec![b' '; MAX_PAYLOAD_BYTES + 1],
+            &key.primary_key,
+            HashAlgorithm::Sha256,
+            Some(CompressionAlgorithm::ZLIB),
+        );
+        assert!(matches!(
+            only_reason(verify(&ring, &[big])),
+            SignatureFailure::TooLarge
+        ));
+        // Valid signatures over a cosign payload, another manifest or another identity.
+        let cosign = SignedPayload::new(PayloadKind::Cosign, "reg.io/team/app:v1", manifest());
+        for (payload, what) in [
+            (cosign.to_json(), "type"),
+            (
+                SignedPayload::new(
+                    PayloadKind::SimpleSigning,
+                    "reg.io/team/app:v1",
+                    Digest::of(b"x"),
+                )
+                .to_json(),
+                "digest",
+            ),
+            (payload("reg.io/team/app:v2"), "identity"),
+        ] {
+            let sig = sign(&payload, &key.primary_key, HashAlgorithm::Sha256, None);
+            let why = only_reason(verify(&ring, &[sig]));
+            let ok = matches!(
+                (&why, what),
+                (
+                    SignatureFailure::Payload(PayloadError::WrongType { .. }),
+                    "type"
+                ) | (
+                    SignatureFailure::Payload(PayloadError::DigestMismatch { .. }),
+                    "digest"
+                ) | (
+                    SignatureFailure::Payload(PayloadError::Identity(_)),
+                    "identity"
+                )
+            );
+            assert!(ok, "{what}: {why:?}");
+        }
+    }
+
+    #[test]
+    fn one_good_signature_among_bad_ones_is_enough_and_reasons_are_bounded() {
+        let key = secret_key("signer", false);
+        let ring = keyring(&[&key]);
+        let good = sign(
+            &payload("reg.io/team/app:v1"),
+            &key.primary_key,
+            HashAlgorithm::Sha256,
+            None,
+        );
+        let mut sigs = vec![b"junk".to_vec(); 10];
+        assert!(matches!(
+            verify(&ring, &[]),
+            Err(SimpleSigningError::NoSignatures)
+        ));
+        match verify(&ring, &sigs) {
+            Err(SimpleSigningError::Rejected { total: 10, reasons }) => {
+                assert_eq!(reasons.len(), MAX_REASONS);
+                assert_eq!(reasons[0].0, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        sigs.push(good);
+        assert!(verify(&ring, &sigs).is_ok());
+    }
 
     #[test]
     fn keyring_sources_are_exclusive_and_bounded() {
