@@ -19,7 +19,8 @@ use serde::Deserialize;
 use crate::pull::{ImageVerifier, Registry, ResolvedImage, VerifyFuture};
 use crate::signature::{
     DockerReference, GpgKeyring, IdentityError, KeyringError, Lookaside, LookasideConfig,
-    LookasideError, SignedIdentity, SimpleSigningError, verify_simple_signing,
+    LookasideError, SignedIdentity, SigstoreError, SimpleSigningError, policy_public_key,
+    verify_sigstore_signed, verify_simple_signing,
 };
 
 /// Errors from parsing or applying a policy.
@@ -72,6 +73,15 @@ pub enum PolicyError {
         /// Why (each signature's reason).
         #[source]
         source: SimpleSigningError,
+    },
+    /// No signature satisfies a `sigstoreSigned` requirement, or its key cannot be loaded.
+    #[error("sigstoreSigned requirement not satisfied for {image}")]
+    SigstoreSigned {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: SigstoreError,
     },
     /// A signature requirement that this runtime cannot check yet.
     #[error("policy requires {kind} for {image}, which this runtime does not verify yet")]
@@ -315,18 +325,24 @@ impl Policy {
 
 /// The `sigstoreSigned` requirement: cosign signatures stored as registry attachments, by the
 /// key from `key_path` or `key_data`, claims checked with `signed_identity` (default
-/// `matchRepoDigestOrExact`). Not wired in yet: refuses.
+/// `matchRepoDigestOrExact`).
 pub(crate) async fn check_sigstore_signed(
-    _registry: &Registry,
+    registry: &Registry,
     image: &ResolvedImage,
-    _key_path: Option<&str>,
-    _key_data: Option<&str>,
-    _signed_identity: Option<&SignedIdentity>,
+    key_path: Option<&str>,
+    key_data: Option<&str>,
+    signed_identity: Option<&SignedIdentity>,
 ) -> Result<(), PolicyError> {
-    Err(PolicyError::Unverifiable {
-        kind: "sigstoreSigned",
+    let refused = |source| PolicyError::SigstoreSigned {
         image: image.reference.clone(),
-    })
+        source,
+    };
+    let key = policy_public_key(key_path, key_data).map_err(refused)?;
+    let rule = signed_identity.cloned().unwrap_or_default();
+    verify_sigstore_signed(registry, image, std::slice::from_ref(&key), &rule)
+        .await
+        .map_err(refused)?;
+    Ok(())
 }
 
 impl ImageVerifier for Policy {
@@ -558,13 +574,16 @@ mod tests {
             check(&open, "Reg.io/Team/App:v1"),
             Err(PolicyError::Reference(_))
         ));
-        // sigstoreSigned is not verified yet: refused.
+        // sigstoreSigned with a key that cannot be read: refused.
         let sigstore =
             Policy::from_json(br#"{"default":[{"type":"sigstoreSigned","keyPath":"/k.pub"}]}"#)
                 .unwrap();
         assert!(matches!(
             check(&sigstore, "reg.io/team/app:v1"),
-            Err(PolicyError::Unverifiable { .. })
+            Err(PolicyError::SigstoreSigned {
+                source: SigstoreError::KeyFile(..),
+                ..
+            })
         ));
     }
 

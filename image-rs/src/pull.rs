@@ -505,7 +505,9 @@ impl Registry {
 // (`signature/sigstore.rs`).
 impl Registry {
     /// The manifest tagged `tag` in `image`'s repository, bounded by [`MAX_JSON_DOCUMENT`];
-    /// `None` when the registry says there is no such manifest.
+    /// `None` when the registry says there is no such manifest. One attempt, bounded by the
+    /// request timeout (the call sits in `Send` futures, which `retry`'s async closures are not
+    /// provably).
     pub(crate) async fn tagged_manifest(
         &self,
         image: &Reference,
@@ -516,11 +518,80 @@ impl Registry {
             image.repository().to_owned(),
             tag.to_owned(),
         );
-        match self.manifest_raw(&tagged, tag).await {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(PullError::Registry { source, .. }) if manifest_unknown(&source) => Ok(None),
-            Err(e) => Err(e),
+        let timeout = self.options.request_timeout;
+        let fetched = tokio::time::timeout(
+            timeout,
+            self.client
+                .pull_manifest_raw(&tagged, &self.auth, &MANIFEST_TYPES),
+        )
+        .await
+        .map_err(|_| PullError::Timeout(tag.to_owned(), timeout))?;
+        let bytes = match fetched {
+            Ok((bytes, _)) => bytes,
+            Err(source) if manifest_unknown(&source) => return Ok(None),
+            Err(source) => {
+                return Err(PullError::Registry {
+                    what: tag.to_owned(),
+                    source,
+                });
+            }
+        };
+        if bytes.len() as u64 > MAX_JSON_DOCUMENT {
+            return Err(PullError::TooLarge {
+                what: tag.to_owned(),
+                limit: MAX_JSON_DOCUMENT,
+            });
         }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// A small blob of `image`'s repository, into memory: refused unless the descriptor says
+    /// at most `limit` bytes; size and digest checked against the descriptor while reading. One
+    /// attempt, bounded by the request timeout.
+    pub(crate) async fn small_blob(
+        &self,
+        image: &Reference,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>, PullError> {
+        let what = desc.digest.to_string();
+        if desc.size > limit {
+            return Err(PullError::TooLarge { what, limit });
+        }
+        let timeout = self.options.request_timeout;
+        let fetch = async {
+            let mut stream = self
+                .client
+                .pull_blob_stream(image, what.as_str())
+                .await
+                .map_err(|source| PullError::Registry {
+                    what: what.clone(),
+                    source,
+                })?;
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.stream.next().await {
+                let chunk = chunk.map_err(|e| stream_error(&what, e))?;
+                if (out.len() + chunk.len()) as u64 > desc.size {
+                    return Err(PullError::TooLarge {
+                        what: what.clone(),
+                        limit: desc.size,
+                    });
+                }
+                out.extend_from_slice(&chunk);
+            }
+            let actual = Digest::of(&out);
+            if actual != desc.digest || out.len() as u64 != desc.size {
+                return Err(PullError::DigestMismatch {
+                    what: "blob",
+                    expected: what.clone(),
+                    actual: actual.to_string(),
+                });
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| PullError::Timeout(what.clone(), timeout))?
     }
 
     /// Pushes `bytes` as a blob of `image`'s repository; returns its digest.

@@ -28,12 +28,15 @@ use common::*;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use tsuba_image_rs::oci::{MEDIA_TYPE_MANIFEST, Manifest};
+use tsuba_image_rs::ocicrypt::DecryptConfig;
 use tsuba_image_rs::signature::{
     CosignKeyError, CosignPrivateKey, CosignPublicKey, KdfStrength, PayloadKind,
     SIGNATURE_ANNOTATION, SIGNATURE_MEDIA_TYPE, SignedIdentity, SignedPayload, SigstoreError,
     attachment_tag, sign_image, verify_sigstore_signed,
 };
-use tsuba_image_rs::{Digest, OciLayout, PullError, Registry, RegistryOptions};
+use tsuba_image_rs::{
+    Digest, OciLayout, Policy, PullError, Registry, RegistryOptions, UnpackOptions,
+};
 
 const PASSPHRASE: &str = "correct horse battery";
 
@@ -634,8 +637,67 @@ fn misdirected_and_tampered_signatures_are_refused() {
     let i = bytes.len() - 5;
     bytes[i] ^= 1;
     std::fs::write(&blob, &bytes).unwrap();
-    assert!(matches!(
-        env.verify("t/x:a", &key, &rule),
-        Err(SigstoreError::Registry(PullError::DigestMismatch { .. }))
-    ));
+    match env.verify("t/x:a", &key, &rule) {
+        Err(SigstoreError::Registry(e)) => {
+            assert!(matches!(*e, PullError::DigestMismatch { .. }), "{e:?}");
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_sigstore_signed_policy_gates_the_pull() {
+    let env = Env::new();
+    let k = keys();
+    let registry = env.registry();
+    env.push_unsigned("p/signed:v1", b"allowed content");
+    env.push_unsigned("p/unsigned:v1", b"never unpacked");
+    block_on(sign_image(&registry, &env.image("p/signed:v1"), &k.key)).unwrap();
+
+    let key_path = serde_json::json!({
+        "type": "sigstoreSigned",
+        "keyPath": k.public,
+        "signedIdentity": {"type": "matchRepoDigestOrExact"}
+    });
+    let key_data = serde_json::json!({
+        "type": "sigstoreSigned",
+        "keyData": BASE64.encode(std::fs::read(&k.public).unwrap()),
+    });
+    for requirement in [key_path, key_data] {
+        let policy = Policy::from_json(
+            serde_json::json!({
+                "default": [{"type": "reject"}],
+                "transports": {"docker": {format!("{}/p", env.reg.addr): [requirement]}}
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let pull = |image: &str, rootfs: &Path| {
+            std::fs::create_dir_all(rootfs).unwrap();
+            block_on(registry.pull(
+                &env.image(image),
+                &policy,
+                &DecryptConfig::default(),
+                rootfs,
+                &UnpackOptions::default(),
+                None,
+            ))
+        };
+        let ok = env.path().join("rootfs-ok");
+        let _ = std::fs::remove_dir_all(&ok);
+        pull("p/signed:v1", &ok).unwrap();
+        assert_eq!(
+            std::fs::read(ok.join("etc/content")).unwrap(),
+            b"allowed content"
+        );
+        // Refused before any layer is fetched: nothing is unpacked.
+        let refused = env.path().join("rootfs-refused");
+        let _ = std::fs::remove_dir_all(&refused);
+        let err = pull("p/unsigned:v1", &refused).unwrap_err();
+        assert!(matches!(err, PullError::Refused(_)), "{err:?}");
+        let chain = format!("{:?}", err);
+        assert!(chain.contains("NoSignatures"), "{chain}");
+        assert_eq!(std::fs::read_dir(&refused).unwrap().count(), 0);
+    }
 }

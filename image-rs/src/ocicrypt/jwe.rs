@@ -158,7 +158,7 @@ fn unwrap_cek(
     let cek = match (alg, key) {
         ("RSA-OAEP", PrivateKey::Rsa(k)) => k.decrypt(rsa::Oaep::new::<sha1::Sha1>(), ek).ok()?,
         ("RSA-OAEP-256", PrivateKey::Rsa(k)) => k.decrypt(rsa::Oaep::new::<Sha256>(), ek).ok()?,
-        ("ECDH-ES+A256KW", PrivateKey::P256(_) | PrivateKey::P384(_)) => {
+        ("ECDH-ES+A256KW", PrivateKey::P256(_) | PrivateKey::P384(_) | PrivateKey::P521(_)) => {
             let epk = header("epk")?;
             let z = ecdh_z(key, &epk)?;
             let apu = header("apu")
@@ -196,6 +196,11 @@ fn ecdh_z(key: &PrivateKey, epk: &Value) -> Option<Zeroizing<Vec<u8>>> {
         (PrivateKey::P384(sk), "P-384") if x.len() == 48 && y.len() == 48 => {
             let pk = p384::PublicKey::from_sec1_bytes(&point).ok()?;
             let s = p384::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+            Some(Zeroizing::new(s.raw_secret_bytes().to_vec()))
+        }
+        (PrivateKey::P521(sk), "P-521") if x.len() == 66 && y.len() == 66 => {
+            let pk = p521::PublicKey::from_sec1_bytes(&point).ok()?;
+            let s = p521::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
             Some(Zeroizing::new(s.raw_secret_bytes().to_vec()))
         }
         _ => None,
@@ -260,6 +265,22 @@ pub(super) fn encrypt(plaintext: &[u8], recipients: &[PublicKey]) -> Result<Vec<
                 ecdh_wrap(
                     &mut header,
                     "P-384",
+                    point.x(),
+                    point.y(),
+                    z.raw_secret_bytes(),
+                    &cek,
+                )?
+            }
+            PublicKey::P521(k) => {
+                let eph = p521::SecretKey::random(&mut rng);
+                let z = p521::ecdh::diffie_hellman(eph.to_nonzero_scalar(), k.as_affine());
+                let point = p521::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                    &eph.public_key(),
+                    false,
+                );
+                ecdh_wrap(
+                    &mut header,
+                    "P-521",
                     point.x(),
                     point.y(),
                     z.raw_secret_bytes(),
@@ -335,6 +356,7 @@ mod tests {
             rsa_key(),
             PrivateKey::P256(p256::SecretKey::random(&mut rand::rngs::OsRng)),
             PrivateKey::P384(p384::SecretKey::random(&mut rand::rngs::OsRng)),
+            PrivateKey::P521(p521::SecretKey::random(&mut rand::rngs::OsRng)),
         ];
         let pubs: Vec<_> = keys.iter().map(PrivateKey::public_key).collect();
         let jwe = encrypt(b"layer options", &pubs).unwrap();
@@ -349,9 +371,36 @@ mod tests {
             decrypt(&jwe, &[other]),
             Err(JweError::NoMatchingKey {
                 keys: 1,
-                recipients: 3
+                recipients: 4
             })
         ));
+    }
+
+    #[test]
+    fn p521_ephemeral_keys_of_the_wrong_shape_are_refused() {
+        let k = PrivateKey::P521(p521::SecretKey::random(&mut rand::rngs::OsRng));
+        let jwe = encrypt(b"opts", &[k.public_key()]).unwrap();
+        let v: Value = serde_json::from_slice(&jwe).unwrap();
+        let epk = &v["recipients"][0]["header"]["epk"];
+        assert_eq!(epk["crv"], "P-521");
+        assert_eq!(B64URL.decode(epk["x"].as_str().unwrap()).unwrap().len(), 66);
+        let x = B64URL.decode(epk["x"].as_str().unwrap()).unwrap();
+        for (field, value) in [
+            ("x", B64URL.encode(&x[1..])),
+            ("x", B64URL.encode([0xffu8; 66])),
+            ("crv", "P-384".to_owned()),
+        ] {
+            let mut bad = v.clone();
+            bad["recipients"][0]["header"]["epk"][field] = value.into();
+            let bad = serde_json::to_vec(&bad).unwrap();
+            assert!(
+                matches!(
+                    decrypt(&bad, std::slice::from_ref(&k)),
+                    Err(JweError::NoMatchingKey { .. })
+                ),
+                "{field}"
+            );
+        }
     }
 
     #[test]

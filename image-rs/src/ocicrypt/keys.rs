@@ -1,4 +1,4 @@
-//! Asymmetric keys for JWE recipients: RSA and EC (P-256, P-384), parsed from PEM.
+//! Asymmetric keys for JWE recipients: RSA and EC (P-256, P-384, P-521), parsed from PEM.
 
 use std::fmt;
 
@@ -8,9 +8,9 @@ use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 /// Errors from parsing a key.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The PEM holds no key of a supported kind (RSA, EC P-256 or P-384; PKCS#8, PKCS#1, SEC1
-    /// or SubjectPublicKeyInfo).
-    #[error("no supported {0} key in PEM (RSA, EC P-256 or P-384)")]
+    /// The PEM holds no key of a supported kind (RSA, EC P-256, P-384 or P-521; PKCS#8, PKCS#1,
+    /// SEC1 or SubjectPublicKeyInfo).
+    #[error("no supported {0} key in PEM (RSA, EC P-256, P-384 or P-521)")]
     Unsupported(&'static str),
 }
 
@@ -23,6 +23,8 @@ pub enum PrivateKey {
     P256(p256::SecretKey),
     /// EC P-384, for `ECDH-ES+A256KW`.
     P384(p384::SecretKey),
+    /// EC P-521, for `ECDH-ES+A256KW`.
+    P521(p521::SecretKey),
 }
 
 impl fmt::Debug for PrivateKey {
@@ -32,6 +34,7 @@ impl fmt::Debug for PrivateKey {
             Self::Rsa(_) => "PrivateKey::Rsa(..)",
             Self::P256(_) => "PrivateKey::P256(..)",
             Self::P384(_) => "PrivateKey::P384(..)",
+            Self::P521(_) => "PrivateKey::P521(..)",
         })
     }
 }
@@ -51,11 +54,17 @@ impl PrivateKey {
         if let Ok(k) = p384::SecretKey::from_pkcs8_pem(pem) {
             return Ok(Self::P384(k));
         }
+        if let Ok(k) = p521::SecretKey::from_pkcs8_pem(pem) {
+            return Ok(Self::P521(k));
+        }
         if let Ok(k) = p256::SecretKey::from_sec1_pem(pem) {
             return Ok(Self::P256(k));
         }
         if let Ok(k) = p384::SecretKey::from_sec1_pem(pem) {
             return Ok(Self::P384(k));
+        }
+        if let Ok(k) = p521::SecretKey::from_sec1_pem(pem) {
+            return Ok(Self::P521(k));
         }
         Err(KeyError::Unsupported("private"))
     }
@@ -66,6 +75,7 @@ impl PrivateKey {
             Self::Rsa(k) => PublicKey::Rsa(k.to_public_key()),
             Self::P256(k) => PublicKey::P256(k.public_key()),
             Self::P384(k) => PublicKey::P384(k.public_key()),
+            Self::P521(k) => PublicKey::P521(k.public_key()),
         }
     }
 }
@@ -79,6 +89,8 @@ pub enum PublicKey {
     P256(p256::PublicKey),
     /// EC P-384: wrapped with `ECDH-ES+A256KW`.
     P384(p384::PublicKey),
+    /// EC P-521: wrapped with `ECDH-ES+A256KW`.
+    P521(p521::PublicKey),
 }
 
 impl PublicKey {
@@ -95,6 +107,9 @@ impl PublicKey {
         }
         if let Ok(k) = p384::PublicKey::from_public_key_pem(pem) {
             return Ok(Self::P384(k));
+        }
+        if let Ok(k) = p521::PublicKey::from_public_key_pem(pem) {
+            return Ok(Self::P521(k));
         }
         Err(KeyError::Unsupported("public"))
     }

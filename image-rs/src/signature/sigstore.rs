@@ -97,9 +97,9 @@ pub enum SigstoreError {
     /// The image reference does not parse.
     #[error("image reference")]
     Reference(#[source] IdentityError),
-    /// The registry request failed.
+    /// The registry request failed (boxed: registry errors are large).
     #[error("registry")]
-    Registry(#[source] PullError),
+    Registry(#[source] Box<PullError>),
     /// The image has no sigstore attachment manifest, or no signature layer in it.
     #[error("a sigstore signature is required, but {image} has none")]
     NoSignatures {
@@ -222,10 +222,14 @@ pub async fn verify_sigstore_signed(
     Ok(accepted)
 }
 
+fn registry_error(e: PullError) -> SigstoreError {
+    SigstoreError::Registry(Box::new(e))
+}
+
 fn oci_reference(image: &str) -> Result<Reference, SigstoreError> {
-    image.parse().map_err(|e| {
-        SigstoreError::Registry(PullError::Reference(image.chars().take(256).collect(), e))
-    })
+    image
+        .parse()
+        .map_err(|e| registry_error(PullError::Reference(image.chars().take(256).collect(), e)))
 }
 
 /// Parses an attachment manifest, bounded.
@@ -265,7 +269,7 @@ async fn fetch_attachments(
     let Some(bytes) = registry
         .tagged_manifest(reference, &tag)
         .await
-        .map_err(SigstoreError::Registry)?
+        .map_err(registry_error)?
     else {
         tracing::debug!(tag, "no sigstore attachment manifest");
         return Ok(Vec::new());
@@ -280,11 +284,10 @@ async fn fetch_attachments(
             out.push(Attachment::Oversized(layer.size));
             continue;
         }
-        let mut payload = Vec::new();
-        registry
-            .fetch_blob(reference, layer, &mut payload, None)
+        let payload = registry
+            .small_blob(reference, layer, MAX_PAYLOAD_BYTES as u64)
             .await
-            .map_err(SigstoreError::Registry)?;
+            .map_err(registry_error)?;
         out.push(Attachment::Signed {
             payload,
             signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned(),
@@ -375,10 +378,7 @@ pub async fn sign_image(
     if named.is_name_only() {
         return Err(SigstoreError::NameOnly(image.chars().take(256).collect()));
     }
-    let resolved = registry
-        .resolve(image)
-        .await
-        .map_err(SigstoreError::Registry)?;
+    let resolved = registry.resolve(image).await.map_err(registry_error)?;
     let digest = resolved.manifest_digest;
     let payload = SignedPayload::new(PayloadKind::Cosign, &named.to_string(), digest)
         .with_creator(concat!("tsuba ", env!("CARGO_PKG_VERSION")))
@@ -391,21 +391,14 @@ pub async fn sign_image(
     let existing = match registry
         .tagged_manifest(&reference, &tag)
         .await
-        .map_err(SigstoreError::Registry)?
+        .map_err(registry_error)?
     {
         Some(bytes) => {
             let manifest = parse_attachment_manifest(&bytes)?;
-            let mut config = Vec::new();
-            if manifest.config.size > MAX_ATTACHMENT_JSON as u64 {
-                return Err(SigstoreError::AttachmentTooLarge {
-                    what: "config",
-                    limit: MAX_ATTACHMENT_JSON,
-                });
-            }
-            registry
-                .fetch_blob(&reference, &manifest.config, &mut config, None)
+            let config = registry
+                .small_blob(&reference, &manifest.config, MAX_ATTACHMENT_JSON as u64)
                 .await
-                .map_err(SigstoreError::Registry)?;
+                .map_err(registry_error)?;
             Some((manifest, config))
         }
         None => None,
@@ -414,16 +407,16 @@ pub async fn sign_image(
     registry
         .push_blob_bytes(&reference, payload)
         .await
-        .map_err(SigstoreError::Registry)?;
+        .map_err(registry_error)?;
     let (manifest, config) = attachment_documents(existing, payload_desc)?;
     registry
         .push_blob_bytes(&reference, config)
         .await
-        .map_err(SigstoreError::Registry)?;
+        .map_err(registry_error)?;
     registry
         .push_tagged_manifest(&reference, &tag, manifest, oci::MEDIA_TYPE_MANIFEST)
         .await
-        .map_err(SigstoreError::Registry)?;
+        .map_err(registry_error)?;
     tracing::info!(image, manifest = %digest, tag, "sigstore signature pushed");
     Ok(SignedImage {
         docker_reference: named.to_string(),
