@@ -114,7 +114,7 @@ impl Broker {
         let signer = match store.token_key().map_err(KbsError::Store)? {
             Some(pem) => TokenSigner::from_pkcs8_pem(&pem).map_err(KbsError::Issue)?,
             None => {
-                let signer = TokenSigner::generate();
+                let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
                 let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
                 store.set_token_key(&pem).map_err(KbsError::Store)?;
                 signer
