@@ -86,15 +86,27 @@ pub(crate) fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe,
     let (protected, encrypted_key) = match key {
         TeePubKey::EC { .. } => {
             let public = ec_key(key)?;
-            let ephemeral = p256::ecdh::EphemeralSecret::random(&mut OsRng);
-            let epk = p256::PublicKey::from(&ephemeral);
-            let shared = ephemeral.diffie_hellman(&public);
-            let kek = concat_kdf(&shared.raw_secret_bytes()[..], "ECDH-ES+A256KW");
+            // The ephemeral key and the agreement through `ring` (about four times faster than
+            // `p256` here; one per resource fetched). Its public key is an uncompressed point.
+            let rng = ring::rand::SystemRandom::new();
+            let ephemeral =
+                ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng)
+                    .map_err(|_| JweError::Crypto { step: "ecdh" })?;
+            let epk = ephemeral
+                .compute_public_key()
+                .map_err(|_| JweError::Crypto { step: "ecdh" })?;
+            let peer = ring::agreement::UnparsedPublicKey::new(
+                &ring::agreement::ECDH_P256,
+                p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&public, false),
+            );
+            let kek = ring::agreement::agree_ephemeral(ephemeral, &peer, |shared| {
+                concat_kdf(shared, "ECDH-ES+A256KW")
+            })
+            .map_err(|_| JweError::Crypto { step: "ecdh" })?;
             let wrapped = aes_kw::KekAes256::from(kek)
                 .wrap_vec(&cek)
                 .map_err(|_| JweError::Crypto { step: "key wrap" })?;
-            let point = p256::EncodedPoint::from(epk);
-            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+            let (Some(x), Some(y)) = (epk.as_ref().get(1..33), epk.as_ref().get(33..65)) else {
                 return Err(JweError::Crypto {
                     step: "epk encoding",
                 });
