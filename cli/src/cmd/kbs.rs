@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
 use tsuba_kbs::{
     AdminAuth, AdminClient, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind,
     ResourcePath, Transport, VerifierOptions, build_verifiers, generate_admin_key, load_pem,
 };
+
+/// How long requests in flight may take to finish once a stop signal arrives.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Run or administer the key broker.
 #[derive(Debug, clap::Args)]
@@ -22,7 +26,7 @@ pub(crate) struct KbsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum KbsCommand {
-    /// Run the key broker until interrupted.
+    /// Run the key broker until SIGTERM or SIGINT, then finish requests in flight and exit.
     Serve(ServeArgs),
     /// Call a running broker's admin API.
     Admin(AdminArgs),
@@ -216,13 +220,21 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         ..HttpLimits::default()
     };
+    // Listen for the signals before serving, so that none is missed.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
     let server = tsuba_kbs::serve(args.listen, transport, tsuba_kbs::router(broker, limits))?;
-    tracing::info!(addr = %server.local_addr(), "tsuba kbs serving; interrupt to stop");
-    tokio::signal::ctrl_c()
+    tracing::info!(addr = %server.local_addr(), "tsuba kbs serving; SIGTERM or SIGINT to stop");
+    let stop = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    server
+        .run_until(stop, SHUTDOWN_GRACE)
         .await
-        .context("cannot wait for interrupt")?;
-    server.shutdown(Duration::from_secs(5));
-    server.wait().await.context("server failed")?;
+        .context("server failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
