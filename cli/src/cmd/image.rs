@@ -16,6 +16,7 @@ use tsuba_attestation_agent::kbs::{
 use tsuba_image_rs::ocicrypt::{
     DecryptConfig, KeyId, KeyProvider, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
 };
+use tsuba_image_rs::signature::LookasideConfig;
 use tsuba_image_rs::{Credentials, OciLayout, Policy, Registry, RegistryOptions, UnpackOptions};
 use tsuba_kbs::{AdminClient, ResourcePath};
 use zeroize::Zeroizing;
@@ -83,6 +84,10 @@ struct PullArgs {
     /// Signature policy (containers-policy.json); required for registry pulls.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Where `signedBy` signatures are: registries.d's `docker`/`default-docker` entries as
+    /// JSON, e.g. `{"default-docker":{"lookaside":"https://sigs.example.com"}}`.
+    #[arg(long, requires = "policy")]
+    signature_storage: Option<PathBuf>,
     /// A registry (`HOST:PORT`) to reach over plain HTTP; may be repeated.
     #[arg(long)]
     plain_http: Vec<String>,
@@ -352,7 +357,12 @@ async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
             .context("registry pulls need --policy (containers-policy.json)")?;
         let json = std::fs::read(policy_path)
             .with_context(|| format!("reading {}", policy_path.display()))?;
-        let policy = Policy::from_json(&json)?;
+        let mut policy = Policy::from_json(&json)?;
+        if let Some(path) = &a.signature_storage {
+            let json =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            policy = policy.with_lookaside(LookasideConfig::from_json(&json)?);
+        }
         let credentials = match (&a.kbs.registry_auth_resource, &kbs) {
             (Some(uri), Some(client)) => fetch_registry_credentials(client, uri, &a.image).await?,
             _ => credentials(&a.login, a.bearer_env.as_ref())?,
@@ -704,6 +714,7 @@ mod tests {
                 image: oci("enc"),
                 rootfs: t.join(dir),
                 policy: None,
+                signature_storage: None,
                 plain_http: vec![],
                 login: LoginArgs::default(),
                 bearer_env: None,
@@ -724,6 +735,7 @@ mod tests {
             image: oci("enc"),
             rootfs: t.join("rootfs-none"),
             policy: None,
+            signature_storage: None,
             plain_http: vec![],
             login: LoginArgs::default(),
             bearer_env: None,
