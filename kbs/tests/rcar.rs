@@ -240,3 +240,26 @@ fn plain_http_is_refused_off_loopback() {
         tsuba_kbs::ServerError::PlainHttpNotLoopback { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
+    let state = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let pem = common::admin_key()
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .unwrap();
+    let admin = tsuba_kbs::AdminClient::new(&broker.url(), &pem, None).unwrap();
+    // Several calls within the same second: a replayed token would be refused.
+    let path = ResourcePath::parse("default/key/9").unwrap();
+    admin.set_resource(&path, b"nine".to_vec()).await.unwrap();
+    admin.set_reference_values(&refs(&["abcde"])).await.unwrap();
+    assert_eq!(admin.reference_values().await.unwrap(), refs(&["abcde"]));
+    for _ in 0..5 {
+        assert_eq!(
+            admin.list_resources().await.unwrap(),
+            vec!["default/key/9".to_owned()]
+        );
+    }
+}
