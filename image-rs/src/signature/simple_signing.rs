@@ -638,6 +638,35 @@ mod tests {
     }
 
     #[test]
+    fn truncated_or_bit_flipped_signatures_never_yield_a_forged_payload() {
+        let key = secret_key("signer", false);
+        let ring = keyring(&[&key]);
+        let data = payload("reg.io/team/app:v1");
+        let good = sign(
+            &data,
+            &key.primary_key,
+            HashAlgorithm::Sha256,
+            Some(CompressionAlgorithm::ZLIB),
+        );
+        let want = SignedPayload::parse(&data, PayloadKind::SimpleSigning).unwrap();
+        for len in 0..good.len() {
+            assert!(open_signature(&ring, &good[..len]).is_err(), "prefix {len}");
+        }
+        // A flipped bit may land where OpenPGP does not protect (the unhashed subpackets),
+        // so acceptance is possible; but what is accepted is always the signed payload.
+        let mut refused = 0;
+        for pos in 0..good.len() {
+            let mut bad = good.clone();
+            bad[pos] ^= 0x01;
+            match open_signature(&ring, &bad) {
+                Ok(v) => assert_eq!(v.payload, want, "flip at {pos}"),
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(refused > good.len() / 2, "{refused} of {}", good.len());
+    }
+
+    #[test]
     fn one_good_signature_among_bad_ones_is_enough_and_reasons_are_bounded() {
         let key = secret_key("signer", false);
         let ring = keyring(&[&key]);
