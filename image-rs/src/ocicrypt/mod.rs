@@ -575,4 +575,24 @@ mod tests {
             format!("{t}+encrypted")
         );
     }
+
+    #[test]
+    fn unwrap_failures_show_their_causes() {
+        let key_id = KeyId::parse("kbs:///default/image-key/demo").unwrap();
+        let err = OcicryptError::Unwrap(vec![
+            UnwrapFailure::Provider(ProviderError::Provider(KeyProviderError {
+                key_id,
+                source: Box::new(std::io::Error::other(
+                    "measurement is not a reference value",
+                )),
+            })),
+            UnwrapFailure::NoJweKeys,
+        ]);
+        assert_eq!(
+            err.to_string(),
+            "could not unwrap the layer key: key provider: key provider could not supply key \
+             kbs:///default/image-key/demo: measurement is not a reference value; \
+             jwe: no private keys configured"
+        );
+    }
 }
