@@ -34,6 +34,8 @@ enum ImageCommand {
     Pull(PullArgs),
     /// Encrypt every layer of an image, each with a fresh key, into a registry or an OCI layout.
     Encrypt(EncryptArgs),
+    #[command(flatten)]
+    Signing(super::image_sign::SignCommand),
 }
 
 /// Registry user name and the environment variable holding the password.
@@ -167,6 +169,7 @@ pub(crate) fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         ImageCommand::Pull(a) => rt.block_on(pull(a)),
         ImageCommand::Encrypt(a) => rt.block_on(encrypt(&a)),
+        ImageCommand::Signing(c) => super::image_sign::run(c, &rt),
     }
 }
 

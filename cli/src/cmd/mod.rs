@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod guest;
 pub(crate) mod image;
+pub(crate) mod image_sign;
 pub(crate) mod kbs;
 pub(crate) mod measure;
 
