@@ -158,11 +158,11 @@ impl LookasideConfig {
     }
 }
 
-/// A signature store reader.
+/// A signature store reader. The HTTP client is made only when an `http(s)://` store is read
+/// (a guest may have no TLS roots at all, and `file://` stores need none).
 #[derive(Debug)]
 pub struct Lookaside {
     config: LookasideConfig,
-    http: reqwest::Client,
 }
 
 /// A parsed base URL.
@@ -184,14 +184,7 @@ fn parse_base(s: &str) -> Result<Base, LookasideError> {
 impl Lookaside {
     /// A reader for `config`.
     pub fn new(config: LookasideConfig) -> Self {
-        // rustls with ring, as for the registry client; a provider installed earlier is kept.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(HTTP_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        Self { config, http }
+        Self { config }
     }
 
     /// The configuration.
@@ -232,12 +225,27 @@ impl Lookaside {
         base: &reqwest::Url,
         leaf: &str,
     ) -> Result<Option<Vec<u8>>, LookasideError> {
+        // rustls with ring, as for the registry client; a provider installed earlier is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(HTTP_TIMEOUT)
+                .connect_timeout(HTTP_TIMEOUT)
+        };
+        // Without system roots (a guest) the platform verifier cannot be built: then no roots
+        // at all, so http:// still works and https:// fails its certificate check.
+        let http = match builder().build() {
+            Ok(c) => c,
+            Err(_) => builder()
+                .tls_certs_only(std::iter::empty())
+                .build()
+                .map_err(|e| LookasideError::Http(base.to_string(), e))?,
+        };
         let mut url = base.clone();
         let path = format!("{}/{leaf}", base.path().trim_end_matches('/'));
         url.set_path(&path);
         let shown = url.to_string();
-        let mut resp = self
-            .http
+        let mut resp = http
             .get(url)
             .send()
             .await
