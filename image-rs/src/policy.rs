@@ -9,8 +9,9 @@
 //! signatures are read from the lookaside storage given with [`Policy::with_lookaside`], at
 //! least one must verify with the requirement's keys, sign exactly the resolved manifest and
 //! claim an identity its `signedIdentity` rule accepts, `matchRepoDigestOrExact` when absent).
-//! `sigstoreSigned` parses but is refused at check time until cosign verification is wired in
-//! ([`check_sigstore_signed`]): a policy asking for signatures never passes an unsigned image.
+//! `sigstoreSigned` (cosign: signatures attached in the registry, by the requirement's public
+//! key, same claims checks; [`check_sigstore_signed`]). A policy asking for signatures never
+//! passes an unsigned image.
 
 use std::collections::BTreeMap;
 
@@ -82,14 +83,6 @@ pub enum PolicyError {
         /// Why.
         #[source]
         source: SigstoreError,
-    },
-    /// A signature requirement that this runtime cannot check yet.
-    #[error("policy requires {kind} for {image}, which this runtime does not verify yet")]
-    Unverifiable {
-        /// The requirement type.
-        kind: &'static str,
-        /// The image.
-        image: String,
     },
 }
 
