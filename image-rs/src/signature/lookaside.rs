@@ -136,8 +136,9 @@ impl LookasideConfig {
         self
     }
 
-    /// The base URL for `image`: the full reference, its repository, each parent namespace and
-    /// the registry host are tried in that order, then `default-docker`.
+    /// The base URL for `image`: the full reference, its repository, each parent namespace, the
+    /// registry host and `*.` wildcard domains (most specific first) are tried in that order,
+    /// then `default-docker`.
     pub fn base_for(&self, image: &DockerReference) -> Option<&str> {
         let full = image.to_string();
         let name = image.name();
@@ -146,6 +147,12 @@ impl LookasideConfig {
         while let Some(i) = ns.rfind('/') {
             ns = &ns[..i];
             candidates.push(ns.to_owned());
+        }
+        let host = image.domain().split(':').next().unwrap_or_default();
+        let mut rest = host;
+        while let Some(i) = rest.find('.') {
+            rest = &rest[i + 1..];
+            candidates.push(format!("*.{rest}"));
         }
         candidates
             .iter()
@@ -328,6 +335,25 @@ mod tests {
         assert_eq!(base("elsewhere.io/a").as_deref(), Some("file:///default"));
         // `reg.io` must not match `reg.io:5000` or `reg.iox`.
         assert_eq!(base("reg.io:5000/a").as_deref(), Some("file:///default"));
+        // Wildcard domains, the most specific first, after every exact namespace.
+        let wild = LookasideConfig::default()
+            .with_namespace("*.example.com", "file:///wide")
+            .with_namespace("*.eu.example.com", "file:///eu")
+            .with_namespace("reg.eu.example.com/team", "file:///team");
+        let base = |s: &str| wild.base_for(&reference(s)).map(str::to_owned);
+        assert_eq!(
+            base("reg.eu.example.com/team/a").as_deref(),
+            Some("file:///team")
+        );
+        assert_eq!(
+            base("reg.eu.example.com:5000/x/a").as_deref(),
+            Some("file:///eu")
+        );
+        assert_eq!(
+            base("reg.us.example.com/a").as_deref(),
+            Some("file:///wide")
+        );
+        assert_eq!(base("example.com/a"), None);
         let none = LookasideConfig::default().with_namespace("reg.io", "file:///x");
         assert_eq!(none.base_for(&reference("other.io/a")), None);
     }
