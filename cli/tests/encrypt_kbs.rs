@@ -32,7 +32,19 @@ fn accept_anything(dir: &Path) -> String {
     path.display().to_string()
 }
 
-/// Pull `image` from `registry` through the broker, with the evidence of `device`.
+/// A policy that wants a cosign signature by `cosign.pub` in the test dir.
+fn sigstore_policy(dir: &Path) -> String {
+    let path = dir.join("sigstore-policy.json");
+    let policy = serde_json::json!({"default": [{
+        "type": "sigstoreSigned",
+        "keyPath": dir.join("cosign.pub"),
+    }]});
+    std::fs::write(&path, policy.to_string()).unwrap();
+    path.display().to_string()
+}
+
+/// Pull `image` from `registry` through the broker (with `--sigstore` in `extra`, under a
+/// policy that wants the owner's cosign signature), with the evidence of `device`.
 fn pull(
     t: &Path,
     registry: &Registry,
@@ -49,7 +61,11 @@ fn pull(
         "--rootfs".into(),
         rootfs.display().to_string(),
         "--policy".into(),
-        accept_anything(t),
+        if extra.contains(&"--sigstore") {
+            sigstore_policy(t)
+        } else {
+            accept_anything(t)
+        },
         "--plain-http".into(),
         registry.addr.clone(),
         "--kbs-url".into(),
@@ -60,7 +76,12 @@ fn pull(
         "--sim-device".into(),
         device.socket.display().to_string(),
     ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(
+        extra
+            .iter()
+            .filter(|s| **s != "--sigstore")
+            .map(|s| (*s).to_owned()),
+    );
     tsuba(&args)
 }
 
@@ -93,11 +114,32 @@ fn key_provider_image_is_released_by_attestation_and_refused_otherwise() {
             .arg(format!("docker://{}/plain:v1", registry.addr)),
     );
 
-    // Encrypt from the registry to the registry; the KEK is generated and uploaded.
+    // The owner's cosign key pair.
+    std::fs::write(t.join("passphrase"), "owner passphrase\n").unwrap();
+    let out = tsuba(&[
+        "image",
+        "keygen",
+        "--out",
+        &t.join("cosign").display().to_string(),
+        "--passphrase-file",
+        &t.join("passphrase").display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Encrypt from the registry to the registry; the KEK is generated and uploaded, the
+    // pushed image signed.
     let kek_out = t.join("kek");
     let out = tsuba(&[
         "image",
         "encrypt",
+        "--sign-key",
+        &t.join("cosign.key").display().to_string(),
+        "--sign-passphrase-file",
+        &t.join("passphrase").display().to_string(),
         "--from",
         &format!("docker://{}/plain:v1", registry.addr),
         "--to",
@@ -153,7 +195,15 @@ fn key_provider_image_is_released_by_attestation_and_refused_otherwise() {
     // A guest whose measurement is a reference value gets the key: the rootfs is the
     // plaintext image, file for file.
     let rootfs = t.join("rootfs");
-    let out = pull(t, &registry, &broker, &good, "secret:v1", &rootfs, &[]);
+    let out = pull(
+        t,
+        &registry,
+        &broker,
+        &good,
+        "secret:v1",
+        &rootfs,
+        &["--sigstore"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -161,6 +211,20 @@ fn key_provider_image_is_released_by_attestation_and_refused_otherwise() {
     );
     assert_eq!(tree(&rootfs), tree(&bundle.join("rootfs")));
     assert!(!tree(&rootfs).is_empty());
+
+    // The unsigned plaintext image does not satisfy the signature policy.
+    let unsigned = t.join("unsigned");
+    let out = pull(
+        t,
+        &registry,
+        &broker,
+        &good,
+        "plain:v1",
+        &unsigned,
+        &["--sigstore"],
+    );
+    assert!(!out.status.success());
+    assert!(is_empty(&unsigned));
 
     // Another measurement: the broker refuses, with its reason, and nothing is unpacked.
     let refused = t.join("refused");

@@ -16,7 +16,7 @@ use tsuba_attestation_agent::kbs::{
 use tsuba_image_rs::ocicrypt::{
     DecryptConfig, KeyId, KeyProvider, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
 };
-use tsuba_image_rs::signature::LookasideConfig;
+use tsuba_image_rs::signature::{CosignPrivateKey, LookasideConfig, sign_image};
 use tsuba_image_rs::{Credentials, OciLayout, Policy, Registry, RegistryOptions, UnpackOptions};
 use tsuba_kbs::{AdminClient, ResourcePath};
 use zeroize::Zeroizing;
@@ -158,6 +158,14 @@ struct EncryptArgs {
     /// CA certificates (PEM) to trust for the broker's TLS certificate.
     #[arg(long, requires = "kbs_admin_url")]
     kbs_admin_ca: Option<PathBuf>,
+    /// Sign the pushed image with this cosign private key (as `tsuba image sign` does); only
+    /// for a `docker://` destination.
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
+    /// File whose first line is the signing key's passphrase; without it the passphrase is
+    /// empty.
+    #[arg(long, requires = "sign_key")]
+    sign_passphrase_file: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
@@ -428,6 +436,21 @@ fn recipients(a: &EncryptArgs) -> anyhow::Result<(Recipients, Option<Zeroizing<V
     Ok((recipients, kek_used))
 }
 
+/// The cosign key for `--sign-key`, read before anything is written.
+fn signing_key(a: &EncryptArgs, to: &Location) -> anyhow::Result<Option<CosignPrivateKey>> {
+    let Some(path) = &a.sign_key else {
+        return Ok(None);
+    };
+    if !matches!(to, Location::Registry(_)) {
+        bail!("--sign-key needs a docker:// destination (signatures live in the registry)");
+    }
+    let passphrase = super::image_sign::passphrase(a.sign_passphrase_file.as_deref())?;
+    let pem = Zeroizing::new(super::image_sign::read_bounded(path)?);
+    let key = CosignPrivateKey::from_encrypted_pem(&pem, passphrase.as_bytes())
+        .with_context(|| format!("reading signing key {}", path.display()))?;
+    Ok(Some(key))
+}
+
 /// Stores the key-encryption key in the broker under the key id's path.
 async fn upload_kek(a: &EncryptArgs, url: &str, kek: &[u8]) -> anyhow::Result<()> {
     let kid = a
@@ -461,6 +484,7 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
     let from = parse_location(&a.from).context("--from")?;
     let to = parse_location(&a.to).context("--to")?;
     let (recipients, kek) = recipients(a)?;
+    let sign_key = signing_key(a, &to)?;
     if let (Some(kek), Some(out)) = (&kek, &a.kek_out) {
         write_secret(out, kek)?;
     }
@@ -511,7 +535,22 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
             username: a.dest_username.clone(),
             password_env: a.dest_password_env.clone(),
         };
-        registry(login)?.push_layout(&dst, &dst_ref, image).await?;
+        let registry = registry(login)?;
+        let digest = registry.push_layout(&dst, &dst_ref, image).await?;
+        if let Some(key) = &sign_key {
+            // Signed under the name as given (so a pull by that tag matches the identity),
+            // and only if the tag still names what was just pushed.
+            let signed = sign_image(&registry, image, key)
+                .await
+                .with_context(|| format!("signing {image}"))?;
+            if signed.manifest_digest != digest {
+                bail!(
+                    "{image} changed to {} while it was being signed (pushed {digest})",
+                    signed.manifest_digest
+                );
+            }
+            tracing::info!(tag = %signed.attachment_tag, "signature pushed");
+        }
     }
     println!(
         "{}",
@@ -575,6 +614,8 @@ mod tests {
             kbs_admin_url: None,
             kbs_admin_key: None,
             kbs_admin_ca: None,
+            sign_key: None,
+            sign_passphrase_file: None,
         }
     }
 
@@ -629,6 +670,22 @@ mod tests {
         a.kek = None;
         a.key_provider = Some("kbs:///only/two".into());
         assert!(recipients(&a).is_err());
+    }
+
+    #[test]
+    fn signing_needs_a_registry_destination_and_a_readable_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = encrypt_args("oci:/a".into(), "oci:/b".into());
+        assert!(
+            signing_key(&a, &Location::Layout("/b".into(), "v1".into()))
+                .unwrap()
+                .is_none()
+        );
+        a.sign_key = Some(tmp.path().join("missing.key"));
+        let err = signing_key(&a, &Location::Layout("/b".into(), "v1".into())).unwrap_err();
+        assert!(err.to_string().contains("docker://"), "{err}");
+        let registry = Location::Registry("127.0.0.1:5000/a:v1".into());
+        assert!(signing_key(&a, &registry).is_err());
     }
 
     #[test]

@@ -128,7 +128,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
 
 /// The passphrase in the first line of `file` (without its line ending), as skopeo reads
 /// `--sign-passphrase-file`; empty without a file.
-fn passphrase(file: Option<&Path>) -> anyhow::Result<Zeroizing<String>> {
+pub(super) fn passphrase(file: Option<&Path>) -> anyhow::Result<Zeroizing<String>> {
     let Some(path) = file else {
         return Ok(Zeroizing::new(String::new()));
     };
@@ -142,7 +142,7 @@ fn passphrase(file: Option<&Path>) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(line.to_owned()))
 }
 
-fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(super) fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut out))
