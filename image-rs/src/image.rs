@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::digest::Digest;
 use crate::layout::{LayoutError, OciLayout};
-use crate::oci::{Descriptor, ImageConfig, Manifest};
+use crate::oci::{self, Descriptor, ImageConfig, Manifest};
 use crate::ocicrypt::{self, DecryptConfig, LayerKey, OcicryptError, Recipients};
 use crate::unpack::{self, Compression, LayerStats, UnpackError, UnpackOptions};
 
@@ -220,9 +220,12 @@ pub fn encrypt_layout(
     dst_ref: &str,
     recipients: &Recipients,
 ) -> Result<Descriptor, ImageError> {
-    let mdesc = src.resolve(reference)?;
+    let mut mdesc = src.resolve(reference)?;
     let mut manifest: Manifest = src.read_json(&mdesc, "manifest")?;
     copy_blob(src, dst, &manifest.config)?;
+    if docker_to_oci(&mut manifest) {
+        mdesc.media_type = oci::MEDIA_TYPE_MANIFEST.to_owned();
+    }
     for desc in &mut manifest.layers {
         if ocicrypt::is_encrypted(&desc.media_type) {
             copy_blob(src, dst, desc)?;
@@ -244,6 +247,45 @@ pub fn encrypt_layout(
         desc.size = size;
     }
     write_manifest(dst, dst_ref, &mdesc, &manifest)
+}
+
+/// Docker schema 2 media types and their OCI equivalents.
+const DOCKER_TO_OCI: [(&str, &str); 4] = [
+    (
+        "application/vnd.docker.container.image.v1+json",
+        oci::MEDIA_TYPE_CONFIG,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.oci.image.layer.v1.tar",
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ),
+];
+
+/// Rewrites a Docker schema 2 manifest as an OCI one (same blobs, OCI media types), as
+/// containers/image does before encrypting: ocicrypt's `+encrypted` layer types exist only for
+/// OCI, and skopeo refuses them in a Docker manifest. Returns whether anything changed.
+fn docker_to_oci(manifest: &mut Manifest) -> bool {
+    if manifest.media_type.as_deref() != Some(oci::MEDIA_TYPE_DOCKER_MANIFEST) {
+        return false;
+    }
+    manifest.media_type = Some(oci::MEDIA_TYPE_MANIFEST.to_owned());
+    for desc in std::iter::once(&mut manifest.config).chain(&mut manifest.layers) {
+        if let Some((_, to)) = DOCKER_TO_OCI
+            .iter()
+            .find(|(from, _)| *from == desc.media_type)
+        {
+            desc.media_type = (*to).to_owned();
+        }
+    }
+    true
 }
 
 fn copy_blob(src: &OciLayout, dst: &OciLayout, desc: &Descriptor) -> Result<(), ImageError> {
@@ -309,6 +351,27 @@ mod tests {
         let err = apply_layer(blob(), &d, None, &Digest::of(b""), root.path(), &opts).unwrap_err();
         assert!(matches!(err, ImageError::MediaType(_)));
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn docker_manifests_become_oci_before_encryption() {
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{d}","size":1}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{d}","size":1}},{{"mediaType":"application/vnd.example.other","digest":"{d}","size":1}}]}}"#,
+            oci::MEDIA_TYPE_DOCKER_MANIFEST,
+            d = Digest::of(b"")
+        );
+        let mut m: Manifest = serde_json::from_str(&json).unwrap();
+        assert!(docker_to_oci(&mut m));
+        assert_eq!(m.media_type.as_deref(), Some(oci::MEDIA_TYPE_MANIFEST));
+        assert_eq!(m.config.media_type, oci::MEDIA_TYPE_CONFIG);
+        assert_eq!(
+            m.layers[0].media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        // Unknown types are left for the encrypt step to judge.
+        assert_eq!(m.layers[1].media_type, "application/vnd.example.other");
+        // An OCI manifest is left alone.
+        assert!(!docker_to_oci(&mut m));
     }
 
     #[test]

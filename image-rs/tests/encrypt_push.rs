@@ -130,3 +130,56 @@ fn tampered_blobs_are_refused_on_fetch_and_on_push() {
     assert!(block_on(registry.resolve(&v2)).is_err());
     assert!(block_on(registry.resolve(&format!("{}/other:v2", reg.addr))).is_err());
 }
+
+#[test]
+fn a_docker_schema2_source_is_encrypted_as_an_oci_image_that_skopeo_decrypts() {
+    let reg = TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = OciLayout::create(t.join("src")).unwrap();
+    write_image(&src, "v1", &[vec![("a", b"one")], vec![("b", b"two")]]);
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(oci_ref(&t.join("src"), "v1"))
+        .arg(format!("docker://{}/docker:v1", reg.addr)));
+    let registry = registry_for(&reg);
+    let fetched = OciLayout::create(t.join("fetched")).unwrap();
+    let desc =
+        block_on(registry.pull_to_layout(&format!("{}/docker:v1", reg.addr), &fetched, "v1"))
+            .unwrap();
+    assert_eq!(
+        desc.media_type,
+        tsuba_image_rs::oci::MEDIA_TYPE_DOCKER_MANIFEST
+    );
+
+    let key = ec_keys(t, "p384", "P-384");
+    let enc = OciLayout::create(t.join("enc")).unwrap();
+    let recipients = tsuba_image_rs::ocicrypt::Recipients {
+        jwe: vec![key.public_key()],
+        provider: None,
+    };
+    let enc_desc = tsuba_image_rs::encrypt_layout(&fetched, "v1", &enc, "v1", &recipients).unwrap();
+    assert_eq!(
+        enc_desc.media_type,
+        tsuba_image_rs::oci::MEDIA_TYPE_MANIFEST
+    );
+    let m = manifest(&enc, "v1");
+    assert_eq!(m.config.media_type, tsuba_image_rs::oci::MEDIA_TYPE_CONFIG);
+    assert!(
+        m.layers
+            .iter()
+            .all(|l| l.media_type == "application/vnd.oci.image.layer.v1.tar+gzip+encrypted")
+    );
+    block_on(registry.push_layout(&enc, "v1", &format!("{}/docker-enc:v1", reg.addr))).unwrap();
+
+    // skopeo decrypts it from the registry to the source's layers.
+    run(std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--decryption-key"])
+        .arg(&key.private)
+        .arg(format!("docker://{}/docker-enc:v1", reg.addr))
+        .arg(oci_ref(&t.join("dec"), "v1")));
+    let dec = OciLayout::open(t.join("dec")).unwrap();
+    let digests =
+        |l: &OciLayout| -> Vec<_> { manifest(l, "v1").layers.iter().map(|d| d.digest).collect() };
+    assert_eq!(digests(&dec), digests(&src));
+}
