@@ -168,19 +168,21 @@ impl Registry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("registry.log");
-        let mut child = Command::new("/usr/bin/docker-registry")
+        let child = Command::new("/usr/bin/docker-registry")
             .arg("serve")
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("docker-registry (Debian package docker-registry) must be installed");
-        wait_listening(&mut child, &addr, "registry", &log);
-        Self {
+        // The guard exists before the wait, so a registry that never listens is still killed.
+        let mut registry = Self {
             child,
             addr,
             _dir: dir,
-        }
+        };
+        wait_listening(&mut registry.child, &registry.addr, "registry", &log);
+        registry
     }
 }
 
@@ -234,7 +236,7 @@ impl Broker {
         );
         let addr = format!("127.0.0.1:{}", free_port());
         let log = dir.join("broker.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tsuba"))
+        let child = Command::new(env!("CARGO_BIN_EXE_tsuba"))
             .args(["kbs", "serve", "--state-dir"])
             .arg(dir.join("state"))
             .args(["--listen", &addr, "--admin-public-key"])
@@ -251,14 +253,19 @@ impl Broker {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        wait_listening(&mut child, &addr, "tsuba kbs serve", &log);
-        let broker = Self {
+        let mut broker = Self {
             child,
             addr,
             admin_key,
             sim_dir,
             log,
         };
+        wait_listening(
+            &mut broker.child,
+            &broker.addr,
+            "tsuba kbs serve",
+            &broker.log,
+        );
         let refs = dir.join("refs.json");
         std::fs::write(
             &refs,
