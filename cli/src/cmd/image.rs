@@ -346,6 +346,9 @@ fn prepare_rootfs(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
+    if parse_oci(&a.image).is_some() && a.kbs.registry_auth_resource.is_some() {
+        bail!("--registry-auth-resource is for registry pulls, not oci: layouts");
+    }
     let kbs = kbs_client(&a.kbs).await?;
     let decrypt = decrypt_config(&a, kbs.as_ref())?;
     prepare_rootfs(&a.rootfs)?;
@@ -686,6 +689,34 @@ mod tests {
         assert!(err.to_string().contains("docker://"), "{err}");
         let registry = Location::Registry("127.0.0.1:5000/a:v1".into());
         assert!(signing_key(&a, &registry).is_err());
+    }
+
+    #[test]
+    fn registry_credentials_from_the_broker_are_refused_for_layouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        let args = PullArgs {
+            image: format!("oci:{}:v1", tmp.path().display()),
+            rootfs: rootfs.clone(),
+            policy: None,
+            signature_storage: None,
+            plain_http: vec![],
+            login: LoginArgs::default(),
+            bearer_env: None,
+            decryption_key: vec![],
+            provider_key: vec![],
+            kbs: KbsArgs {
+                registry_auth_resource: Some("kbs:///default/credential/registry".into()),
+                ..KbsArgs::default()
+            },
+            allow_devices: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt.block_on(pull(args)).unwrap_err().to_string();
+        assert!(err.contains("registry pulls"), "{err}");
+        assert!(!rootfs.exists());
     }
 
     #[test]
