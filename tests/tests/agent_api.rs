@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
-use tsuba_agent::{AttestationService, HealthService};
+use tsuba_agent::{AttestationService, GuestPuller, HealthService, ImageService, PullConfig};
 use tsuba_protocols::agent::{HELLO, PROTOCOL_VERSION, ServingStatus};
 use tsuba_shim::{AgentClient, AgentClientError};
 use ttrpc::asynchronous::transport::Listener;
@@ -27,6 +27,10 @@ async fn agent_on_socketpair() -> (tokio::net::UnixStream, ttrpc::asynchronous::
         listener,
         HealthService::new(Instant::now(), "none"),
         AttestationService::new(Err("no tee found".into())),
+        ImageService::new(GuestPuller::new(
+            PullConfig::default(),
+            Err("no tee found".into()),
+        )),
     )
     .await
     .unwrap();
@@ -46,6 +50,32 @@ async fn health_check_and_version_round_trip() {
     assert_eq!(version.protocol_version, PROTOCOL_VERSION);
     assert_eq!(version.tee, "none");
     assert!(!version.kernel_release.is_empty());
+}
+
+#[tokio::test]
+async fn image_pull_without_a_measured_broker_is_refused_with_the_missing_option() {
+    let (host, _server) = agent_on_socketpair().await;
+    let client = AgentClient::handshake(host, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let err = client
+        .pull_image("127.0.0.1:5000/app:v1", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    match err {
+        AgentClientError::Rpc {
+            method: "Image.Pull",
+            source: ttrpc::Error::RpcStatus(status),
+        } => {
+            assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+            assert!(
+                status.message.contains("tsuba.agent.kbs"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[tokio::test]
