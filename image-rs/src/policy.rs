@@ -280,7 +280,7 @@ impl Policy {
                         Some(s) => s,
                         None => signatures.insert(
                             self.lookaside
-                                .signatures(&pulled, &image.manifest_digest)
+                                .signatures(&pulled, &image.signed_digest)
                                 .await
                                 .map_err(|source| PolicyError::Lookaside {
                                     image: name.to_owned(),
@@ -289,11 +289,11 @@ impl Policy {
                         ),
                     };
                     let rule = signed_identity.clone().unwrap_or_default();
-                    verify_simple_signing(&keyring, sigs, &image.manifest_digest, &rule, &pulled)
+                    verify_simple_signing(&keyring, sigs, &image.signed_digest, &rule, &pulled)
                         .map_err(|source| PolicyError::SignedBy {
-                        image: name.to_owned(),
-                        source,
-                    })?;
+                            image: name.to_owned(),
+                            source,
+                        })?;
                 }
                 Requirement::SigstoreSigned {
                     key_path,
@@ -508,6 +508,7 @@ mod tests {
             registry: "reg.io".into(),
             repository: "team/app".into(),
             manifest_digest: crate::Digest::of(b"manifest"),
+            signed_digest: crate::Digest::of(b"manifest"),
             manifest_bytes: b"manifest".to_vec(),
             manifest,
             config: serde_json::from_str(r#"{"rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap(),

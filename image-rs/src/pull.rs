@@ -182,8 +182,13 @@ pub struct ResolvedImage {
     pub registry: String,
     /// Repository path.
     pub repository: String,
-    /// Digest of the platform manifest (what signatures sign).
+    /// Digest of the platform manifest (the one whose layers are pulled).
     pub manifest_digest: Digest,
+    /// Digest of the top-level manifest the reference named: the image index when it resolved
+    /// to one, else the platform manifest. Signatures name this digest, as containers/image
+    /// and cosign sign it; the index lists the platform manifest by a digest that was checked,
+    /// so a signed index covers the platform manifest too.
+    pub signed_digest: Digest,
     /// The manifest bytes exactly as served.
     pub manifest_bytes: Vec<u8>,
     /// The parsed manifest.
@@ -319,6 +324,7 @@ impl Registry {
             .map_err(|e| PullError::Reference(image.chars().take(256).collect(), e))?;
         let mut bytes = self.manifest_raw(&reference, image).await?;
         let mut digest = Digest::of(&bytes);
+        let signed_digest = digest;
         let media_type = media_type_of(&bytes)?;
         if oci::is_index(&media_type) {
             let index: Index =
@@ -364,6 +370,7 @@ impl Registry {
             registry: reference.resolve_registry().to_owned(),
             repository: reference.repository().to_owned(),
             manifest_digest: digest,
+            signed_digest,
             manifest_bytes: bytes,
             manifest,
             config,

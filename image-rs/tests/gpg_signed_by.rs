@@ -154,6 +154,48 @@ impl Setup {
             .arg(self.reg.docker_ref(repo)));
     }
 
+    /// Pushes a two-platform image index as `repo` with `skopeo copy --all`, signed by
+    /// `signer`: this platform's manifest holds `content`, the other platform's `other`.
+    /// Returns the index digest and this platform's manifest digest.
+    fn push_multi_platform(&self, repo: &str, content: &[u8], signer: &str) -> (Digest, Digest) {
+        let layout_dir = self
+            .tmp
+            .path()
+            .join(format!("multi-{}", repo.replace(['/', ':'], "-")));
+        let layout = OciLayout::create(&layout_dir).unwrap();
+        let here = write_image(&layout, "here", &[vec![("etc/content", content)]]);
+        let there = write_image(&layout, "there", &[vec![("etc/content", b"other\n")]]);
+        let arch = tsuba_image_rs::oci::Platform::current().architecture;
+        let other_arch = if arch == "arm64" { "amd64" } else { "arm64" };
+        let entry = |d: &tsuba_image_rs::oci::Descriptor, arch: &str| {
+            serde_json::json!({
+                "mediaType": d.media_type, "digest": d.digest.to_string(), "size": d.size,
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": tsuba_image_rs::oci::MEDIA_TYPE_INDEX,
+            "manifests": [entry(&here, &arch), entry(&there, other_arch)],
+        }))
+        .unwrap();
+        let (index_digest, size) = layout.write_blob(&index).unwrap();
+        let mut desc = here.clone();
+        desc.media_type = tsuba_image_rs::oci::MEDIA_TYPE_INDEX.into();
+        desc.digest = index_digest;
+        desc.size = size;
+        desc.annotations.clear();
+        layout.set_ref("v1", desc).unwrap();
+        let mut cmd = self.gpg.cmd("skopeo");
+        cmd.args(["copy", "--all", "--dest-tls-verify=false", "--registries.d"])
+            .arg(self.tmp.path().join("registries.d"))
+            .args(["--sign-by", signer]);
+        run(cmd
+            .arg(oci_ref(&layout_dir, "v1"))
+            .arg(self.reg.docker_ref(repo)));
+        (index_digest, here.digest)
+    }
+
     fn image(&self, repo: &str) -> String {
         format!("{}/{repo}", self.reg.addr)
     }
@@ -553,4 +595,46 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+/// `skopeo copy --all --sign-by` signs the image index, as containers/image does; the pull of
+/// this platform's manifest is accepted through that signature (the index names the manifest
+/// by a digest the pull checks), and a signature on the platform manifest alone is not what the
+/// policy looks for.
+#[test]
+fn signature_on_a_multi_platform_index_covers_its_manifest() {
+    let s = Setup::new();
+    let fpr = s.gpg.gen_key("signer", "ed25519");
+    let (index, platform) = s.push_multi_platform("team/multi:v1", b"multi here\n", &fpr);
+    assert_ne!(index, platform);
+    let resolved = block_on(s.registry().resolve(&s.image("team/multi:v1"))).unwrap();
+    assert_eq!(resolved.signed_digest, index);
+    assert_eq!(resolved.manifest_digest, platform);
+    assert!(
+        s.sig_dir("team/multi", &index)
+            .join("signature-1")
+            .is_file()
+    );
+
+    let policy = s.key_path_policy(&fpr, None);
+    accepted(&s, "team/multi:v1", &policy, b"multi here\n");
+    // Pulled by the index digest too (matchRepoDigestOrExact).
+    accepted(&s, &format!("team/multi@{index}"), &policy, b"multi here\n");
+
+    // skopeo also signs each instance; with the index's signature gone, only the platform
+    // manifest's remains. containers/image checks the top-level manifest, and so does the
+    // policy: nothing under the index digest, refused before fetching a layer.
+    assert!(
+        s.sig_dir("team/multi", &platform)
+            .join("signature-1")
+            .is_file()
+    );
+    std::fs::remove_dir_all(s.sig_dir("team/multi", &index)).unwrap();
+    assert!(matches!(
+        s.refused("team/multi:v1", &policy),
+        PolicyError::SignedBy {
+            source: SimpleSigningError::NoSignatures,
+            ..
+        }
+    ));
 }

@@ -204,18 +204,18 @@ pub async fn verify_sigstore_signed(
     let pulled =
         DockerReference::parse_pulled(&image.reference).map_err(SigstoreError::Reference)?;
     let reference = oci_reference(&image.reference)?;
-    let attachments = fetch_attachments(registry, &reference, &image.manifest_digest).await?;
+    let attachments = fetch_attachments(registry, &reference, &image.signed_digest).await?;
     let accepted = accept(
         &attachments,
         keys,
-        &image.manifest_digest,
+        &image.signed_digest,
         identity,
         &pulled,
         &image.reference,
     )?;
     tracing::info!(
         image = %image.reference,
-        manifest = %image.manifest_digest,
+        manifest = %image.signed_digest,
         signed_identity = %accepted.docker_reference,
         "sigstore signature accepted"
     );
@@ -360,14 +360,14 @@ fn check_one(
 pub struct SignedImage {
     /// The signed identity (`docker-reference`).
     pub docker_reference: String,
-    /// The signed manifest digest.
+    /// The signed manifest digest (the top-level one: an index for a multi-platform image).
     pub manifest_digest: Digest,
     /// The attachment tag the signature was pushed under.
     pub attachment_tag: String,
 }
 
 /// Signs `image` (`host/repo:tag` or `@digest`) with `key`, cosign-compatibly: resolves its
-/// manifest, signs a payload for that digest and the image's name, and pushes the signature into
+/// top-level manifest (the index of a multi-platform image), signs a payload for that digest and the image's name, and pushes the signature into
 /// the image's sigstore attachment manifest (keeping the signatures already there).
 pub async fn sign_image(
     registry: &Registry,
@@ -379,7 +379,7 @@ pub async fn sign_image(
         return Err(SigstoreError::NameOnly(image.chars().take(256).collect()));
     }
     let resolved = registry.resolve(image).await.map_err(registry_error)?;
-    let digest = resolved.manifest_digest;
+    let digest = resolved.signed_digest;
     let payload = SignedPayload::new(PayloadKind::Cosign, &named.to_string(), digest)
         .with_creator(concat!("tsuba ", env!("CARGO_PKG_VERSION")))
         .with_timestamp(unix_now());
