@@ -296,7 +296,10 @@ async fn boot_and_pull(
     let sandbox = Sandbox::start(config, options, AGENT_TIMEOUT)
         .await
         .unwrap();
+    let started = Instant::now();
     let result = sandbox.agent().pull_image(image, PULL_TIMEOUT).await;
+    // For docs/performance.md: attestation + pull + decrypt + unpack, as the host sees it.
+    eprintln!("Image.Pull answered in {:?}", started.elapsed());
     let console = sandbox.vm().console_tail();
     sandbox.stop().await.unwrap();
     (result, console)
