@@ -299,7 +299,13 @@ async fn boot_and_pull(
     let started = Instant::now();
     let result = sandbox.agent().pull_image(image, PULL_TIMEOUT).await;
     // For docs/performance.md: attestation + pull + decrypt + unpack, as the host sees it.
-    eprintln!("Image.Pull answered in {:?}", started.elapsed());
+    #[allow(
+        clippy::print_stderr,
+        reason = "a figure for the test log (--nocapture)"
+    )]
+    {
+        eprintln!("Image.Pull answered in {:?}", started.elapsed());
+    }
     let console = sandbox.vm().console_tail();
     sandbox.stop().await.unwrap();
     (result, console)
