@@ -22,7 +22,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// The cipher name in `org.opencontainers.image.enc.pubopts`.
 pub const CIPHER_AES_256_CTR_HMAC_SHA256: &str = "AES_256_CTR_HMAC_SHA256";
 
-const CHUNK: usize = 64 * 1024;
+/// Read size for both passes. The decrypt pass reads and decrypts this much at a time whatever
+/// the caller's read size (a gzip reader asks for 32 KiB, `io::copy` for 8 KiB): fewer reads of
+/// the spooled blob and longer AES-CTR runs.
+const CHUNK: usize = 256 * 1024;
 
 /// Errors from the layer cipher.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +95,9 @@ impl LayerKey {
         Ok(Plaintext {
             inner: ciphertext,
             cipher,
+            buf,
+            pos: 0,
+            filled: 0,
         })
     }
 }
@@ -100,14 +106,36 @@ impl LayerKey {
 pub struct Plaintext<R> {
     inner: R,
     cipher: Aes256Ctr,
+    /// Decrypted bytes not yet handed out are `buf[pos..filled]`.
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
 }
 
 impl<R: Read> Read for Plaintext<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(chunk) = buf.get_mut(..n) {
-            self.cipher.apply_keystream(chunk);
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.filled {
+            if out.len() >= self.buf.len() {
+                // A large read: decrypt in place in the caller's buffer.
+                let n = self.inner.read(out)?;
+                if let Some(chunk) = out.get_mut(..n) {
+                    self.cipher.apply_keystream(chunk);
+                }
+                return Ok(n);
+            }
+            let n = self.inner.read(&mut self.buf)?;
+            if let Some(chunk) = self.buf.get_mut(..n) {
+                self.cipher.apply_keystream(chunk);
+            }
+            self.pos = 0;
+            self.filled = n;
         }
+        let available = self.buf.get(self.pos..self.filled).unwrap_or_default();
+        let n = available.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), available.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.pos += n;
         Ok(n)
     }
 }
@@ -185,6 +213,37 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn any_read_size_yields_the_same_plaintext() {
+        // Larger than CHUNK and not a multiple of the AES block or of any read size below.
+        let plain: Vec<u8> = (0..CHUNK * 2 + 1234)
+            .map(|i| u8::try_from(i % 253).unwrap())
+            .collect();
+        let (ct, p) = round(&plain);
+        let k = LayerKey::new(&p.key[..], &p.nonce, &p.hmac).unwrap();
+        for size in [1, 7, 4096, CHUNK - 1, CHUNK, CHUNK + 17, 3 * CHUNK] {
+            let mut reader = k.open(Cursor::new(&ct)).unwrap();
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; size];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert!(out == plain, "read size {size}");
+        }
+        // Small reads first, then a large one: buffered bytes come out before new ones.
+        let mut reader = k.open(Cursor::new(&ct)).unwrap();
+        let mut head = [0u8; 10];
+        reader.read_exact(&mut head).unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(&head[..], &plain[..10]);
+        assert!(rest == plain[10..]);
     }
 
     #[test]
