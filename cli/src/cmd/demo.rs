@@ -1,12 +1,14 @@
-//! `tsuba demo`: boot a sandbox VM from a launch config and show what its agent answers.
+//! `tsuba demo`: boot a sandbox VM from a launch config and show what its agent answers; with
+//! `--pull`, have the guest attest to its key broker and pull, decrypt and unpack an image.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tsuba_protocols::agent::PullImageResponse;
 use tsuba_protocols::evidence::SnpReport;
-use tsuba_shim::Sandbox;
+use tsuba_shim::{AgentClientError, Sandbox};
 use tsuba_vmm_tee::{LaunchConfig, LaunchOptions, Vm, launch_reference_values};
 
 /// Boot the guest described by a launch config, call the agent, shut down.
@@ -22,6 +24,25 @@ pub(crate) struct DemoArgs {
     /// Measures the boot floor with an initrd whose init only powers off (bench/boot.sh).
     #[arg(long)]
     until_exit: bool,
+    /// After the health checks, ask the agent to pull this image (`HOST:PORT/REPO:TAG`, as the
+    /// guest reaches it) with `Image.Pull`: the guest attests to the broker named on its measured
+    /// command line, then pulls, decrypts and unpacks in guest memory. Exits with status 3 when
+    /// the broker refuses the guest.
+    #[arg(long)]
+    pull: Option<String>,
+    /// Seconds the pull (attestation, download, decryption, unpacking) may take.
+    #[arg(long, default_value_t = 180)]
+    pull_timeout: u64,
+}
+
+/// Exit status when the key broker refused the guest (the pull's `PERMISSION_DENIED`).
+const EXIT_REFUSED: u8 = 3;
+
+/// How an `Image.Pull` ended, as the demo reports it.
+enum PullOutcome {
+    Pulled(PullImageResponse, Duration),
+    /// The broker's reason, as the agent passed it on.
+    Refused(String, Duration),
 }
 
 pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -63,12 +84,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            anyhow::Ok((check, version, report))
+            let pull = match &args.pull {
+                Some(image) => Some(pull(&sandbox, image, args.pull_timeout).await?),
+                None => None,
+            };
+            anyhow::Ok((check, version, report, pull))
         }
         .await;
         let accel = sandbox.vm().accel().qemu_name();
         sandbox.stop().await?;
-        let (check, version, report) = result?;
+        let (check, version, report, pull) = result?;
         println!("agent ready after {:.1} s ({accel})", ready.as_secs_f64());
         println!(
             "Health.Check: status {:?}, uptime {} ms, agent RSS {} KiB",
@@ -98,6 +123,52 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("the guest's measurement is not the predicted one");
             }
         }
-        Ok(ExitCode::SUCCESS)
+        match pull {
+            None => Ok(ExitCode::SUCCESS),
+            Some(PullOutcome::Pulled(pulled, took)) => {
+                println!(
+                    "Image.Pull: attested, pulled, decrypted and unpacked in the guest in {:.1} s\n  \
+                     manifest {}: layers {}, tar entries {}, {} bytes unpacked into {} (guest memory)",
+                    took.as_secs_f64(),
+                    pulled.manifest_digest,
+                    pulled.layers,
+                    pulled.entries,
+                    pulled.unpacked_bytes,
+                    pulled.rootfs
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(PullOutcome::Refused(reason, took)) => {
+                println!(
+                    "Image.Pull refused after {:.1} s: {reason}",
+                    took.as_secs_f64()
+                );
+                Ok(ExitCode::from(EXIT_REFUSED))
+            }
+        }
     })
+}
+
+/// Calls `Image.Pull`; a broker refusal is an outcome, any other failure an error (with the end
+/// of the guest's console, which never holds image content, to say why).
+async fn pull(sandbox: &Sandbox, image: &str, timeout_s: u64) -> anyhow::Result<PullOutcome> {
+    let started = std::time::Instant::now();
+    match sandbox
+        .agent()
+        .pull_image(image, Duration::from_secs(timeout_s))
+        .await
+    {
+        Ok(pulled) => Ok(PullOutcome::Pulled(pulled, started.elapsed())),
+        Err(AgentClientError::Rpc {
+            source: ttrpc::Error::RpcStatus(status),
+            ..
+        }) if status.code() == ttrpc::Code::PERMISSION_DENIED => Ok(PullOutcome::Refused(
+            status.message.clone(),
+            started.elapsed(),
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "pulling {image} in the guest failed; guest console:\n{}",
+            sandbox.vm().console_tail()
+        ))),
+    }
 }
