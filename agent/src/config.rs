@@ -56,6 +56,12 @@ pub struct PullConfig {
     /// The broker resource holding the containers-policy.json signature policy
     /// (`kbs:///repo/type/tag`).
     pub image_policy: Option<String>,
+    /// The broker resource holding the signature storage (lookaside) configuration that
+    /// `signedBy` requirements read signatures from (`kbs:///repo/type/tag`); optional.
+    pub signature_storage: Option<String>,
+    /// The broker resource holding the registries' credentials, as a containers auth.json
+    /// (`kbs:///repo/type/tag`); optional: anonymous pulls without it.
+    pub registry_auth: Option<String>,
     /// Registries (`host:port`) reached over plain HTTP; the content is still checked against
     /// its digests and the signature policy.
     pub plain_http_registries: Vec<String>,
@@ -210,6 +216,18 @@ impl AgentConfig {
                     value,
                     check_resource_uri,
                 )?,
+                "signature-storage" => set_once(
+                    &mut config.pull.signature_storage,
+                    "signature-storage",
+                    value,
+                    check_resource_uri,
+                )?,
+                "registry-auth" => set_once(
+                    &mut config.pull.registry_auth,
+                    "registry-auth",
+                    value,
+                    check_resource_uri,
+                )?,
                 "plain-http-registry" => {
                     let mut slot = None;
                     set_once(&mut slot, "plain-http-registry", value, check_registry)?;
@@ -248,7 +266,9 @@ mod tests {
             "tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 tsuba.agent.kbs=http://10.0.2.2:8080 \
              tsuba.agent.image-policy=kbs:///default/security-policy/test \
              tsuba.agent.plain-http-registry=10.0.2.2:5000 \
-             tsuba.agent.plain-http-registry=registry.local",
+             tsuba.agent.plain-http-registry=registry.local \
+             tsuba.agent.signature-storage=kbs:///default/image/lookaside \
+             tsuba.agent.registry-auth=kbs:///default/credential/registry",
         )
         .unwrap();
         assert_eq!(
@@ -267,6 +287,14 @@ mod tests {
         assert_eq!(
             config.pull.plain_http_registries,
             ["10.0.2.2:5000", "registry.local"]
+        );
+        assert_eq!(
+            config.pull.signature_storage.as_deref(),
+            Some("kbs:///default/image/lookaside")
+        );
+        assert_eq!(
+            config.pull.registry_auth.as_deref(),
+            Some("kbs:///default/credential/registry")
         );
         let plain = AgentConfig::from_cmdline("tsuba.agent.net=192.168.1.9/32").unwrap();
         assert_eq!(plain.net.unwrap().gateway, None);
@@ -315,6 +343,11 @@ mod tests {
                 "image-policy",
             ),
             ("tsuba.agent.plain-http-registry=a/b", "plain-http-registry"),
+            (
+                "tsuba.agent.signature-storage=file:///etc/lookaside.json",
+                "signature-storage",
+            ),
+            ("tsuba.agent.registry-auth=kbs:///a/b", "registry-auth"),
         ] {
             match AgentConfig::from_cmdline(line) {
                 Err(ConfigError::PullOption { key: k, .. }) => assert_eq!(k, key, "{line}"),
@@ -330,6 +363,12 @@ mod tests {
         assert_eq!(
             AgentConfig::from_cmdline("tsuba.agent.kbs=https://a tsuba.agent.kbs=https://b"),
             Err(ConfigError::Repeated("kbs"))
+        );
+        assert_eq!(
+            AgentConfig::from_cmdline(
+                "tsuba.agent.registry-auth=kbs:///a/b/c tsuba.agent.registry-auth=kbs:///a/b/d"
+            ),
+            Err(ConfigError::Repeated("registry-auth"))
         );
     }
 

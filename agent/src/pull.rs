@@ -12,8 +12,10 @@ use tracing::info;
 use tsuba_attestation_agent::attester::Attester;
 use tsuba_attestation_agent::kbs::{
     AttesterEvidence, KbsClient, KbsClientConfig, KbsClientError, KbsKeyProvider,
+    RegistryAuthError, fetch_registry_credentials,
 };
 use tsuba_image_rs::ocicrypt::DecryptConfig;
+use tsuba_image_rs::signature::{LookasideConfig, LookasideError};
 use tsuba_image_rs::{Policy, PolicyError, PullError, Registry, RegistryOptions, UnpackOptions};
 use tsuba_protocols::agent::MAX_IMAGE_REFERENCE;
 
@@ -49,6 +51,15 @@ pub enum GuestPullError {
     /// The signature policy from the broker is not valid.
     #[error("the image signature policy from the key broker is invalid")]
     Policy(#[source] PolicyError),
+    /// The signature storage (lookaside) configuration could not be fetched from the broker.
+    #[error("the key broker did not release the signature storage configuration")]
+    SignatureStorageFetch(#[source] KbsClientError),
+    /// The signature storage configuration from the broker is not valid.
+    #[error("the signature storage configuration from the key broker is invalid")]
+    SignatureStorage(#[source] LookasideError),
+    /// The registry credentials could not be fetched from the broker or do not parse.
+    #[error("the registry credentials from the key broker are unusable")]
+    RegistryAuth(#[source] RegistryAuthError),
     /// The signature policy from the broker is larger than accepted.
     #[error("the image signature policy from the key broker exceeds {MAX_POLICY_BYTES} bytes")]
     PolicyTooLarge,
@@ -172,7 +183,23 @@ impl GuestPuller {
         if policy.len() > MAX_POLICY_BYTES {
             return Err(GuestPullError::PolicyTooLarge);
         }
-        let policy = Policy::from_json(&policy).map_err(GuestPullError::Policy)?;
+        let mut policy = Policy::from_json(&policy).map_err(GuestPullError::Policy)?;
+        // Where `signedBy` finds its signatures: also the broker's word, never the host's.
+        if let Some(uri) = &self.config.signature_storage {
+            let json = client
+                .get_resource(uri)
+                .await
+                .map_err(GuestPullError::SignatureStorageFetch)?;
+            let lookaside =
+                LookasideConfig::from_json(&json).map_err(GuestPullError::SignatureStorage)?;
+            policy = policy.with_lookaside(lookaside);
+        }
+        let credentials = match &self.config.registry_auth {
+            Some(uri) => fetch_registry_credentials(&client, uri, image)
+                .await
+                .map_err(GuestPullError::RegistryAuth)?,
+            None => Default::default(),
+        };
         info!(image, "attested; signature policy from the key broker");
 
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -183,6 +210,7 @@ impl GuestPuller {
         }
         let registry = Registry::new(RegistryOptions {
             plain_http: self.config.plain_http_registries.clone(),
+            credentials,
             spool_dir: spool.clone(),
             ..RegistryOptions::default()
         });
@@ -268,6 +296,7 @@ mod tests {
             kbs_url: Some("http://127.0.0.1:1".into()),
             image_policy: Some("kbs:///default/security-policy/test".into()),
             plain_http_registries: vec![],
+            ..PullConfig::default()
         }
     }
 

@@ -52,6 +52,9 @@ fn to_status(error: &GuestPullError) -> ttrpc::Error {
         | GuestPullError::Policy(_)
         | GuestPullError::PolicyTooLarge
         | GuestPullError::Broker(_)
+        | GuestPullError::SignatureStorageFetch(_)
+        | GuestPullError::SignatureStorage(_)
+        | GuestPullError::RegistryAuth(_)
         | GuestPullError::Rootfs(..)
         | GuestPullError::Pull(_) => ttrpc::Code::UNAVAILABLE,
     };
