@@ -67,15 +67,18 @@ impl Registry {
                 continue;
             }
             let dir = path.parent().unwrap_or(Path::new("."));
-            let spool = tempfile::NamedTempFile::new_in(dir).map_err(layout_io("create", dir))?;
-            let file = spool.reopen().map_err(layout_io("open", spool.path()))?;
+            let spool = tempfile::NamedTempFile::new_in(dir)
+                .map_err(crate::layout::io_err("create", dir))?;
+            let file = spool
+                .reopen()
+                .map_err(crate::layout::io_err("open", spool.path()))?;
             let mut sink = tokio::fs::File::from_std(file);
             self.fetch_blob(&parsed, desc, &mut sink, None)
                 .await
                 .map_err(registry(&desc.digest.to_string()))?;
             sink.flush()
                 .await
-                .map_err(layout_io("write", spool.path()))?;
+                .map_err(crate::layout::io_err("write", spool.path()))?;
             spool.persist(&path).map_err(|e| LayoutError::Io {
                 op: "persist",
                 path: path.clone(),
@@ -207,11 +210,6 @@ impl Registry {
         tracing::debug!(blob = %desc.digest, size = desc.size, "blob pushed");
         Ok(())
     }
-}
-
-fn layout_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError {
-    let path = path.to_path_buf();
-    move |source| LayoutError::Io { op, path, source }
 }
 
 /// A file as a stream of chunks for upload. Reads are small and sequential (the owner's side,

@@ -52,7 +52,10 @@ pub enum LayoutError {
     NoPlatform(String),
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LayoutError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> LayoutError + 'a {
     move |source| LayoutError::Io {
         op,
         path: path.to_path_buf(),

@@ -178,6 +178,12 @@ enum Base {
     Http(reqwest::Url),
 }
 
+/// A parsed base, ready to read from.
+enum Store {
+    File(PathBuf),
+    Http(reqwest::Client, reqwest::Url),
+}
+
 fn parse_base(s: &str) -> Result<Base, LookasideError> {
     let bad = || LookasideError::Url(s.chars().take(200).collect());
     let url = reqwest::Url::parse(s).map_err(|_| bad())?;
@@ -211,12 +217,17 @@ impl Lookaside {
             .base_for(image)
             .ok_or_else(|| LookasideError::NotConfigured(image.name()))?;
         let dir = format!("{}@sha256={}", image.path(), manifest.hex());
+        // One parse and, for HTTP stores, one client (one connection pool) for every file.
+        let store = match parse_base(base)? {
+            Base::File(root) => Store::File(root),
+            Base::Http(url) => Store::Http(http_client(&url)?, url),
+        };
         let mut out = Vec::new();
         for n in 1..=MAX_SIGNATURES {
             let leaf = format!("{dir}/signature-{n}");
-            let found = match parse_base(base)? {
-                Base::File(root) => read_file(root.join(&leaf))?,
-                Base::Http(url) => self.get(&url, &leaf).await?,
+            let found = match &store {
+                Store::File(root) => read_file(root.join(&leaf))?,
+                Store::Http(http, url) => get(http, url, &leaf).await?,
             };
             match found {
                 Some(sig) => out.push(sig),
@@ -226,66 +237,71 @@ impl Lookaside {
         tracing::debug!(image = %image, count = out.len(), "lookaside signatures");
         Ok(out)
     }
+}
 
-    async fn get(
-        &self,
-        base: &reqwest::Url,
-        leaf: &str,
-    ) -> Result<Option<Vec<u8>>, LookasideError> {
-        // rustls with ring, as for the registry client; a provider installed earlier is kept.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = || {
-            reqwest::Client::builder()
-                .timeout(HTTP_TIMEOUT)
-                .connect_timeout(HTTP_TIMEOUT)
-        };
-        // Without system roots (a guest) the platform verifier cannot be built: then no roots
-        // at all, so http:// still works and https:// fails its certificate check.
-        let http = match builder().build() {
-            Ok(c) => c,
-            Err(_) => builder()
-                .tls_certs_only(std::iter::empty())
-                .build()
-                .map_err(|e| LookasideError::Http(base.to_string(), e))?,
-        };
-        let mut url = base.clone();
-        let path = format!("{}/{leaf}", base.path().trim_end_matches('/'));
-        url.set_path(&path);
-        let shown = url.to_string();
-        let mut resp = http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| LookasideError::Http(shown.clone(), e))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(LookasideError::Status {
-                url: shown,
-                status: status.as_u16(),
-            });
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_SIGNATURE_BYTES as u64)
-        {
+/// The HTTP client for a lookaside store at `base`.
+fn http_client(base: &reqwest::Url) -> Result<reqwest::Client, LookasideError> {
+    // rustls with ring, as for the registry client; a provider installed earlier is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = || {
+        reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(HTTP_TIMEOUT)
+    };
+    // Without system roots (a guest) the platform verifier cannot be built: then no roots
+    // at all, so http:// still works and https:// fails its certificate check.
+    match builder().build() {
+        Ok(c) => Ok(c),
+        Err(_) => builder()
+            .tls_certs_only(std::iter::empty())
+            .build()
+            .map_err(|e| LookasideError::Http(base.to_string(), e)),
+    }
+}
+
+/// `leaf` under `base`: `None` when the store has no such file.
+async fn get(
+    http: &reqwest::Client,
+    base: &reqwest::Url,
+    leaf: &str,
+) -> Result<Option<Vec<u8>>, LookasideError> {
+    let mut url = base.clone();
+    let path = format!("{}/{leaf}", base.path().trim_end_matches('/'));
+    url.set_path(&path);
+    let shown = url.to_string();
+    let mut resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| LookasideError::Http(shown.clone(), e))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(LookasideError::Status {
+            url: shown,
+            status: status.as_u16(),
+        });
+    }
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_SIGNATURE_BYTES as u64)
+    {
+        return Err(LookasideError::TooLarge(shown));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| LookasideError::Http(shown.clone(), e))?
+    {
+        if body.len() + chunk.len() > MAX_SIGNATURE_BYTES {
             return Err(LookasideError::TooLarge(shown));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| LookasideError::Http(shown.clone(), e))?
-        {
-            if body.len() + chunk.len() > MAX_SIGNATURE_BYTES {
-                return Err(LookasideError::TooLarge(shown));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Some(body))
+        body.extend_from_slice(&chunk);
     }
+    Ok(Some(body))
 }
 
 /// Reads a signature file; `None` when it does not exist.
