@@ -74,14 +74,6 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// Waits until the server stops (for a foreground `serve`).
-    pub async fn wait(mut self) -> std::io::Result<()> {
-        match self.task.take() {
-            Some(task) => task.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
-    }
-
     /// Stops accepting, lets in-flight requests finish for up to `grace`.
     pub fn shutdown(&self, grace: Duration) {
         self.handle.graceful_shutdown(Some(grace));
@@ -106,7 +98,7 @@ impl RunningServer {
             grace_secs = grace.as_secs(),
             "shutting down: no new connections, finishing requests in flight"
         );
-        self.handle.graceful_shutdown(Some(grace));
+        self.shutdown(grace);
         // The server closes leftover connections when `grace` ends; bound the wait regardless.
         match tokio::time::timeout(grace.saturating_add(SHUTDOWN_SLACK), &mut task).await {
             Ok(result) => {

@@ -71,7 +71,8 @@ impl Root {
 #[derive(Clone)]
 struct Cert {
     x509: x509_cert::Certificate,
-    der: Vec<u8>,
+    /// SHA-256 of the DER: the key of the verified-chain cache, hashed once per parse.
+    der_sha256: [u8; 32],
 }
 
 impl Cert {
@@ -82,7 +83,7 @@ impl Cert {
         x509_cert::Certificate::from_der(der)
             .map(|x509| Self {
                 x509,
-                der: der.to_vec(),
+                der_sha256: <sha2::Sha256 as sha2::Digest>::digest(der).into(),
             })
             .map_err(|_| VerifierError::Certificate { what })
     }
@@ -290,9 +291,7 @@ impl SnpVerifier {
         what: &'static str,
         now: SystemTime,
     ) -> Result<&Root, VerifierError> {
-        use sha2::Digest;
-
-        let key: [u8; 32] = sha2::Sha256::digest(&vek.der).into();
+        let key = vek.der_sha256;
         let lock = || {
             self.verified_veks
                 .lock()
