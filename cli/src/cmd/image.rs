@@ -40,7 +40,7 @@ enum ImageCommand {
 
 /// Registry user name and the environment variable holding the password.
 #[derive(Debug, Clone, Default, clap::Args)]
-struct LoginArgs {
+pub(super) struct LoginArgs {
     /// Registry user name (the password comes from `--password-env`).
     #[arg(long, requires = "password_env")]
     username: Option<String>,
@@ -233,20 +233,15 @@ fn generate_kek() -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(kek)
 }
 
+/// Writes a new file only its owner can read; refuses to replace one.
 fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))
+    super::image_sign::write_new(path, bytes, 0o600)
 }
 
-fn credentials(login: &LoginArgs, bearer_env: Option<&String>) -> anyhow::Result<Credentials> {
+pub(super) fn credentials(
+    login: &LoginArgs,
+    bearer_env: Option<&String>,
+) -> anyhow::Result<Credentials> {
     Ok(match (&login.username, &login.password_env, bearer_env) {
         (Some(u), Some(var), _) => Credentials::Basic {
             username: u.clone(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use tsuba_image_rs::signature::{CosignPrivateKey, KdfStrength, sign_image};
-use tsuba_image_rs::{Credentials, Registry, RegistryOptions};
+use tsuba_image_rs::{Registry, RegistryOptions};
 use zeroize::Zeroizing;
 
 /// Largest key or passphrase file read.
@@ -49,12 +49,8 @@ pub(crate) struct SignArgs {
     /// A registry (`HOST:PORT`) to reach over plain HTTP; may be repeated.
     #[arg(long)]
     plain_http: Vec<String>,
-    /// Registry user name (the password comes from `--password-env`).
-    #[arg(long, requires = "password_env")]
-    username: Option<String>,
-    /// Environment variable holding the registry password.
-    #[arg(long, requires = "username")]
-    password_env: Option<String>,
+    #[command(flatten)]
+    login: super::image::LoginArgs,
 }
 
 pub(crate) fn run(command: SignCommand, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
@@ -103,13 +99,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let pem = read_bounded(&a.key)?;
     let key = CosignPrivateKey::from_encrypted_pem(&pem, passphrase.as_bytes())
         .with_context(|| format!("reading private key {}", a.key.display()))?;
-    let credentials = match (&a.username, &a.password_env) {
-        (Some(u), Some(var)) => Credentials::Basic {
-            username: u.clone(),
-            password: std::env::var(var).with_context(|| format!("reading ${var}"))?,
-        },
-        _ => Credentials::Anonymous,
-    };
+    let credentials = super::image::credentials(&a.login, None)?;
     let registry = Registry::new(RegistryOptions {
         plain_http: a.plain_http.clone(),
         credentials,
@@ -153,7 +143,7 @@ pub(super) fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(super) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
