@@ -286,6 +286,7 @@ fn registry_credentials_come_from_the_broker() {
             "owner",
             "--dest-password-env",
             "REGISTRY_PASSWORD",
+            "--insecure-credentials-over-http",
             "--key-provider",
             KID,
             "--kek",
@@ -328,6 +329,28 @@ fn registry_credentials_come_from_the_broker() {
         "default/credential/registry",
         &t.join("auth.json").display().to_string(),
     ]);
+    // The broker's password is not sent to the plain-HTTP registry without the explicit
+    // insecure option.
+    let cleartext = t.join("cleartext");
+    let out = pull(
+        t,
+        &registry,
+        &broker,
+        &good,
+        "private/app:v1",
+        &cleartext,
+        &[
+            "--registry-auth-resource",
+            "kbs:///default/credential/registry",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to send registry credentials"),
+        "{stderr}"
+    );
+    assert!(is_empty(&cleartext));
     let rootfs = t.join("rootfs");
     let out = pull(
         t,
@@ -339,6 +362,7 @@ fn registry_credentials_come_from_the_broker() {
         &[
             "--registry-auth-resource",
             "kbs:///default/credential/registry",
+            "--insecure-credentials-over-http",
         ],
     );
     assert!(
@@ -370,6 +394,7 @@ fn registry_credentials_come_from_the_broker() {
         &[
             "--registry-auth-resource",
             "kbs:///default/credential/registry",
+            "--insecure-credentials-over-http",
         ],
     );
     assert!(!out.status.success());

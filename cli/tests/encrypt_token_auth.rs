@@ -286,6 +286,7 @@ fn pushes_and_pulls_through_a_token_server() {
             USER,
             "--dest-password-env",
             "PW",
+            "--insecure-credentials-over-http",
             "--recipient",
             &format!("jwe:{}", public.display()),
         ],
@@ -320,11 +321,40 @@ fn pushes_and_pulls_through_a_token_server() {
         tsuba_with_env(&args, env)
     };
 
+    // The registry is plain HTTP: without the explicit insecure option the password is never
+    // sent, not even to the token server.
+    let issued_before = tokens.issued.load(Ordering::Relaxed);
+    let refused_before = tokens.refused.load(Ordering::Relaxed);
+    let cleartext = t.join("cleartext");
+    let out = pull(
+        &cleartext,
+        &["--username", USER, "--password-env", "PW"],
+        &[("PW", PASSWORD)],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "refusing to send registry credentials for {}: the registry itself is reached over plain HTTP",
+            registry.addr
+        )),
+        "{stderr}"
+    );
+    assert_eq!(tokens.issued.load(Ordering::Relaxed), issued_before);
+    assert_eq!(tokens.refused.load(Ordering::Relaxed), refused_before);
+    assert!(is_empty(&cleartext));
+
     // Basic credentials exchanged for a token: the rootfs is the plaintext image.
     let rootfs = t.join("rootfs");
     let out = pull(
         &rootfs,
-        &["--username", USER, "--password-env", "PW"],
+        &[
+            "--username",
+            USER,
+            "--password-env",
+            "PW",
+            "--insecure-credentials-over-http",
+        ],
         &[("PW", PASSWORD)],
     );
     assert!(
@@ -340,7 +370,13 @@ fn pushes_and_pulls_through_a_token_server() {
     let wrong = t.join("wrong");
     let out = pull(
         &wrong,
-        &["--username", USER, "--password-env", "PW"],
+        &[
+            "--username",
+            USER,
+            "--password-env",
+            "PW",
+            "--insecure-credentials-over-http",
+        ],
         &[("PW", "not-the-password")],
     );
     assert!(!out.status.success());
@@ -355,7 +391,11 @@ fn pushes_and_pulls_through_a_token_server() {
     // A bearer token given directly: one for this repository works, one for another does not.
     let direct = t.join("direct");
     let token = signer.token("private/app", &["pull"]);
-    let out = pull(&direct, &["--bearer-env", "TOKEN"], &[("TOKEN", &token)]);
+    let out = pull(
+        &direct,
+        &["--bearer-env", "TOKEN", "--insecure-credentials-over-http"],
+        &[("TOKEN", &token)],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -364,7 +404,11 @@ fn pushes_and_pulls_through_a_token_server() {
     assert_eq!(tree(&direct), tree(&bundle.join("rootfs")));
     let other = t.join("other");
     let token = signer.token("private/other", &["pull"]);
-    let out = pull(&other, &["--bearer-env", "TOKEN"], &[("TOKEN", &token)]);
+    let out = pull(
+        &other,
+        &["--bearer-env", "TOKEN", "--insecure-credentials-over-http"],
+        &[("TOKEN", &token)],
+    );
     assert!(!out.status.success());
     assert!(is_empty(&other));
 }

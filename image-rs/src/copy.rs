@@ -118,6 +118,12 @@ impl Registry {
         let mdesc = layout.resolve(reference)?;
         let manifest: Manifest = layout.read_json(&mdesc, "manifest")?;
         let what = mdesc.digest.to_string();
+        self.check_credentials_transport(&dest)
+            .await
+            .map_err(|source| CopyError::Registry {
+                what: what.clone(),
+                source,
+            })?;
         self.client
             .auth(&dest, &self.auth, RegistryOperation::Push)
             .await

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod copy;
+mod credential_guard;
 mod digest;
 mod image;
 mod layout;

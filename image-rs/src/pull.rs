@@ -42,6 +42,19 @@ pub enum Credentials {
     Bearer(String),
 }
 
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        // Passwords and tokens come from the broker in the guest: they leave no copy behind in
+        // freed memory (the registry client's own copy is oci-client's to keep).
+        use zeroize::Zeroize as _;
+        match self {
+            Self::Anonymous => {}
+            Self::Basic { password, .. } => password.zeroize(),
+            Self::Bearer(token) => token.zeroize(),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -57,6 +70,9 @@ impl fmt::Debug for Credentials {
 pub struct RegistryOptions {
     /// Registries (`host:port`) reached over plain HTTP; all others use HTTPS.
     pub plain_http: Vec<String>,
+    /// INSECURE: send [`RegistryOptions::credentials`] to a plain-HTTP registry, or to a token
+    /// service with an `http://` realm, where anyone on the path reads them.
+    pub insecure_credentials_over_http: bool,
     /// Credentials.
     pub credentials: Credentials,
     /// Largest blob accepted (the descriptor's size is checked before fetching).
@@ -75,6 +91,7 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         Self {
             plain_http: Vec::new(),
+            insecure_credentials_over_http: false,
             credentials: Credentials::Anonymous,
             max_blob_bytes: 8 << 30,
             request_timeout: Duration::from_secs(30),
@@ -142,6 +159,25 @@ pub enum PullError {
     /// A layer task failed to run to completion.
     #[error("layer task aborted")]
     Task(#[source] tokio::task::JoinError),
+    /// Credentials would be sent where the path can read them.
+    #[error(
+        "refusing to send registry credentials for {registry}: {to} (allow it only explicitly, \
+         with the insecure credentials-over-http option)"
+    )]
+    CredentialsInTheClear {
+        /// The registry.
+        registry: String,
+        /// Where they would have gone in the clear.
+        to: String,
+    },
+    /// The registry's authentication challenge could not be read before sending credentials.
+    #[error("cannot check how {registry} takes credentials: {what}")]
+    CredentialProbe {
+        /// The registry.
+        registry: String,
+        /// What failed.
+        what: String,
+    },
 }
 
 /// Progress of a pull, for logs and the shim.
@@ -212,6 +248,8 @@ pub struct Registry {
     pub(crate) client: oci_client::Client,
     pub(crate) auth: RegistryAuth,
     pub(crate) options: RegistryOptions,
+    /// Registries whose credential transport was checked (see `credential_guard`).
+    pub(crate) credentials_checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl fmt::Debug for Registry {
@@ -252,6 +290,7 @@ impl Registry {
             client: oci_client::Client::new(config),
             auth,
             options,
+            credentials_checked: std::sync::Mutex::default(),
         }
     }
 
@@ -286,6 +325,7 @@ impl Registry {
     }
 
     async fn manifest_raw(&self, reference: &Reference, what: &str) -> Result<Vec<u8>, PullError> {
+        self.check_credentials_transport(reference).await?;
         let bytes = self
             .retry(what, self.options.request_timeout, || async {
                 self.client
@@ -525,6 +565,7 @@ impl Registry {
             image.repository().to_owned(),
             tag.to_owned(),
         );
+        self.check_credentials_transport(&tagged).await?;
         let timeout = self.options.request_timeout;
         let fetched = tokio::time::timeout(
             timeout,
@@ -613,6 +654,7 @@ impl Registry {
             what: what.clone(),
             source,
         };
+        self.check_credentials_transport(image).await?;
         self.client
             .auth(image, &self.auth, oci_client::RegistryOperation::Push)
             .await
@@ -644,6 +686,7 @@ impl Registry {
         let content_type = media_type
             .parse()
             .map_err(|_| PullError::MediaType(media_type.into()))?;
+        self.check_credentials_transport(&tagged).await?;
         self.client
             .auth(&tagged, &self.auth, oci_client::RegistryOperation::Push)
             .await

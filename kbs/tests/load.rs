@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
-use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig};
+use tsuba_attestation_agent::kbs::{BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig};
 use tsuba_kbs::{
     AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
     Transport, VerifierSet, router, serve,
@@ -110,8 +110,7 @@ async fn full_handshakes_under_load() {
         let url = url.clone();
         let sp = Arc::clone(&sp);
         tasks.push(tokio::spawn(async move {
-            let mut config = KbsClientConfig::new(url);
-            config.insecure_allow_plain_http = true;
+            let mut config = KbsClientConfig::new(url, BrokerTrust::InsecurePlainHttp);
             config.attempts = 1;
             let client = KbsClient::new(config, Arc::new(SimSnp(sp))).unwrap();
             let mut latencies = Vec::new();

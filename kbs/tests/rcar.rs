@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use common::{TestBroker, admin_bearer, refs};
 use tsuba_attestation_agent::kbs::{
-    InsecureSampleEvidence, KbsClient, KbsClientConfig, KbsClientError, TeeKeyKind,
+    BrokerTrust, InsecureSampleEvidence, KbsClient, KbsClientConfig, KbsClientError, TeeKeyKind,
 };
 use tsuba_kbs::{EvidenceTrust, ResourcePath, Transport};
 
 fn client(url: &str, evidence: InsecureSampleEvidence, key: TeeKeyKind) -> KbsClient {
-    let mut config = KbsClientConfig::new(url);
-    config.insecure_allow_plain_http = true;
+    let mut config = KbsClientConfig::new(url, BrokerTrust::InsecurePlainHttp);
     config.key_kind = key;
     config.attempts = 2;
     config.backoff = Duration::from_millis(10);
@@ -198,21 +197,28 @@ async fn https_with_a_pinned_ca() {
     )
     .unwrap();
     let url = format!("https://localhost:{}", server.local_addr().port());
-    let mut config = KbsClientConfig::new(&url);
-    config.ca_pem = Some(cert.cert.pem().into_bytes());
+    let config = KbsClientConfig::new(
+        &url,
+        BrokerTrust::ca_pem(cert.cert.pem().as_bytes()).unwrap(),
+    );
     let client = KbsClient::new(config, Arc::new(InsecureSampleEvidence::default())).unwrap();
     let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
     assert_eq!(&secret[..], b"over-tls");
 
-    // Without the CA the TLS handshake fails: no fallback to anything weaker.
-    let mut config = KbsClientConfig::new(&url);
-    config.attempts = 1;
+    // Under another CA the TLS handshake fails: no fallback to anything weaker, no retry.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let mut config = KbsClientConfig::new(
+        &url,
+        BrokerTrust::ca_pem(other.cert.pem().as_bytes()).unwrap(),
+    );
+    config.attempts = 4;
     let untrusting = KbsClient::new(config, Arc::new(InsecureSampleEvidence::default())).unwrap();
     let err = untrusting
         .get_resource("kbs:///default/key/1")
         .await
         .unwrap_err();
-    assert!(matches!(err, KbsClientError::Transport { .. }), "{err:?}");
+    assert!(matches!(err, KbsClientError::Untrusted { .. }), "{err:?}");
+    assert!(!err.is_transient());
 }
 
 #[test]

@@ -14,7 +14,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
-use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError};
+use tsuba_attestation_agent::kbs::{
+    BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError,
+};
 use tsuba_kbs::{
     AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
     Transport, VerifierSet, router, serve,
@@ -135,8 +137,10 @@ fn client(setup: &Setup, debug: bool) -> KbsClient {
 }
 
 fn client_with(setup: &Setup, debug: bool, guest_components: bool) -> KbsClient {
-    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
-    config.insecure_allow_plain_http = true;
+    let mut config = KbsClientConfig::new(
+        format!("http://{}", setup.server.local_addr()),
+        BrokerTrust::InsecurePlainHttp,
+    );
     config.attempts = 1;
     config.backoff = Duration::from_millis(10);
     KbsClient::new(
@@ -210,8 +214,10 @@ impl EvidenceProvider for Tampered {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_guest_components_evidence_is_refused() {
     let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
-    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
-    config.insecure_allow_plain_http = true;
+    let mut config = KbsClientConfig::new(
+        format!("http://{}", setup.server.local_addr()),
+        BrokerTrust::InsecurePlainHttp,
+    );
     config.attempts = 1;
     let client = KbsClient::new(
         config,
@@ -318,8 +324,10 @@ async fn sim_device_attester_through_the_kbs_client() {
             .await
             .unwrap()
             .unwrap();
-    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
-    config.insecure_allow_plain_http = true;
+    let config = KbsClientConfig::new(
+        format!("http://{}", setup.server.local_addr()),
+        BrokerTrust::InsecurePlainHttp,
+    );
     let client =
         KbsClient::new(config, Arc::new(AttesterEvidence::new(Arc::new(attester)))).unwrap();
     let secret = client.get_resource("kbs:///default/key/1").await.unwrap();

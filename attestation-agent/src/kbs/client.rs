@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::error::KbsClientError;
 use super::evidence::EvidenceProvider;
 use super::tee_key::{TeeKey, TeeKeyKind};
+use super::trust::BrokerTrust;
 use super::uri::ResourceUri;
 
 /// The protocol version spoken.
@@ -29,10 +30,8 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 pub struct KbsClientConfig {
     /// Base URL of the broker, e.g. `https://kbs.example:8080`.
     pub url: String,
-    /// PEM certificates trusted for the broker's TLS certificate (no built-in roots are used).
-    pub ca_pem: Option<Vec<u8>>,
-    /// Permit an `http://` URL. Only for a broker on loopback in tests and development.
-    pub insecure_allow_plain_http: bool,
+    /// What authenticates the broker (no built-in roots are ever used).
+    pub trust: BrokerTrust,
     /// The kind of ephemeral key generated per session.
     pub key_kind: TeeKeyKind,
     /// Attempts per step for transient failures (at least 1).
@@ -44,12 +43,12 @@ pub struct KbsClientConfig {
 }
 
 impl KbsClientConfig {
-    /// Defaults for `url`: EC key, 4 attempts from 100 ms backoff, 30 s per request.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Defaults for `url` under `trust`: EC key, 4 attempts from 100 ms backoff, 30 s per
+    /// request.
+    pub fn new(url: impl Into<String>, trust: BrokerTrust) -> Self {
         Self {
             url: url.into(),
-            ca_pem: None,
-            insecure_allow_plain_http: false,
+            trust,
             key_kind: TeeKeyKind::EcP256,
             attempts: 4,
             backoff: Duration::from_millis(100),
@@ -83,33 +82,35 @@ impl std::fmt::Debug for KbsClient {
 }
 
 impl KbsClient {
-    /// Builds a client. Refuses an `http://` URL unless explicitly allowed.
+    /// Builds a client. The URL's scheme must match the trust: `https://` under a CA or a pin,
+    /// `http://` only under [`BrokerTrust::InsecurePlainHttp`].
     pub fn new(
         config: KbsClientConfig,
         evidence: Arc<dyn EvidenceProvider>,
     ) -> Result<Self, KbsClientError> {
         let base = config.url.trim_end_matches('/').to_owned();
-        let plain = base.starts_with("http://");
-        if !(base.starts_with("https://") || plain && config.insecure_allow_plain_http) {
+        let plain = matches!(config.trust, BrokerTrust::InsecurePlainHttp);
+        let scheme_ok = if plain {
+            base.starts_with("http://")
+        } else {
+            base.starts_with("https://")
+        };
+        if !scheme_ok {
             return Err(KbsClientError::Protocol {
                 step: "config",
-                what: "broker url must be https:// (http:// only when explicitly allowed)",
+                what: "broker url must be https:// (http:// only under an explicitly insecure trust)",
             });
         }
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .user_agent(concat!(
                 "tsuba-attestation-agent/",
                 env!("CARGO_PKG_VERSION")
             ))
-            .https_only(!plain);
-        if let Some(pem) = &config.ca_pem {
-            for cert in
-                reqwest::Certificate::from_pem_bundle(pem).map_err(KbsClientError::Config)?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            .https_only(!plain)
+            // A redirect could lead anywhere, over anything: the broker's URL is the one given.
+            .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(config.trust.tls_config().map_err(KbsClientError::Trust)?);
         let http = builder.build().map_err(KbsClientError::Config)?;
         Ok(Self {
             http,
@@ -271,10 +272,7 @@ impl KbsClient {
         let response = request
             .send()
             .await
-            .map_err(|source| KbsClientError::Transport {
-                url: url.to_owned(),
-                source,
-            })?;
+            .map_err(|source| KbsClientError::transport(url, source))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -418,14 +416,40 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_needs_explicit_permission() {
+    fn the_scheme_must_match_the_trust() {
         let evidence = Arc::new(super::super::evidence::InsecureSampleEvidence::default());
-        let config = KbsClientConfig::new("http://127.0.0.1:1");
-        assert!(KbsClient::new(config.clone(), evidence.clone()).is_err());
-        let mut allowed = config;
-        allowed.insecure_allow_plain_http = true;
-        assert!(KbsClient::new(allowed, evidence.clone()).is_ok());
-        assert!(KbsClient::new(KbsClientConfig::new("ftp://x"), evidence).is_err());
+        let pin = BrokerTrust::Pin(
+            super::super::trust::SpkiPin::parse(&format!("sha256:{}", "00".repeat(32))).unwrap(),
+        );
+        let scheme_error = |url: &str, trust: &BrokerTrust| {
+            matches!(
+                KbsClient::new(KbsClientConfig::new(url, trust.clone()), evidence.clone()),
+                Err(KbsClientError::Protocol { step: "config", .. })
+            )
+        };
+        // http:// under a pin or a CA would silently drop the authentication: refused.
+        assert!(scheme_error("http://127.0.0.1:1", &pin));
+        // https:// under the insecure trust is refused too: the trust says what is meant.
+        assert!(scheme_error(
+            "https://127.0.0.1:1",
+            &BrokerTrust::InsecurePlainHttp
+        ));
+        assert!(scheme_error("ftp://x", &pin));
+        assert!(scheme_error("ftp://x", &BrokerTrust::InsecurePlainHttp));
+        assert!(
+            KbsClient::new(
+                KbsClientConfig::new("https://127.0.0.1:1", pin),
+                evidence.clone()
+            )
+            .is_ok()
+        );
+        assert!(
+            KbsClient::new(
+                KbsClientConfig::new("http://127.0.0.1:1", BrokerTrust::InsecurePlainHttp),
+                evidence
+            )
+            .is_ok()
+        );
     }
 
     #[test]

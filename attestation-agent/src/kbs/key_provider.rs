@@ -167,8 +167,8 @@ mod tests {
     use super::*;
 
     fn basic(c: Credentials) -> (String, String) {
-        match c {
-            Credentials::Basic { username, password } => (username, password),
+        match &c {
+            Credentials::Basic { username, password } => (username.clone(), password.clone()),
             other => panic!("expected basic credentials, got {other:?}"),
         }
     }
@@ -261,8 +261,10 @@ mod tests {
     fn provider_errors_keep_the_client_error() {
         // Nothing listens on port 1 of loopback: the transport error must come back intact as
         // the source, with the key id asked for.
-        let mut config = super::super::KbsClientConfig::new("http://127.0.0.1:1");
-        config.insecure_allow_plain_http = true;
+        let mut config = super::super::KbsClientConfig::new(
+            "http://127.0.0.1:1",
+            super::super::BrokerTrust::InsecurePlainHttp,
+        );
         config.attempts = 1;
         let evidence = Arc::new(super::super::InsecureSampleEvidence::with_launch_digest(
             "00",

@@ -6,6 +6,7 @@ mod error;
 mod evidence;
 mod key_provider;
 mod tee_key;
+mod trust;
 mod uri;
 
 pub use client::{KbsClient, KbsClientConfig};
@@ -15,4 +16,5 @@ pub use key_provider::{
     KbsKeyProvider, RegistryAuthError, credentials_for_image, fetch_registry_credentials,
 };
 pub use tee_key::{TeeKey, TeeKeyError, TeeKeyKind};
+pub use trust::{BrokerTrust, PinMismatch, SpkiPin, TrustError};
 pub use uri::{InvalidResourceUri, ResourceUri};

@@ -10,8 +10,8 @@ use tsuba_attestation_agent::attester::{
     Attester, AttesterKind, DetectPaths, SimDeviceAttester, open_attester,
 };
 use tsuba_attestation_agent::kbs::{
-    AttesterEvidence, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
-    fetch_registry_credentials,
+    AttesterEvidence, BrokerTrust, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
+    SpkiPin, fetch_registry_credentials,
 };
 use tsuba_image_rs::ocicrypt::{
     DecryptConfig, KeyId, KeyProvider, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
@@ -47,6 +47,11 @@ pub(super) struct LoginArgs {
     /// Environment variable holding the registry password.
     #[arg(long, requires = "username")]
     password_env: Option<String>,
+    /// INSECURE: send registry credentials (from --username or the broker) over plain HTTP too:
+    /// to a --plain-http registry or to a token service with an http:// realm. Refused without
+    /// it, since anyone on the path reads them.
+    #[arg(long)]
+    pub(super) insecure_credentials_over_http: bool,
 }
 
 /// How to reach the key broker and which attester proves this machine to it.
@@ -59,8 +64,12 @@ struct KbsArgs {
     /// CA certificates (PEM) to trust for the broker's TLS certificate.
     #[arg(long, requires = "kbs_url")]
     kbs_ca: Option<PathBuf>,
+    /// The broker's public key pin, `sha256:<hex>` of its certificate's or its CA's
+    /// SubjectPublicKeyInfo (`tsuba kbs pin --cert FILE` prints it).
+    #[arg(long, requires = "kbs_url", conflicts_with = "kbs_ca")]
+    kbs_pin: Option<String>,
     /// INSECURE: allow an `http://` broker URL (a broker on loopback in tests).
-    #[arg(long, requires = "kbs_url")]
+    #[arg(long, requires = "kbs_url", conflicts_with_all = ["kbs_ca", "kbs_pin"])]
     kbs_insecure_plain_http: bool,
     /// Where the evidence comes from: `snp`, `tdx`, `sim-snp` or `sim-tdx` (chosen explicitly,
     /// never detected).
@@ -166,6 +175,10 @@ struct EncryptArgs {
     /// empty.
     #[arg(long, requires = "sign_key")]
     sign_passphrase_file: Option<PathBuf>,
+    /// INSECURE: send the source and destination credentials over plain HTTP too (a
+    /// --plain-http registry, or an http:// token service).
+    #[arg(long)]
+    insecure_credentials_over_http: bool,
 }
 
 pub(crate) fn run(args: ImageArgs) -> anyhow::Result<ExitCode> {
@@ -264,12 +277,17 @@ async fn kbs_client(a: &KbsArgs) -> anyhow::Result<Option<Arc<KbsClient>>> {
     let attester: Arc<dyn Attester> = tokio::task::spawn_blocking(move || open(kind, sim_device))
         .await
         .context("attester task")??;
-    let mut config = KbsClientConfig::new(url.clone());
-    config.insecure_allow_plain_http = a.kbs_insecure_plain_http;
-    if let Some(ca) = &a.kbs_ca {
-        config.ca_pem =
-            Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
-    }
+    let trust = if a.kbs_insecure_plain_http {
+        BrokerTrust::InsecurePlainHttp
+    } else if let Some(pin) = &a.kbs_pin {
+        BrokerTrust::Pin(SpkiPin::parse(pin).context("--kbs-pin")?)
+    } else if let Some(ca) = &a.kbs_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        BrokerTrust::ca_pem(&pem).with_context(|| format!("--kbs-ca {}", ca.display()))?
+    } else {
+        bail!("an https:// broker needs --kbs-ca or --kbs-pin (no built-in roots are trusted)");
+    };
+    let config = KbsClientConfig::new(url.clone(), trust);
     let client = KbsClient::new(config, Arc::new(AttesterEvidence::new(attester)))?;
     Ok(Some(Arc::new(client)))
 }
@@ -378,6 +396,7 @@ async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
         };
         let registry = Registry::new(RegistryOptions {
             plain_http: a.plain_http.clone(),
+            insecure_credentials_over_http: a.login.insecure_credentials_over_http,
             credentials,
             ..RegistryOptions::default()
         });
@@ -494,6 +513,7 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
     let registry = |login: LoginArgs| -> anyhow::Result<Registry> {
         Ok(Registry::new(RegistryOptions {
             plain_http: a.plain_http.clone(),
+            insecure_credentials_over_http: login.insecure_credentials_over_http,
             credentials: credentials(&login, None)?,
             spool_dir: scratch.path().to_path_buf(),
             ..RegistryOptions::default()
@@ -506,6 +526,7 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
             let login = LoginArgs {
                 username: a.src_username.clone(),
                 password_env: a.src_password_env.clone(),
+                insecure_credentials_over_http: a.insecure_credentials_over_http,
             };
             registry(login)?
                 .pull_to_layout(image, &layout, "source")
@@ -532,6 +553,7 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
         let login = LoginArgs {
             username: a.dest_username.clone(),
             password_env: a.dest_password_env.clone(),
+            insecure_credentials_over_http: a.insecure_credentials_over_http,
         };
         let registry = registry(login)?;
         let digest = registry.push_layout(&dst, &dst_ref, image).await?;
@@ -604,6 +626,7 @@ mod tests {
             src_username: None,
             src_password_env: None,
             dest_username: None,
+            insecure_credentials_over_http: false,
             dest_password_env: None,
             recipient: vec![],
             key_provider: None,

@@ -102,6 +102,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let credentials = super::image::credentials(&a.login, None)?;
     let registry = Registry::new(RegistryOptions {
         plain_http: a.plain_http.clone(),
+        insecure_credentials_over_http: a.login.insecure_credentials_over_http,
         credentials,
         ..RegistryOptions::default()
     });

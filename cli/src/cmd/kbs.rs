@@ -39,6 +39,13 @@ enum KbsCommand {
         #[arg(long)]
         public: PathBuf,
     },
+    /// Print the public-key pin of a broker's TLS certificate or of its CA (the first PEM
+    /// certificate in the file), for a guest's measured `tsuba.agent.kbs-pin=` or `--kbs-pin`.
+    Pin {
+        /// A PEM certificate: the broker's own, or the CA that the broker sends in its chain.
+        #[arg(long)]
+        cert: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,6 +162,14 @@ enum AdminCall {
 pub(crate) fn run(args: KbsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         KbsCommand::AdminKeygen { private, public } => keygen(&private, &public),
+        KbsCommand::Pin { cert } => {
+            let pem =
+                std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+            let pin = tsuba_attestation_agent::kbs::SpkiPin::of_pem_certificate(&pem)
+                .with_context(|| format!("{} holds no usable PEM certificate", cert.display()))?;
+            println!("{pin}");
+            Ok(ExitCode::SUCCESS)
+        }
         KbsCommand::Serve(serve) => runtime()?.block_on(serve_until_interrupted(serve)),
         KbsCommand::Admin(admin) => runtime()?.block_on(admin_call(admin)),
     }
