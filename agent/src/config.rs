@@ -11,6 +11,7 @@
 use std::net::Ipv4Addr;
 
 use thiserror::Error;
+use tsuba_attestation_agent::kbs::SpkiPin;
 
 /// How the agent API reaches the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +51,19 @@ pub struct NetConfig {
 /// Where image pulls get their keys and their signature policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullConfig {
-    /// The key broker's base URL (`https://...`; `http://` is accepted because the broker
-    /// releases resources only as JWE to the guest's own key, and the URL is measured).
+    /// The key broker's base URL: `https://...` with [`PullConfig::kbs_pin`], or `http://...`
+    /// only with [`PullConfig::insecure_kbs_http`].
     pub kbs_url: Option<String>,
+    /// The broker's public-key pin (`tsuba.agent.kbs-pin=sha256:<hex>`): the SHA-256 of the
+    /// SubjectPublicKeyInfo of the broker's certificate or of the CA it sends that issued it.
+    /// Measured, so the host cannot point the guest at a broker of its own.
+    pub kbs_pin: Option<SpkiPin>,
+    /// `tsuba.agent.insecure-kbs-http`: allow a plain `http://` broker, whose answers anyone on
+    /// the path (the host) can forge. Refused in snp and tdx guests whatever the line says.
+    pub insecure_kbs_http: bool,
+    /// `tsuba.agent.insecure-registry-credentials-over-http`: allow sending the broker's
+    /// registry credentials to a plain-HTTP registry or token service, where the host reads them.
+    pub insecure_registry_credentials_over_http: bool,
     /// The broker resource holding the containers-policy.json signature policy
     /// (`kbs:///repo/type/tag`).
     pub image_policy: Option<String>,
@@ -94,6 +105,12 @@ pub enum ConfigError {
     /// An option that may appear once appears twice: the measured line must be unambiguous.
     #[error("tsuba.agent.{0} appears more than once on the kernel command line")]
     Repeated(&'static str),
+    /// `tsuba.agent.log` is not a valid log filter.
+    #[error("tsuba.agent.log={0:?} is not a valid log filter (e.g. info, or tsuba_agent=debug)")]
+    Log(String),
+    /// The broker settings do not say how the broker is authenticated.
+    #[error("tsuba.agent.kbs: {0}")]
+    BrokerTrust(&'static str),
 }
 
 /// Longest value accepted for a URL or resource option.
@@ -152,6 +169,27 @@ fn set_once(
     Ok(())
 }
 
+fn set_flag(slot: &mut bool, key: &'static str, value: &str) -> Result<(), ConfigError> {
+    if *slot {
+        return Err(ConfigError::Repeated(key));
+    }
+    if !value.is_empty() {
+        return Err(ConfigError::PullOption {
+            key,
+            value: value.chars().take(MAX_OPTION_LEN).collect(),
+            why: "takes no value",
+        });
+    }
+    *slot = true;
+    Ok(())
+}
+
+fn check_kbs_pin(value: &str) -> Result<(), &'static str> {
+    SpkiPin::parse(value)
+        .map(drop)
+        .map_err(|_| "expected sha256:<64 hex digits>")
+}
+
 fn check_kbs_url(value: &str) -> Result<(), &'static str> {
     let rest = value
         .strip_prefix("https://")
@@ -189,6 +227,8 @@ impl AgentConfig {
             net: None,
             pull: PullConfig::default(),
         };
+        let (mut transport_seen, mut log_seen) = (false, false);
+        let mut kbs_pin = None;
         for word in cmdline.split_ascii_whitespace() {
             let Some(option) = word.strip_prefix("tsuba.agent.") else {
                 continue;
@@ -196,13 +236,31 @@ impl AgentConfig {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
             match key {
                 "transport" => {
+                    if std::mem::replace(&mut transport_seen, true) {
+                        return Err(ConfigError::Repeated("transport"));
+                    }
                     config.transport = match value {
                         "serial" => Transport::Serial,
                         "vsock" => Transport::Vsock,
                         other => return Err(ConfigError::UnknownTransport(other.to_owned())),
                     }
                 }
-                "log" => value.clone_into(&mut config.log),
+                "log" => {
+                    if std::mem::replace(&mut log_seen, true) {
+                        return Err(ConfigError::Repeated("log"));
+                    }
+                    // A typo must not silently leave the default: the line is measured, and
+                    // what it says should be what runs.
+                    if value.is_empty()
+                        || value.len() > MAX_OPTION_LEN
+                        || tracing_subscriber::EnvFilter::try_new(value).is_err()
+                    {
+                        return Err(ConfigError::Log(
+                            value.chars().take(MAX_OPTION_LEN).collect(),
+                        ));
+                    }
+                    value.clone_into(&mut config.log);
+                }
                 "net" => {
                     if config.net.is_some() {
                         return Err(ConfigError::Repeated("net"));
@@ -210,6 +268,17 @@ impl AgentConfig {
                     config.net = Some(NetConfig::parse(value)?);
                 }
                 "kbs" => set_once(&mut config.pull.kbs_url, "kbs", value, check_kbs_url)?,
+                "kbs-pin" => set_once(&mut kbs_pin, "kbs-pin", value, check_kbs_pin)?,
+                "insecure-kbs-http" => set_flag(
+                    &mut config.pull.insecure_kbs_http,
+                    "insecure-kbs-http",
+                    value,
+                )?,
+                "insecure-registry-credentials-over-http" => set_flag(
+                    &mut config.pull.insecure_registry_credentials_over_http,
+                    "insecure-registry-credentials-over-http",
+                    value,
+                )?,
                 "image-policy" => set_once(
                     &mut config.pull.image_policy,
                     "image-policy",
@@ -236,7 +305,51 @@ impl AgentConfig {
                 _ => return Err(ConfigError::UnknownOption(word.to_owned())),
             }
         }
+        config.pull.kbs_pin = kbs_pin
+            .as_deref()
+            .map(SpkiPin::parse)
+            .transpose()
+            .map_err(|_| {
+                ConfigError::BrokerTrust("tsuba.agent.kbs-pin is not sha256:<64 hex digits>")
+            })?;
+        config.pull.check_broker_trust()?;
         Ok(config)
+    }
+}
+
+impl PullConfig {
+    /// The broker must be authenticated as the URL's scheme says: `https://` with a pin,
+    /// `http://` only with the insecure flag; neither setting without a broker.
+    fn check_broker_trust(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.kbs_url else {
+            if self.kbs_pin.is_some() || self.insecure_kbs_http {
+                return Err(ConfigError::BrokerTrust(
+                    "a broker pin or tsuba.agent.insecure-kbs-http is set but no broker URL",
+                ));
+            }
+            return Ok(());
+        };
+        match (
+            url.starts_with("https://"),
+            self.kbs_pin.is_some(),
+            self.insecure_kbs_http,
+        ) {
+            (true, true, false) | (false, false, true) => Ok(()),
+            (true, false, _) => Err(ConfigError::BrokerTrust(
+                "an https:// broker needs tsuba.agent.kbs-pin=sha256:<hex> (the key of its \
+                 certificate or of its CA); no built-in roots are trusted",
+            )),
+            (true, true, true) => Err(ConfigError::BrokerTrust(
+                "tsuba.agent.insecure-kbs-http is for an http:// broker only",
+            )),
+            (false, _, false) => Err(ConfigError::BrokerTrust(
+                "a plain http:// broker can be impersonated by the host: use https:// with \
+                 tsuba.agent.kbs-pin, or add tsuba.agent.insecure-kbs-http (sim modes only)",
+            )),
+            (false, true, true) => Err(ConfigError::BrokerTrust(
+                "tsuba.agent.kbs-pin cannot authenticate an http:// broker",
+            )),
+        }
     }
 }
 
@@ -263,7 +376,8 @@ mod tests {
     #[test]
     fn reads_network_and_pull_settings() {
         let config = AgentConfig::from_cmdline(
-            "tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 tsuba.agent.kbs=http://10.0.2.2:8080 \
+            "tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 tsuba.agent.kbs=https://10.0.2.2:8080 \
+             tsuba.agent.kbs-pin=sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff \
              tsuba.agent.image-policy=kbs:///default/security-policy/test \
              tsuba.agent.plain-http-registry=10.0.2.2:5000 \
              tsuba.agent.plain-http-registry=registry.local \
@@ -279,7 +393,16 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             })
         );
-        assert_eq!(config.pull.kbs_url.as_deref(), Some("http://10.0.2.2:8080"));
+        assert_eq!(
+            config.pull.kbs_url.as_deref(),
+            Some("https://10.0.2.2:8080")
+        );
+        assert_eq!(
+            config.pull.kbs_pin.map(|p| p.to_string()).as_deref(),
+            Some("sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
+        );
+        assert!(!config.pull.insecure_kbs_http);
+        assert!(!config.pull.insecure_registry_credentials_over_http);
         assert_eq!(
             config.pull.image_policy.as_deref(),
             Some("kbs:///default/security-policy/test")
@@ -369,6 +492,92 @@ mod tests {
                 "tsuba.agent.registry-auth=kbs:///a/b/c tsuba.agent.registry-auth=kbs:///a/b/d"
             ),
             Err(ConfigError::Repeated("registry-auth"))
+        );
+    }
+
+    const PIN: &str = "tsuba.agent.kbs-pin=sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn the_broker_must_be_authenticated_as_its_scheme_says() {
+        let ok = |line: &str| AgentConfig::from_cmdline(line).unwrap().pull;
+        let https = ok(&format!("tsuba.agent.kbs=https://10.0.2.2:1 {PIN}"));
+        assert!(https.kbs_pin.is_some() && !https.insecure_kbs_http);
+        let http = ok("tsuba.agent.insecure-kbs-http tsuba.agent.kbs=http://10.0.2.2:1");
+        assert!(http.insecure_kbs_http && http.kbs_pin.is_none());
+        let refused = |line: &str, why: &str| match AgentConfig::from_cmdline(line) {
+            Err(ConfigError::BrokerTrust(w)) => assert!(w.contains(why), "{line}: {w}"),
+            other => panic!("{line}: {other:?}"),
+        };
+        refused(
+            "tsuba.agent.kbs=https://10.0.2.2:1",
+            "needs tsuba.agent.kbs-pin",
+        );
+        refused(
+            "tsuba.agent.kbs=http://10.0.2.2:1",
+            "can be impersonated by the host",
+        );
+        refused(
+            &format!("tsuba.agent.kbs=http://10.0.2.2:1 {PIN}"),
+            "can be impersonated by the host",
+        );
+        refused(
+            &format!("tsuba.agent.kbs=http://10.0.2.2:1 {PIN} tsuba.agent.insecure-kbs-http"),
+            "cannot authenticate an http:// broker",
+        );
+        refused(
+            &format!("tsuba.agent.kbs=https://10.0.2.2:1 {PIN} tsuba.agent.insecure-kbs-http"),
+            "for an http:// broker only",
+        );
+        refused(PIN, "no broker URL");
+        refused("tsuba.agent.insecure-kbs-http", "no broker URL");
+        for bad in ["sha256:00", "sha1:0011", "00112233"] {
+            assert!(matches!(
+                AgentConfig::from_cmdline(&format!("tsuba.agent.kbs-pin={bad}")),
+                Err(ConfigError::PullOption { key: "kbs-pin", .. })
+            ));
+        }
+        assert_eq!(
+            AgentConfig::from_cmdline(&format!("{PIN} {PIN}")),
+            Err(ConfigError::Repeated("kbs-pin"))
+        );
+        assert_eq!(
+            AgentConfig::from_cmdline(
+                "tsuba.agent.insecure-kbs-http tsuba.agent.insecure-kbs-http"
+            ),
+            Err(ConfigError::Repeated("insecure-kbs-http"))
+        );
+        assert!(matches!(
+            AgentConfig::from_cmdline("tsuba.agent.insecure-kbs-http=1"),
+            Err(ConfigError::PullOption {
+                key: "insecure-kbs-http",
+                why: "takes no value",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn log_and_transport_are_checked_and_given_once() {
+        for bad in ["", "info,[", "tsuba=notalevel"] {
+            assert_eq!(
+                AgentConfig::from_cmdline(&format!("tsuba.agent.log={bad}")),
+                Err(ConfigError::Log(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            AgentConfig::from_cmdline("tsuba.agent.log=debug tsuba.agent.log=info"),
+            Err(ConfigError::Repeated("log"))
+        );
+        assert_eq!(
+            AgentConfig::from_cmdline("tsuba.agent.transport=vsock tsuba.agent.transport=serial"),
+            Err(ConfigError::Repeated("transport"))
+        );
+        assert_eq!(
+            AgentConfig::from_cmdline("tsuba.agent.log=tsuba_agent=debug,info")
+                .unwrap()
+                .log,
+            "tsuba_agent=debug,info"
         );
     }
 

@@ -70,9 +70,16 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
             .as_ref()
             .map_or_else(|_| "none".to_owned(), |a| a.kind().to_string());
         let puller = GuestPuller::new(config.pull.clone(), attester.clone());
+        // Without a broker there is nothing to pull with; with one, the client must exist.
+        let can_pull = config.pull.kbs_url.is_none() || puller.is_ready();
+        if !can_pull {
+            tracing::error!(
+                "image pulls are configured but cannot work: Health reports NOT_SERVING"
+            );
+        }
         let _server = tsuba_agent::serve(
             listener,
-            HealthService::new(started, tee),
+            HealthService::new(started, tee, can_pull),
             AttestationService::new(attester),
             ImageService::new(puller),
         )

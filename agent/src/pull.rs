@@ -11,7 +11,7 @@ use thiserror::Error;
 use tracing::info;
 use tsuba_attestation_agent::attester::Attester;
 use tsuba_attestation_agent::kbs::{
-    AttesterEvidence, KbsClient, KbsClientConfig, KbsClientError, KbsKeyProvider,
+    AttesterEvidence, BrokerTrust, KbsClient, KbsClientConfig, KbsClientError, KbsKeyProvider,
     RegistryAuthError, fetch_registry_credentials,
 };
 use tsuba_image_rs::ocicrypt::DecryptConfig;
@@ -27,6 +27,13 @@ const DEFAULT_IMAGES_DIR: &str = "/run/tsuba/images";
 /// Largest signature policy accepted from the broker.
 const MAX_POLICY_BYTES: usize = 1 << 20;
 
+/// Pulls that may run at once: each holds a registry connection, a spool and layer buffers.
+pub(crate) const MAX_CONCURRENT_PULLS: usize = 2;
+
+/// Rootfs folders one guest may hold: every pull is a new folder in guest memory, and the host
+/// asks for pulls.
+pub(crate) const MAX_PULLED_IMAGES: u64 = 64;
+
 /// A pull that did not happen.
 #[derive(Debug, Error)]
 pub enum GuestPullError {
@@ -38,6 +45,19 @@ pub enum GuestPullError {
     /// The guest has no attester, so the broker cannot release anything.
     #[error("this guest cannot attest: {0}")]
     NoAttester(String),
+    /// The measured line allows a plain-HTTP broker, but this is a real snp or tdx guest: its
+    /// secrets would be released to whoever answers on the path.
+    #[error(
+        "refusing the plain http:// broker in a {0} guest: use https:// with tsuba.agent.kbs-pin \
+         (tsuba.agent.insecure-kbs-http is honoured in sim modes only)"
+    )]
+    InsecureBroker(String),
+    /// As many pulls as allowed are running; the host should wait for one to finish.
+    #[error("{MAX_CONCURRENT_PULLS} pulls are already running in this guest; retry when one ends")]
+    Busy,
+    /// The guest holds as many pulled images as allowed.
+    #[error("this guest already holds {MAX_PULLED_IMAGES} pulled images")]
+    TooManyImages,
     /// The image reference is empty, too long or has control characters.
     #[error("image reference is empty, longer than {MAX_IMAGE_REFERENCE} bytes, or not printable")]
     BadReference,
@@ -75,9 +95,19 @@ impl GuestPullError {
     /// Whether the key broker refused (attestation or resource policy), anywhere in the chain:
     /// the policy fetch, or a layer key inside image-rs.
     pub fn broker_refused(&self) -> bool {
+        self.any_client_error(|e| matches!(e, KbsClientError::Refused { .. }))
+    }
+
+    /// Whether the server at the broker's address failed TLS authentication (not the measured
+    /// broker): nothing was sent to it.
+    pub fn broker_untrusted(&self) -> bool {
+        self.any_client_error(|e| matches!(e, KbsClientError::Untrusted { .. }))
+    }
+
+    fn any_client_error(&self, test: impl Fn(&KbsClientError) -> bool) -> bool {
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(error) = next {
-            if let Some(KbsClientError::Refused { .. }) = error.downcast_ref::<KbsClientError>() {
+            if error.downcast_ref::<KbsClientError>().is_some_and(&test) {
                 return true;
             }
             next = error.source();
@@ -107,6 +137,7 @@ pub struct GuestPuller {
     client: Result<Arc<KbsClient>, GuestPullError>,
     images_dir: PathBuf,
     next: AtomicU64,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for GuestPuller {
@@ -134,25 +165,32 @@ impl GuestPuller {
         let client = match (&config.kbs_url, attester) {
             (None, _) => Err(GuestPullError::NotConfigured("tsuba.agent.kbs")),
             (Some(_), Err(why)) => Err(GuestPullError::NoAttester(why)),
-            (Some(url), Ok(attester)) => {
-                let mut kbs = KbsClientConfig::new(url.clone());
-                // The URL is measured; over plain HTTP the broker still releases resources only
-                // as JWE to the guest's ephemeral key.
-                kbs.insecure_allow_plain_http = url.starts_with("http://");
-                KbsClient::new(kbs, Arc::new(AttesterEvidence::new(attester)))
-                    .map(Arc::new)
-                    .map_err(GuestPullError::Client)
-            }
+            (Some(url), Ok(attester)) => broker_trust(&config, &*attester).and_then(|trust| {
+                KbsClient::new(
+                    KbsClientConfig::new(url.clone(), trust),
+                    Arc::new(AttesterEvidence::new(attester)),
+                )
+                .map(Arc::new)
+                .map_err(GuestPullError::Client)
+            }),
         };
         Self {
             config,
             client,
             images_dir,
             next: AtomicU64::new(0),
+            running: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
         }
     }
 
-    /// Attests, fetches the signature policy, then pulls `image` into a new rootfs folder.
+    /// Whether pulls can work at all: a broker is configured and the client to it was built
+    /// (an attester, an acceptable trust).
+    pub fn is_ready(&self) -> bool {
+        self.client.is_ok()
+    }
+
+    /// Attests, fetches the signature policy, then pulls `image` into a new rootfs folder. A
+    /// failed pull leaves no folder behind.
     pub async fn pull(&self, image: &str) -> Result<PullSummary, GuestPullError> {
         check_reference(image)?;
         let client = match &self.client {
@@ -163,12 +201,39 @@ impl GuestPuller {
             Err(GuestPullError::NoAttester(why)) => {
                 return Err(GuestPullError::NoAttester(why.clone()));
             }
+            Err(GuestPullError::InsecureBroker(tee)) => {
+                return Err(GuestPullError::InsecureBroker(tee.clone()));
+            }
             Err(_) => {
                 return Err(GuestPullError::NoAttester(
                     "the key broker client could not be built".to_owned(),
                 ));
             }
         };
+        let _permit = Arc::clone(&self.running)
+            .try_acquire_owned()
+            .map_err(|_| GuestPullError::Busy)?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        if n >= MAX_PULLED_IMAGES {
+            return Err(GuestPullError::TooManyImages);
+        }
+        let image_dir = self.images_dir.join(n.to_string());
+        create_private_dir(&image_dir).map_err(|e| GuestPullError::Rootfs(image_dir.clone(), e))?;
+        let result = self.pull_into(client, image, &image_dir).await;
+        if result.is_err() {
+            // Whatever was unpacked before the failure is workload content in guest memory that
+            // nothing will use: it goes.
+            let _ = std::fs::remove_dir_all(&image_dir);
+        }
+        result
+    }
+
+    async fn pull_into(
+        &self,
+        client: Arc<KbsClient>,
+        image: &str,
+        image_dir: &Path,
+    ) -> Result<PullSummary, GuestPullError> {
         let policy_uri = self
             .config
             .image_policy
@@ -202,14 +267,14 @@ impl GuestPuller {
         };
         info!(image, "attested; signature policy from the key broker");
 
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let rootfs = self.images_dir.join(n.to_string()).join("rootfs");
-        let spool = self.images_dir.join(n.to_string()).join("spool");
+        let rootfs = image_dir.join("rootfs");
+        let spool = image_dir.join("spool");
         for dir in [&rootfs, &spool] {
             create_private_dir(dir).map_err(|e| GuestPullError::Rootfs(dir.clone(), e))?;
         }
         let registry = Registry::new(RegistryOptions {
             plain_http: self.config.plain_http_registries.clone(),
+            insecure_credentials_over_http: self.config.insecure_registry_credentials_over_http,
             credentials,
             spool_dir: spool.clone(),
             ..RegistryOptions::default()
@@ -248,6 +313,23 @@ impl GuestPuller {
         );
         Ok(summary)
     }
+}
+
+/// How the broker is authenticated: the measured pin, or, in sim guests only and when the
+/// measured line says so, not at all.
+fn broker_trust(
+    config: &PullConfig,
+    attester: &dyn Attester,
+) -> Result<BrokerTrust, GuestPullError> {
+    if let Some(pin) = config.kbs_pin {
+        return Ok(BrokerTrust::Pin(pin));
+    }
+    let kind = attester.kind();
+    if config.insecure_kbs_http && kind.is_simulated() {
+        tracing::warn!(attester = %kind, "INSECURE: the key broker is reached over plain HTTP");
+        return Ok(BrokerTrust::InsecurePlainHttp);
+    }
+    Err(GuestPullError::InsecureBroker(kind.to_string()))
 }
 
 fn check_reference(image: &str) -> Result<(), GuestPullError> {
@@ -291,9 +373,27 @@ mod tests {
         }
     }
 
+    /// A real-TEE attester that is never asked either.
+    #[derive(Debug)]
+    struct NeverAskedSnp;
+
+    impl Attester for NeverAskedSnp {
+        fn kind(&self) -> AttesterKind {
+            AttesterKind::Snp
+        }
+
+        fn evidence(
+            &self,
+            _report_data: &ReportData,
+        ) -> Result<Evidence, tsuba_attestation_agent::attester::AttesterError> {
+            panic!("attestation must not start")
+        }
+    }
+
     fn configured() -> PullConfig {
         PullConfig {
             kbs_url: Some("http://127.0.0.1:1".into()),
+            insecure_kbs_http: true,
             image_policy: Some("kbs:///default/security-policy/test".into()),
             plain_http_registries: vec![],
             ..PullConfig::default()
@@ -341,6 +441,61 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_http_broker_is_refused_in_a_real_tee_whatever_the_line_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let puller = GuestPuller::with_images_dir(
+            configured(),
+            Ok(Arc::new(NeverAskedSnp)),
+            dir.path().to_owned(),
+        );
+        assert!(!puller.is_ready());
+        let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(
+            matches!(&err, GuestPullError::InsecureBroker(tee) if tee == "snp"),
+            "{err}"
+        );
+        // Without the measured insecure flag, not even a sim guest takes plain HTTP.
+        let mut config = configured();
+        config.insecure_kbs_http = false;
+        let puller =
+            GuestPuller::with_images_dir(config, Ok(Arc::new(NeverAsked)), dir.path().to_owned());
+        let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(
+            matches!(&err, GuestPullError::InsecureBroker(tee) if tee == "sim-snp"),
+            "{err}"
+        );
+        // The sim guest with the flag builds its client.
+        let puller = GuestPuller::with_images_dir(
+            configured(),
+            Ok(Arc::new(NeverAsked)),
+            dir.path().to_owned(),
+        );
+        assert!(puller.is_ready());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn pulls_are_bounded_in_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let puller = GuestPuller::with_images_dir(
+            configured(),
+            Ok(Arc::new(NeverAsked)),
+            dir.path().to_owned(),
+        );
+        puller.next.store(MAX_PULLED_IMAGES, Ordering::Relaxed);
+        let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(matches!(err, GuestPullError::TooManyImages), "{err}");
+        // Every running-pull slot taken: the next is refused at once, not queued.
+        let permits: Vec<_> = (0..MAX_CONCURRENT_PULLS)
+            .map(|_| Arc::clone(&puller.running).try_acquire_owned().unwrap())
+            .collect();
+        let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
+        assert!(matches!(err, GuestPullError::Busy), "{err}");
+        drop(permits);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn bad_references_are_refused_before_anything_else() {
         let dir = tempfile::tempdir().unwrap();
         let puller = GuestPuller::with_images_dir(
@@ -374,6 +529,8 @@ mod tests {
             "{err}"
         );
         assert!(!err.broker_refused());
+        // The pull's folder existed while it ran; nothing of it is left after the failure.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let refused = GuestPullError::Broker(KbsClientError::Refused {
             step: "attest",
             status: 401,

@@ -25,7 +25,7 @@ async fn agent_on_socketpair() -> (tokio::net::UnixStream, ttrpc::asynchronous::
     );
     let server = tsuba_agent::serve(
         listener,
-        HealthService::new(Instant::now(), "none"),
+        HealthService::new(Instant::now(), "none", true),
         AttestationService::new(Err("no tee found".into())),
         ImageService::new(GuestPuller::new(
             PullConfig::default(),

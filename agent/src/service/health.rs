@@ -14,14 +14,28 @@ use ttrpc::asynchronous::TtrpcContext;
 pub struct HealthService {
     started: Instant,
     tee: String,
+    can_pull: bool,
 }
 
 impl HealthService {
-    /// A health service for an agent that started at `started` in the TEE named `tee`.
-    pub fn new(started: Instant, tee: impl Into<String>) -> Self {
+    /// A health service for an agent that started at `started` in the TEE named `tee`;
+    /// `can_pull` says whether the agent can do what its measured configuration asks (with a
+    /// broker configured: an attester and a usable broker trust).
+    pub fn new(started: Instant, tee: impl Into<String>, can_pull: bool) -> Self {
         HealthService {
             started,
             tee: tee.into(),
+            can_pull,
+        }
+    }
+
+    /// SERVING only when the agent can do its job: a guest whose measured configuration names a
+    /// broker it cannot use would fail every pull, and the host should learn that at once.
+    fn status(&self) -> ServingStatus {
+        if self.can_pull {
+            ServingStatus::SERVING
+        } else {
+            ServingStatus::NOT_SERVING
         }
     }
 }
@@ -30,7 +44,7 @@ impl HealthService {
 impl Health for HealthService {
     async fn check(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<CheckResponse> {
         let mut resp = CheckResponse::new();
-        resp.status = ServingStatus::SERVING.into();
+        resp.status = self.status().into();
         resp.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         resp.agent_rss_kib = resident_kib().unwrap_or(0);
         Ok(resp)
@@ -71,6 +85,19 @@ fn parse_vm_rss_kib(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serving_only_when_the_configured_work_can_be_done() {
+        let started = Instant::now();
+        assert_eq!(
+            HealthService::new(started, "sim-snp", true).status(),
+            ServingStatus::SERVING
+        );
+        assert_eq!(
+            HealthService::new(started, "none", false).status(),
+            ServingStatus::NOT_SERVING
+        );
+    }
 
     #[test]
     fn parses_vm_rss() {

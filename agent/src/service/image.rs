@@ -41,10 +41,15 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn to_status(error: &GuestPullError) -> ttrpc::Error {
     let code = match error {
         _ if error.broker_refused() => ttrpc::Code::PERMISSION_DENIED,
+        _ if error.broker_untrusted() => ttrpc::Code::UNAUTHENTICATED,
         GuestPullError::BadReference => ttrpc::Code::INVALID_ARGUMENT,
-        GuestPullError::NotConfigured(_) | GuestPullError::NoAttester(_) => {
+        GuestPullError::NotConfigured(_)
+        | GuestPullError::NoAttester(_)
+        | GuestPullError::InsecureBroker(_)
+        | GuestPullError::Pull(tsuba_image_rs::PullError::CredentialsInTheClear { .. }) => {
             ttrpc::Code::FAILED_PRECONDITION
         }
+        GuestPullError::Busy | GuestPullError::TooManyImages => ttrpc::Code::RESOURCE_EXHAUSTED,
         GuestPullError::Pull(tsuba_image_rs::PullError::Refused(_)) => {
             ttrpc::Code::PERMISSION_DENIED
         }
