@@ -191,6 +191,27 @@ mod tests {
     }
 
     #[test]
+    fn snp_refusal_reaches_the_guest_with_its_reason() {
+        let refused = KbsError::Evidence(VerifierError::SnpRefused(
+            crate::SnpRefusal::TcbBelowMinimum {
+                product: crate::SnpProduct::Milan,
+                component: "snp",
+                reported: 8,
+                minimum: 9,
+            },
+        ));
+        assert_eq!(
+            refused.status_and_type(),
+            (StatusCode::UNAUTHORIZED, "AttestationFailed")
+        );
+        assert_eq!(
+            refused.detail(),
+            "evidence verification failed: snp report refused: milan reported tcb snp svn 8 is \
+             below the minimum 9"
+        );
+    }
+
+    #[test]
     fn denial_lists_reasons() {
         let denied = KbsError::AttestationDenied {
             reasons: vec!["a".into(), "b".into()],

@@ -16,11 +16,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError};
 use tsuba_kbs::{
-    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
-    Transport, VerifierSet, router, serve,
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpProduct,
+    SnpVerifier, Tee, Transport, VerifierSet, router, serve,
 };
 use tsuba_protocols::evidence::{GuestPolicy, ReportData};
-use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SimAmdSp, SnpReportRequest};
+use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
 
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
 
@@ -98,7 +98,8 @@ fn setup(trust: EvidenceTrust) -> Setup {
     if trust == EvidenceTrust::InsecureAcceptSimulated {
         snp = snp
             .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-            .unwrap();
+            .unwrap()
+            .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     }
     let mut verifiers = VerifierSet::new(trust);
     verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
@@ -290,7 +291,8 @@ fn hardware_only_set_refuses_a_verifier_with_sim_roots() {
     let snp = SnpVerifier::with_amd_roots()
         .unwrap()
         .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-        .unwrap();
+        .unwrap()
+        .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     let mut set = VerifierSet::new(EvidenceTrust::HardwareOnly);
     assert!(set.insert(Tee::Snp, Box::new(snp)).is_err());
     assert!(!set.accepts(Tee::Snp));

@@ -234,6 +234,9 @@ impl Services {
                 .args([
                     "--insecure-plain-http",
                     "--insecure-accept-simulated-evidence",
+                    // tee-sim's platform TCB (SIM_DEFAULT_TCB) on its simulated Genoa.
+                    "--snp-min-tcb",
+                    "genoa=bootloader:10,tee:0,snp:23,microcode:84",
                     "--sim-state-dir",
                 ])
                 .arg(sim_state),

@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tsuba_kbs::{
     AdminAuth, AdminClient, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind,
-    ResourcePath, Transport, VerifierOptions, build_verifiers, generate_admin_key, load_pem,
+    ResourcePath, SnpProduct, SnpTcbOption, Transport, VerifierOptions, build_verifiers,
+    generate_admin_key, load_pem, parse_snp_min_tcb,
 };
+use tsuba_protocols::evidence::TcbParts;
 
 /// How long requests in flight may take to finish once a stop signal arrives.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -71,6 +73,19 @@ struct ServeArgs {
     /// Directory of VCEK certificates (DER) for SNP reports that carry none.
     #[arg(long)]
     snp_vcek_cache: Option<PathBuf>,
+    /// Minimum SNP TCB for one product (repeatable), e.g.
+    /// milan=bootloader:3,tee:0,snp:8,microcode:115 (fmc:N too, on turin). SNP reports of a
+    /// product without a minimum are refused.
+    #[arg(long, value_parser = parse_snp_min_tcb)]
+    snp_min_tcb: Vec<(SnpProduct, TcbParts)>,
+    /// INSECURE: accept SNP reports of any TCB, including firmware with known flaws a hypervisor
+    /// can exploit. Never in production.
+    #[arg(long, conflicts_with = "snp_min_tcb")]
+    insecure_snp_accept_any_tcb: bool,
+    /// AMD certificate revocation list (PEM or DER, signed by a trusted ARK or ASK; repeatable):
+    /// reports whose ASK or VCEK it lists are refused.
+    #[arg(long)]
+    snp_crl: Vec<PathBuf>,
     /// Directory of DCAP collateral JSON files for TDX quotes.
     #[arg(long)]
     tdx_collateral_dir: Option<PathBuf>,
@@ -197,6 +212,12 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         trust,
         sim_state_dir: args.sim_state_dir,
         snp_vcek_cache: args.snp_vcek_cache,
+        snp_tcb: if args.insecure_snp_accept_any_tcb {
+            SnpTcbOption::InsecureAcceptAny
+        } else {
+            SnpTcbOption::Minimum(args.snp_min_tcb.into_iter().collect())
+        },
+        snp_crls: args.snp_crl,
         tdx_collateral_dir: args.tdx_collateral_dir,
         tdx_accept_status: args.tdx_accept_status,
     })?;

@@ -5,6 +5,7 @@
 mod sample;
 mod snp;
 mod snp_evidence;
+mod snp_trust;
 mod tdx;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use crate::binding::BindingDigest;
 
 pub(crate) use sample::SampleVerifier;
 pub use snp::{SnpSetupError, SnpVerifier};
+pub use snp_trust::{SnpCrlError, SnpMinTcbError, SnpProduct, SnpRefusal, parse_snp_min_tcb};
 pub use tdx::{TdxSetupError, TdxVerifier};
 
 /// Which evidence the broker trusts. There is no default: the caller chooses.
@@ -100,6 +102,10 @@ pub enum VerifierError {
         /// The status reported by the quote verification.
         status: String,
     },
+    /// The SNP report is authentic but the broker's SNP requirements (minimum TCB, no
+    /// migration agent, revocation) refuse it.
+    #[error("snp report refused")]
+    SnpRefused(#[source] SnpRefusal),
     /// Quote verification failed.
     #[error("quote verification failed")]
     Quote(#[source] Box<dyn std::error::Error + Send + Sync>),
