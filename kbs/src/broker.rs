@@ -20,7 +20,7 @@ use crate::policy::{self, Decision, Policy};
 use crate::session::{NewSession, SessionId, Sessions};
 use crate::store::{ResourcePath, Store};
 use crate::token::{self, TokenClaims, TokenSigner};
-use crate::verifier::{EvidenceTrust, VerifierSet};
+use crate::verifier::VerifierSet;
 
 /// The one protocol version this broker speaks.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -38,6 +38,9 @@ pub struct BrokerConfig {
     pub token_ttl: Duration,
     /// Most live sessions at once.
     pub max_sessions: usize,
+    /// INSECURE: let the default resource policy release resources to guests whose token is
+    /// marked simulated.
+    pub insecure_release_to_simulated: bool,
 }
 
 impl BrokerConfig {
@@ -49,6 +52,7 @@ impl BrokerConfig {
             session_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(300),
             max_sessions: 65_536,
+            insecure_release_to_simulated: false,
         }
     }
 }
@@ -111,18 +115,17 @@ impl Broker {
     /// Opens the state directory (creating the token key on first start) and loads policies.
     pub fn new(config: BrokerConfig, verifiers: VerifierSet) -> Result<Self, KbsError> {
         let store = Store::open(&config.state_dir).map_err(KbsError::Store)?;
-        let signer = match store.token_key().map_err(KbsError::Store)? {
-            Some(pem) => TokenSigner::from_pkcs8_pem(&pem).map_err(KbsError::Issue)?,
-            None => {
-                let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
-                let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
-                store.set_token_key(&pem).map_err(KbsError::Store)?;
-                signer
-            }
-        };
-        if verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated {
+        let mode = trust_mode(&verifiers, &config);
+        let signer = token_signer(&store, &mode)?;
+        if verifiers.trust().is_insecure() {
             tracing::warn!(
-                "INSECURE: accepting simulated and sample evidence; every token is marked simulated"
+                options = ?verifiers.trust().insecure_options(),
+                "INSECURE: accepting simulated or sample evidence; every token is marked simulated"
+            );
+        }
+        if config.insecure_release_to_simulated {
+            tracing::warn!(
+                "INSECURE: the default resource policy releases resources to simulated guests"
             );
         }
         let policies = load_policies(&store)?;
@@ -215,8 +218,7 @@ impl Broker {
         if let Decision::Deny(reasons) = decision {
             return Err(KbsError::AttestationDenied { reasons });
         }
-        let simulated =
-            claims.simulated || self.verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated;
+        let simulated = claims.simulated || self.verifiers.trust().is_insecure();
         let iat = unix(now);
         let token_claims = TokenClaims {
             iss: token::ISSUER.into(),
@@ -262,14 +264,15 @@ impl Broker {
             "tee": claims.tee,
             "simulated": claims.simulated,
             "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
+            "broker": {"insecure_release_to_simulated": self.config.insecure_release_to_simulated},
         });
         let decision = self
             .read_policies()
             .resource
             .evaluate(input)
             .map_err(KbsError::PolicyEval)?;
-        if decision != Decision::Allow {
-            return Err(KbsError::PolicyDeny);
+        if let Decision::Deny(reasons) = decision {
+            return Err(KbsError::PolicyDeny { reasons });
         }
         let bytes = self
             .store
@@ -370,6 +373,44 @@ impl Broker {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The broker's trust mode: which insecure options are on. The token signing key belongs to one
+/// mode, so that tokens minted under simulation die with it.
+fn trust_mode(verifiers: &VerifierSet, config: &BrokerConfig) -> String {
+    let mut options = verifiers.insecure_options();
+    if config.insecure_release_to_simulated {
+        options.push("release-to-simulated");
+    }
+    if options.is_empty() {
+        "secure".into()
+    } else {
+        format!("insecure:{}", options.join(","))
+    }
+}
+
+/// The stored token signing key if it was made in `mode`; otherwise a new key, stored with
+/// `mode`, so that every token issued in another trust mode is refused from now on.
+fn token_signer(store: &Store, mode: &str) -> Result<TokenSigner, KbsError> {
+    let stored_mode = store.token_mode().map_err(KbsError::Store)?;
+    let key = store.token_key().map_err(KbsError::Store)?;
+    if let (Some(pem), Some(stored)) = (&key, &stored_mode)
+        && stored == mode
+    {
+        return TokenSigner::from_pkcs8_pem(pem).map_err(KbsError::Issue);
+    }
+    if key.is_some() {
+        tracing::warn!(
+            from = stored_mode.as_deref().unwrap_or("unknown"),
+            to = mode,
+            "trust mode changed: new token signing key, tokens issued before are no longer accepted"
+        );
+    }
+    let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
+    let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
+    store.set_token_key(&pem).map_err(KbsError::Store)?;
+    store.set_token_mode(mode).map_err(KbsError::Store)?;
+    Ok(signer)
 }
 
 fn load_policies(store: &Store) -> Result<Policies, KbsError> {

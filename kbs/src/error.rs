@@ -70,8 +70,11 @@ pub enum KbsError {
     #[error("attestation token is not valid")]
     Token(#[source] TokenError),
     /// The resource policy refused.
-    #[error("access denied by policy")]
-    PolicyDeny,
+    #[error("access denied by policy{}", reasons_suffix(reasons))]
+    PolicyDeny {
+        /// The reasons the policy gave (possibly none).
+        reasons: Vec<String>,
+    },
     /// The resource path is not valid.
     #[error("resource path is not valid")]
     ResourcePath(#[source] InvalidResourcePath),
@@ -104,6 +107,15 @@ pub enum KbsError {
     NotFound,
 }
 
+/// `: reason; reason` or nothing.
+fn reasons_suffix(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join("; "))
+    }
+}
+
 impl KbsError {
     /// The HTTP status and the problem `type` name of this error.
     fn status_and_type(&self) -> (StatusCode, &'static str) {
@@ -124,7 +136,7 @@ impl KbsError {
             E::TokenNotFound => (StatusCode::UNAUTHORIZED, "TokenNotFound"),
             E::Token(_) => (StatusCode::UNAUTHORIZED, "TokenVerification"),
             // Trustee answers 401 here too (see the wire capture), not the spec's 403.
-            E::PolicyDeny => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
+            E::PolicyDeny { .. } => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
             E::ResourcePath(_) => (StatusCode::BAD_REQUEST, "InvalidResourcePath"),
             E::ResourceNotFound => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             E::AdminAuth(AdminAuthError::TooManyTokens) => {

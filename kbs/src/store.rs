@@ -15,6 +15,7 @@ pub(crate) const MAX_SEGMENT_LEN: usize = 64;
 pub(crate) const MAX_RESOURCE_LEN: usize = 1024 * 1024;
 
 const TOKEN_KEY: &str = "token-key.pem";
+const TOKEN_MODE: &str = "token-key.mode";
 const REFERENCE_VALUES: &str = "reference-values.json";
 const ATTESTATION_POLICY: &str = "attestation-policy.rego";
 const RESOURCE_POLICY: &str = "resource-policy.rego";
@@ -136,6 +137,18 @@ impl Store {
     /// Stores the token signing key.
     pub(crate) fn set_token_key(&self, pem: &str) -> Result<(), StoreError> {
         write_atomic(&self.root.join(TOKEN_KEY), pem.as_bytes())
+    }
+
+    /// The trust mode the token signing key was made for, if recorded.
+    pub(crate) fn token_mode(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .read_string(&self.root.join(TOKEN_MODE))?
+            .map(|mode| mode.trim().to_owned()))
+    }
+
+    /// Records the trust mode of the token signing key (after the key is stored).
+    pub(crate) fn set_token_mode(&self, mode: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(TOKEN_MODE), mode.as_bytes())
     }
 
     /// The reference values (name → accepted values).

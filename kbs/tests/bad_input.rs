@@ -99,7 +99,7 @@ fn fixture(session_ttl: Duration) -> Fixture {
     let state = tempfile::tempdir().unwrap();
     let broker = common::broker(
         state.path(),
-        EvidenceTrust::InsecureAcceptSimulated,
+        EvidenceTrust::InsecureAcceptSample,
         session_ttl,
     );
     broker

@@ -85,10 +85,11 @@ async fn full_handshakes_under_load() {
         .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     let mut verifiers = VerifierSet::new(EvidenceTrust::InsecureAcceptSimulated);
     verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().into(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Arc::new(Broker::new(config, verifiers).unwrap());
     broker
         .set_reference_values(&common::refs(&[&hex::encode(MEASUREMENT)]))
@@ -193,10 +194,11 @@ fn handshake_piece_costs() {
     }
     let verify = t0.elapsed() / rounds;
     let state = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().into(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Broker::new(config, VerifierSet::new(EvidenceTrust::HardwareOnly)).unwrap();
     let t0 = Instant::now();
     for _ in 0..rounds {

@@ -103,10 +103,11 @@ fn setup(trust: EvidenceTrust) -> Setup {
     }
     let mut verifiers = VerifierSet::new(trust);
     verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().to_path_buf(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Arc::new(Broker::new(config, verifiers).unwrap());
     broker
         .set_reference_values(&common::refs(&[&hex::encode(MEASUREMENT)]))

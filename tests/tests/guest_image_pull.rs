@@ -213,7 +213,14 @@ impl Services {
         );
         registry.wait_listening(&format!("127.0.0.1:{registry_port}"));
 
-        // Key broker, trusting tee-sim's roots in `sim_state` (the launcher signs with them).
+        // Key broker, trusting tee-sim's public roots from `sim_state` (the launcher signs with
+        // them), exported by `tsuba sim export-roots`.
+        let roots = work.join("sim-roots.pem");
+        run(Command::new(&tsuba)
+            .args(["sim", "export-roots", "--state-dir"])
+            .arg(sim_state)
+            .arg("--out")
+            .arg(&roots));
         let admin_key = work.join("admin.pem");
         let admin_pub = work.join("admin.pub.pem");
         run(Command::new(&tsuba)
@@ -234,12 +241,13 @@ impl Services {
                 .args([
                     "--insecure-plain-http",
                     "--insecure-accept-simulated-evidence",
+                    "--insecure-release-resources-to-simulated",
                     // tee-sim's platform TCB (SIM_DEFAULT_TCB) on its simulated Genoa.
                     "--snp-min-tcb",
                     "genoa=bootloader:10,tee:0,snp:23,microcode:84",
-                    "--sim-state-dir",
+                    "--insecure-sim-roots",
                 ])
-                .arg(sim_state),
+                .arg(&roots),
             &work.join("kbs.log"),
         );
         broker.wait_listening(&format!("127.0.0.1:{broker_port}"));

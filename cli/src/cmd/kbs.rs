@@ -63,13 +63,26 @@ struct ServeArgs {
     /// Serve plain HTTP instead of HTTPS; refused unless --listen is a loopback address.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_plain_http: bool,
-    /// INSECURE: also accept simulated evidence (tee-sim roots, Trustee's `sample` TEE). Every
-    /// token issued is marked simulated. Never in production.
+    /// INSECURE: also accept evidence signed by tee-sim's simulated roots (given with
+    /// --insecure-sim-roots). Every token issued is marked simulated, and the signing key of
+    /// tokens changes with the insecure options. Never in production; refused by a build
+    /// without the insecure-sim feature.
     #[arg(long)]
     insecure_accept_simulated_evidence: bool,
-    /// tee-sim's state directory whose simulated roots to trust (needs the insecure option).
+    /// INSECURE: also accept Trustee's unsigned `sample` TEE, whose measurement is whatever the
+    /// client claims. Every token issued is marked simulated. Never in production; refused by
+    /// a build without the insecure-sim feature.
+    #[arg(long)]
+    insecure_accept_sample_evidence: bool,
+    /// PEM file of tee-sim's public roots, written by `tsuba sim export-roots` (needs
+    /// --insecure-accept-simulated-evidence).
     #[arg(long, requires = "insecure_accept_simulated_evidence")]
-    sim_state_dir: Option<PathBuf>,
+    insecure_sim_roots: Option<PathBuf>,
+    /// INSECURE: let the default resource policy release resources to guests whose token is
+    /// marked simulated (it refuses them otherwise). An uploaded resource policy decides for
+    /// itself (input.simulated).
+    #[arg(long)]
+    insecure_release_resources_to_simulated: bool,
     /// Directory of VCEK certificates (DER) for SNP reports that carry none.
     #[arg(long)]
     snp_vcek_cache: Option<PathBuf>,
@@ -203,14 +216,13 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let admin_pem = std::fs::read_to_string(&args.admin_public_key)
         .with_context(|| format!("cannot read {}", args.admin_public_key.display()))?;
     let admin = AdminAuth::from_public_key_pem(&admin_pem)?;
-    let trust = if args.insecure_accept_simulated_evidence {
-        EvidenceTrust::InsecureAcceptSimulated
-    } else {
-        EvidenceTrust::HardwareOnly
-    };
+    let trust = EvidenceTrust::new(
+        args.insecure_accept_simulated_evidence,
+        args.insecure_accept_sample_evidence,
+    );
     let verifiers = build_verifiers(&VerifierOptions {
         trust,
-        sim_state_dir: args.sim_state_dir,
+        sim_roots: args.insecure_sim_roots,
         snp_vcek_cache: args.snp_vcek_cache,
         snp_tcb: if args.insecure_snp_accept_any_tcb {
             SnpTcbOption::InsecureAcceptAny
@@ -224,6 +236,7 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = BrokerConfig::new(args.state_dir, admin);
     config.session_ttl = Duration::from_secs(args.session_ttl);
     config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.insecure_release_to_simulated = args.insecure_release_resources_to_simulated;
     let broker = Arc::new(Broker::new(config, verifiers)?);
     let transport = match (args.tls_cert, args.tls_key, args.insecure_plain_http) {
         (Some(cert), Some(key), false) => {

@@ -188,7 +188,9 @@ impl SnpVerifier {
     }
 
     /// Also trusts tee-sim's simulated ARK/ASK (DER). Reports chained to them are marked
-    /// simulated. Only for a broker running with simulated evidence explicitly enabled.
+    /// simulated. Only for a broker running with simulated evidence explicitly enabled, and only
+    /// in a build with the `insecure-sim` feature.
+    #[cfg(feature = "insecure-sim")]
     pub fn insecure_add_simulated_root(
         mut self,
         ark_der: &[u8],

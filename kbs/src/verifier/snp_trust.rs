@@ -501,6 +501,7 @@ mod tests {
     /// Reports from tee-sim's simulated AMD-SP (a Genoa, with the published test roots) and
     /// the verifier trusting its roots at its TCB: the MA bit and revocation need reports that
     /// a test can sign.
+    #[cfg(feature = "insecure-sim")]
     mod signed {
         use std::time::SystemTime;
 
