@@ -1,6 +1,7 @@
 //! The broker's protocol logic (auth, attest, resource, admin), independent of HTTP.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::RwLock;
@@ -17,7 +18,7 @@ use crate::binding::{BindingDigest, REPORT_DATA_LEN};
 use crate::error::KbsError;
 use crate::jwe::{self, FlattenedJwe};
 use crate::policy::{self, Decision, Policy};
-use crate::session::{NewSession, SessionId, Sessions};
+use crate::session::{NewSession, SessionId, Sessions, client_key};
 use crate::store::{ResourcePath, Store};
 use crate::token::{self, TokenClaims, TokenSigner};
 use crate::verifier::VerifierSet;
@@ -38,13 +39,16 @@ pub struct BrokerConfig {
     pub token_ttl: Duration,
     /// Most live sessions at once.
     pub max_sessions: usize,
+    /// Most sessions one client (IP address, IPv6 /64) may have waiting for attestation.
+    pub max_sessions_per_client: usize,
     /// INSECURE: let the default resource policy release resources to guests whose token is
     /// marked simulated.
     pub insecure_release_to_simulated: bool,
 }
 
 impl BrokerConfig {
-    /// Defaults as Trustee's: 5-minute sessions and tokens, at most 65,536 live sessions.
+    /// Defaults as Trustee's: 5-minute sessions and tokens, at most 65,536 live sessions; and at
+    /// most 256 sessions waiting for attestation per client address.
     pub fn new(state_dir: PathBuf, admin: AdminAuth) -> Self {
         Self {
             state_dir,
@@ -52,6 +56,7 @@ impl BrokerConfig {
             session_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(300),
             max_sessions: 65_536,
+            max_sessions_per_client: 256,
             insecure_release_to_simulated: false,
         }
     }
@@ -130,7 +135,11 @@ impl Broker {
         }
         let policies = load_policies(&store)?;
         Ok(Self {
-            sessions: Sessions::new(config.session_ttl, config.max_sessions),
+            sessions: Sessions::new(
+                config.session_ttl,
+                config.max_sessions,
+                config.max_sessions_per_client,
+            ),
             config,
             verifiers,
             signer,
@@ -140,8 +149,8 @@ impl Broker {
         })
     }
 
-    /// `POST /kbs/v0/auth`.
-    pub fn auth(&self, body: &[u8]) -> Result<AuthResponse, KbsError> {
+    /// `POST /kbs/v0/auth` from `client` (the peer's address, when the transport knows it).
+    pub fn auth(&self, client: Option<IpAddr>, body: &[u8]) -> Result<AuthResponse, KbsError> {
         let request: AuthRequest =
             serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
         if request.version != PROTOCOL_VERSION {
@@ -158,7 +167,7 @@ impl Broker {
         }
         let session = self
             .sessions
-            .create(tee, Instant::now())
+            .create(tee, client_key(client), Instant::now())
             .map_err(KbsError::Session)?;
         let challenge = serde_json::json!({"nonce": session.nonce, "extra-params": ""});
         Ok(AuthResponse {

@@ -128,6 +128,9 @@ impl KbsError {
             E::UnsupportedTee { .. } => (StatusCode::BAD_REQUEST, "UnsupportedTee"),
             E::MissingCookie => (StatusCode::UNAUTHORIZED, "MissingCookie"),
             E::Session(SessionError::Full) => (StatusCode::SERVICE_UNAVAILABLE, "TooManySessions"),
+            E::Session(SessionError::ClientLimit) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManySessionsFromClient")
+            }
             E::Session(_) => (StatusCode::UNAUTHORIZED, "InvalidSession"),
             E::NonceMismatch => (StatusCode::UNAUTHORIZED, "NonceMismatch"),
             E::TeeKey(_) => (StatusCode::BAD_REQUEST, "InvalidTeePubKey"),

@@ -373,3 +373,52 @@ async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_calls_from_one_address_are_limited_by_its_address() {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = tsuba_kbs::BrokerConfig::new(
+        state.path().to_path_buf(),
+        tsuba_kbs::AdminAuth::new(common::admin_key().verifying_key()),
+    );
+    config.max_sessions_per_client = 2;
+    let broker = Arc::new(
+        tsuba_kbs::Broker::new(
+            config,
+            tsuba_kbs::VerifierSet::new(EvidenceTrust::InsecureAcceptSample),
+        )
+        .unwrap(),
+    );
+    let server = tsuba_kbs::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        tsuba_kbs::router(broker, tsuba_kbs::HttpLimits::default()),
+    )
+    .unwrap();
+    let url = format!("http://{}/kbs/v0/auth", server.local_addr());
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        answers.push((status, body));
+    }
+    assert_eq!((answers[0].0, answers[1].0), (200, 200));
+    assert_eq!(answers[2].0, 429);
+    assert_eq!(
+        answers[2].1["type"],
+        "https://github.com/confidential-containers/kbs/errors/TooManySessionsFromClient"
+    );
+    assert_eq!(
+        answers[2].1["detail"],
+        "session is not usable: too many sessions waiting for attestation from this client"
+    );
+}

@@ -108,6 +108,10 @@ struct ServeArgs {
     /// Session lifetime in seconds (auth to attest, and resource requests by cookie).
     #[arg(long, default_value_t = 300)]
     session_ttl: u64,
+    /// Most sessions one client address (IPv6: its /64) may have waiting for attestation; more
+    /// auth calls from it are refused with 429 until it attests or its sessions expire.
+    #[arg(long, default_value_t = 256)]
+    max_sessions_per_client: usize,
     /// Attestation token lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     token_ttl: u64,
@@ -235,6 +239,7 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let mut config = BrokerConfig::new(args.state_dir, admin);
     config.session_ttl = Duration::from_secs(args.session_ttl);
+    config.max_sessions_per_client = args.max_sessions_per_client;
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.insecure_release_to_simulated = args.insecure_release_resources_to_simulated;
     let broker = Arc::new(Broker::new(config, verifiers)?);
