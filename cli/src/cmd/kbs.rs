@@ -231,7 +231,7 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         snp_tcb: if args.insecure_snp_accept_any_tcb {
             SnpTcbOption::InsecureAcceptAny
         } else {
-            SnpTcbOption::Minimum(args.snp_min_tcb.into_iter().collect())
+            SnpTcbOption::Minimum(snp_minimums(args.snp_min_tcb)?)
         },
         snp_crls: args.snp_crl,
         tdx_collateral_dir: args.tdx_collateral_dir,
@@ -275,6 +275,20 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("server failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--snp-min-tcb` values by product; a product given twice is an error, not a silent
+/// override.
+fn snp_minimums(
+    values: Vec<(SnpProduct, TcbParts)>,
+) -> anyhow::Result<BTreeMap<SnpProduct, TcbParts>> {
+    let mut map = BTreeMap::new();
+    for (product, min) in values {
+        if map.insert(product, min).is_some() {
+            bail!("--snp-min-tcb gives {product} twice: give each product one minimum");
+        }
+    }
+    Ok(map)
 }
 
 async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
