@@ -45,9 +45,13 @@ demo: guest
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	# The broker as a production build has it: without the insecure-sim feature.
+	cargo clippy --locked -p tsuba-kbs --all-targets -- -D warnings
 
 unit:
 	cargo nextest run --locked --workspace --exclude tsuba-tests --profile ci
+	# Without the insecure-sim feature the broker refuses every insecure evidence option.
+	cargo test --locked -p tsuba-kbs --lib
 	cargo test --locked --workspace --doc
 
 # End-to-end tests: real QEMU, registry, skopeo. They read the paths below.

@@ -10,9 +10,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export KBS_LOAD_CLIENTS=${1:-64} KBS_LOAD_SECS=${2:-30}
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo test -p tsuba-kbs --release --test load --no-run \
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo test -p tsuba-kbs --features insecure-sim --release --test load --no-run \
     2>&1 | grep -E '^error' || true
 echo "kbs-load: nproc=$(nproc) cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\" load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo test -p tsuba-kbs --release --test load -- \
+CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo test -p tsuba-kbs --features insecure-sim --release --test load -- \
     --ignored --nocapture --test-threads 1 2>&1 | grep -E '^kbs-load:|^kbs-pieces:|test result|panicked'
 echo "kbs-load: load after: $(cut -d' ' -f1-3 /proc/loadavg)"

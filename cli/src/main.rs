@@ -35,6 +35,8 @@ enum Command {
     Kbs(cmd::kbs::KbsArgs),
     /// Pull (policy, decryption, safe unpack) or encrypt container images.
     Image(cmd::image::ImageArgs),
+    /// INSECURE, development only: export tee-sim's public roots for a development broker.
+    Sim(cmd::sim::SimArgs),
 }
 
 fn main() -> std::process::ExitCode {

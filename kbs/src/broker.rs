@@ -1,6 +1,7 @@
 //! The broker's protocol logic (auth, attest, resource, admin), independent of HTTP.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::RwLock;
@@ -17,10 +18,10 @@ use crate::binding::{BindingDigest, REPORT_DATA_LEN};
 use crate::error::KbsError;
 use crate::jwe::{self, FlattenedJwe};
 use crate::policy::{self, Decision, Policy};
-use crate::session::{NewSession, SessionId, Sessions};
+use crate::session::{NewSession, SessionId, Sessions, client_key};
 use crate::store::{ResourcePath, Store};
 use crate::token::{self, TokenClaims, TokenSigner};
-use crate::verifier::{EvidenceTrust, VerifierSet};
+use crate::verifier::VerifierSet;
 
 /// The one protocol version this broker speaks.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -38,10 +39,16 @@ pub struct BrokerConfig {
     pub token_ttl: Duration,
     /// Most live sessions at once.
     pub max_sessions: usize,
+    /// Most sessions one client (IP address, IPv6 /64) may have waiting for attestation.
+    pub max_sessions_per_client: usize,
+    /// INSECURE: let the default resource policy release resources to guests whose token is
+    /// marked simulated.
+    pub insecure_release_to_simulated: bool,
 }
 
 impl BrokerConfig {
-    /// Defaults as Trustee's: 5-minute sessions and tokens, at most 65,536 live sessions.
+    /// Defaults as Trustee's: 5-minute sessions and tokens, at most 65,536 live sessions; and at
+    /// most 256 sessions waiting for attestation per client address.
     pub fn new(state_dir: PathBuf, admin: AdminAuth) -> Self {
         Self {
             state_dir,
@@ -49,6 +56,8 @@ impl BrokerConfig {
             session_ttl: Duration::from_secs(300),
             token_ttl: Duration::from_secs(300),
             max_sessions: 65_536,
+            max_sessions_per_client: 256,
+            insecure_release_to_simulated: false,
         }
     }
 }
@@ -111,23 +120,26 @@ impl Broker {
     /// Opens the state directory (creating the token key on first start) and loads policies.
     pub fn new(config: BrokerConfig, verifiers: VerifierSet) -> Result<Self, KbsError> {
         let store = Store::open(&config.state_dir).map_err(KbsError::Store)?;
-        let signer = match store.token_key().map_err(KbsError::Store)? {
-            Some(pem) => TokenSigner::from_pkcs8_pem(&pem).map_err(KbsError::Issue)?,
-            None => {
-                let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
-                let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
-                store.set_token_key(&pem).map_err(KbsError::Store)?;
-                signer
-            }
-        };
-        if verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated {
+        let mode = trust_mode(&verifiers, &config);
+        let signer = token_signer(&store, &mode)?;
+        if verifiers.trust().is_insecure() {
             tracing::warn!(
-                "INSECURE: accepting simulated and sample evidence; every token is marked simulated"
+                options = ?verifiers.trust().insecure_options(),
+                "INSECURE: accepting simulated or sample evidence; every token is marked simulated"
+            );
+        }
+        if config.insecure_release_to_simulated {
+            tracing::warn!(
+                "INSECURE: the default resource policy releases resources to simulated guests"
             );
         }
         let policies = load_policies(&store)?;
         Ok(Self {
-            sessions: Sessions::new(config.session_ttl, config.max_sessions),
+            sessions: Sessions::new(
+                config.session_ttl,
+                config.max_sessions,
+                config.max_sessions_per_client,
+            ),
             config,
             verifiers,
             signer,
@@ -137,8 +149,8 @@ impl Broker {
         })
     }
 
-    /// `POST /kbs/v0/auth`.
-    pub fn auth(&self, body: &[u8]) -> Result<AuthResponse, KbsError> {
+    /// `POST /kbs/v0/auth` from `client` (the peer's address, when the transport knows it).
+    pub fn auth(&self, client: Option<IpAddr>, body: &[u8]) -> Result<AuthResponse, KbsError> {
         let request: AuthRequest =
             serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
         if request.version != PROTOCOL_VERSION {
@@ -155,7 +167,7 @@ impl Broker {
         }
         let session = self
             .sessions
-            .create(tee, Instant::now())
+            .create(tee, client_key(client), Instant::now())
             .map_err(KbsError::Session)?;
         let challenge = serde_json::json!({"nonce": session.nonce, "extra-params": ""});
         Ok(AuthResponse {
@@ -215,8 +227,7 @@ impl Broker {
         if let Decision::Deny(reasons) = decision {
             return Err(KbsError::AttestationDenied { reasons });
         }
-        let simulated =
-            claims.simulated || self.verifiers.trust() == EvidenceTrust::InsecureAcceptSimulated;
+        let simulated = claims.simulated || self.verifiers.trust().is_insecure();
         let iat = unix(now);
         let token_claims = TokenClaims {
             iss: token::ISSUER.into(),
@@ -262,14 +273,15 @@ impl Broker {
             "tee": claims.tee,
             "simulated": claims.simulated,
             "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
+            "broker": {"insecure_release_to_simulated": self.config.insecure_release_to_simulated},
         });
         let decision = self
             .read_policies()
             .resource
             .evaluate(input)
             .map_err(KbsError::PolicyEval)?;
-        if decision != Decision::Allow {
-            return Err(KbsError::PolicyDeny);
+        if let Decision::Deny(reasons) = decision {
+            return Err(KbsError::PolicyDeny { reasons });
         }
         let bytes = self
             .store
@@ -370,6 +382,44 @@ impl Broker {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// The broker's trust mode: which insecure options are on. The token signing key belongs to one
+/// mode, so that tokens minted under simulation die with it.
+fn trust_mode(verifiers: &VerifierSet, config: &BrokerConfig) -> String {
+    let mut options = verifiers.insecure_options();
+    if config.insecure_release_to_simulated {
+        options.push("release-to-simulated");
+    }
+    if options.is_empty() {
+        "secure".into()
+    } else {
+        format!("insecure:{}", options.join(","))
+    }
+}
+
+/// The stored token signing key if it was made in `mode`; otherwise a new key, stored with
+/// `mode`, so that every token issued in another trust mode is refused from now on.
+fn token_signer(store: &Store, mode: &str) -> Result<TokenSigner, KbsError> {
+    let stored_mode = store.token_mode().map_err(KbsError::Store)?;
+    let key = store.token_key().map_err(KbsError::Store)?;
+    if let (Some(pem), Some(stored)) = (&key, &stored_mode)
+        && stored == mode
+    {
+        return TokenSigner::from_pkcs8_pem(pem).map_err(KbsError::Issue);
+    }
+    if key.is_some() {
+        tracing::warn!(
+            from = stored_mode.as_deref().unwrap_or("unknown"),
+            to = mode,
+            "trust mode changed: new token signing key, tokens issued before are no longer accepted"
+        );
+    }
+    let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
+    let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
+    store.set_token_key(&pem).map_err(KbsError::Store)?;
+    store.set_token_mode(mode).map_err(KbsError::Store)?;
+    Ok(signer)
 }
 
 fn load_policies(store: &Store) -> Result<Policies, KbsError> {

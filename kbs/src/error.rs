@@ -70,8 +70,11 @@ pub enum KbsError {
     #[error("attestation token is not valid")]
     Token(#[source] TokenError),
     /// The resource policy refused.
-    #[error("access denied by policy")]
-    PolicyDeny,
+    #[error("access denied by policy{}", reasons_suffix(reasons))]
+    PolicyDeny {
+        /// The reasons the policy gave (possibly none).
+        reasons: Vec<String>,
+    },
     /// The resource path is not valid.
     #[error("resource path is not valid")]
     ResourcePath(#[source] InvalidResourcePath),
@@ -104,6 +107,15 @@ pub enum KbsError {
     NotFound,
 }
 
+/// `: reason; reason` or nothing.
+fn reasons_suffix(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", reasons.join("; "))
+    }
+}
+
 impl KbsError {
     /// The HTTP status and the problem `type` name of this error.
     fn status_and_type(&self) -> (StatusCode, &'static str) {
@@ -116,6 +128,9 @@ impl KbsError {
             E::UnsupportedTee { .. } => (StatusCode::BAD_REQUEST, "UnsupportedTee"),
             E::MissingCookie => (StatusCode::UNAUTHORIZED, "MissingCookie"),
             E::Session(SessionError::Full) => (StatusCode::SERVICE_UNAVAILABLE, "TooManySessions"),
+            E::Session(SessionError::ClientLimit) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManySessionsFromClient")
+            }
             E::Session(_) => (StatusCode::UNAUTHORIZED, "InvalidSession"),
             E::NonceMismatch => (StatusCode::UNAUTHORIZED, "NonceMismatch"),
             E::TeeKey(_) => (StatusCode::BAD_REQUEST, "InvalidTeePubKey"),
@@ -124,7 +139,7 @@ impl KbsError {
             E::TokenNotFound => (StatusCode::UNAUTHORIZED, "TokenNotFound"),
             E::Token(_) => (StatusCode::UNAUTHORIZED, "TokenVerification"),
             // Trustee answers 401 here too (see the wire capture), not the spec's 403.
-            E::PolicyDeny => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
+            E::PolicyDeny { .. } => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
             E::ResourcePath(_) => (StatusCode::BAD_REQUEST, "InvalidResourcePath"),
             E::ResourceNotFound => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             E::AdminAuth(AdminAuthError::TooManyTokens) => {
@@ -188,6 +203,27 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(internal.detail(), "storage failed");
+    }
+
+    #[test]
+    fn snp_refusal_reaches_the_guest_with_its_reason() {
+        let refused = KbsError::Evidence(VerifierError::SnpRefused(
+            crate::SnpRefusal::TcbBelowMinimum {
+                product: crate::SnpProduct::Milan,
+                component: "snp",
+                reported: 8,
+                minimum: 9,
+            },
+        ));
+        assert_eq!(
+            refused.status_and_type(),
+            (StatusCode::UNAUTHORIZED, "AttestationFailed")
+        );
+        assert_eq!(
+            refused.detail(),
+            "evidence verification failed: snp report refused: milan reported tcb snp svn 8 is \
+             below the minimum 9"
+        );
     }
 
     #[test]

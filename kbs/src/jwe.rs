@@ -81,8 +81,9 @@ pub(crate) fn check_tee_key(key: &TeePubKey) -> Result<(), JweError> {
 
 /// Encrypts `plaintext` to `key`.
 pub(crate) fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe, JweError> {
-    let mut cek = [0u8; 32];
-    OsRng.fill_bytes(&mut cek);
+    // The content key decrypts the resource: wiped when this returns.
+    let mut cek = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(cek.as_mut_slice());
     let (protected, encrypted_key) = match key {
         TeePubKey::EC { .. } => {
             let public = ec_key(key)?;
@@ -104,7 +105,7 @@ pub(crate) fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe,
             })
             .map_err(|_| JweError::Crypto { step: "ecdh" })?;
             let wrapped = aes_kw::KekAes256::from(kek)
-                .wrap_vec(&cek)
+                .wrap_vec(cek.as_slice())
                 .map_err(|_| JweError::Crypto { step: "key wrap" })?;
             let (Some(x), Some(y)) = (epk.as_ref().get(1..33), epk.as_ref().get(33..65)) else {
                 return Err(JweError::Crypto {
@@ -121,7 +122,7 @@ pub(crate) fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe,
         TeePubKey::RSA { .. } => {
             let public = rsa_key(key)?;
             let wrapped = public
-                .encrypt(&mut OsRng, rsa::Oaep::new::<Sha256>(), &cek)
+                .encrypt(&mut OsRng, rsa::Oaep::new::<Sha256>(), cek.as_slice())
                 .map_err(|_| JweError::Crypto { step: "rsa-oaep" })?;
             (
                 serde_json::json!({"alg": "RSA-OAEP-256", "enc": "A256GCM"}),
@@ -137,7 +138,7 @@ pub(crate) fn encrypt(key: &TeePubKey, plaintext: &[u8]) -> Result<FlattenedJwe,
     let protected = URL_SAFE_NO_PAD.encode(header_json);
     let mut iv = [0u8; 12];
     OsRng.fill_bytes(&mut iv);
-    let cipher = Aes256Gcm::new(&cek.into());
+    let cipher = Aes256Gcm::new(&(*cek).into());
     let mut sealed = cipher
         .encrypt(
             &Nonce::from(iv),

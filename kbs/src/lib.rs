@@ -43,10 +43,11 @@ pub use kbs_types::Tee;
 pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
 pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
-pub use setup::{SetupError, VerifierOptions, build_verifiers};
+pub use setup::{SetupError, SnpTcbOption, VerifierOptions, build_verifiers};
 pub use store::{ResourcePath, StoreError};
 pub use token::{TokenClaims, TokenError};
 pub use verifier::{
-    Claims, EvidenceTrust, SimulatedRootsRefused, SnpSetupError, SnpVerifier, TdxSetupError,
-    TdxVerifier, Verifier, VerifierError, VerifierSet,
+    Claims, EvidenceTrust, SimulatedRootsRefused, SnpCrlError, SnpMinTcbError, SnpProduct,
+    SnpRefusal, SnpSetupError, SnpVerifier, TdxSetupError, TdxVerifier, Verifier, VerifierError,
+    VerifierSet, parse_snp_min_tcb,
 };

@@ -5,8 +5,9 @@
 //!
 //! * The attestation policy sees `input.claims` (the verified [`Claims`](crate::Claims)) and
 //!   `input.expected_report_data`; `data.reference_values` holds the reference values.
-//! * The resource policy sees `input.claims`, `input.tee`, `input.simulated` and
-//!   `input.resource` (`repo`, `type`, `tag`).
+//! * The resource policy sees `input.claims`, `input.tee`, `input.simulated`,
+//!   `input.resource` (`repo`, `type`, `tag`) and `input.broker.insecure_release_to_simulated`
+//!   (the administrator's opt-in to releasing resources to simulated guests).
 
 use std::collections::BTreeMap;
 
@@ -37,14 +38,32 @@ reasons contains "debug is enabled" if input.claims.debug
 reasons contains "report data does not match" if not report_data_ok
 "#;
 
-/// Default resource policy: any guest that passed attestation may read any resource.
+/// Default resource policy: any guest that passed attestation may read any resource, unless its
+/// token is marked simulated (simulated or sample evidence, or a broker running with an insecure
+/// evidence option) and the broker was not started with
+/// `--insecure-release-resources-to-simulated`.
 pub const DEFAULT_RESOURCE_POLICY: &str = r#"package policy
 
 default allow := false
 
-allow if {
+attested if {
     input.claims.measurement != ""
 }
+
+simulated_ok if {
+    not input.simulated
+}
+
+simulated_ok if {
+    input.broker.insecure_release_to_simulated
+}
+
+allow if {
+    attested
+    simulated_ok
+}
+
+reasons contains "the guest's evidence is simulated and this broker does not release resources to simulated guests" if not simulated_ok
 "#;
 
 /// Largest policy text accepted.
@@ -197,6 +216,36 @@ mod tests {
             empty.evaluate(input("aa", false, "0102")).unwrap(),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn default_resource_policy_refuses_simulated_tokens_unless_opted_in() {
+        let policy = Policy::compile(DEFAULT_RESOURCE_POLICY, &refs()).unwrap();
+        let input = |simulated: bool, opted_in: bool| {
+            json!({
+                "claims": {"measurement": "aa"},
+                "tee": "snp",
+                "simulated": simulated,
+                "resource": {"repo": "default", "type": "key", "tag": "1"},
+                "broker": {"insecure_release_to_simulated": opted_in},
+            })
+        };
+        assert_eq!(
+            policy.evaluate(input(false, false)).unwrap(),
+            Decision::Allow
+        );
+        assert_eq!(
+            policy.evaluate(input(true, false)).unwrap(),
+            Decision::Deny(vec![
+                "the guest's evidence is simulated and this broker does not release resources to \
+                 simulated guests"
+                    .into()
+            ])
+        );
+        assert_eq!(policy.evaluate(input(true, true)).unwrap(), Decision::Allow);
+        let mut unattested = input(false, false);
+        unattested["claims"]["measurement"] = json!("");
+        assert_eq!(policy.evaluate(unattested).unwrap(), Decision::Deny(vec![]));
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub fn serve(
     listener.set_nonblocking(true).map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
     let handle = Handle::new();
-    let service = router.into_make_service();
+    // The peer address reaches handlers as `ConnectInfo`: sessions are counted per client.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let task = match transport {
         Transport::InsecurePlainHttpLoopbackOnly => {
             tracing::warn!(%local_addr, "serving plain http on loopback");

@@ -2,9 +2,13 @@
 //!
 //! A session is created by `auth` with a fresh 32-byte nonce and lives for a fixed time. `attest`
 //! takes the nonce out of the session before verifying anything, so a nonce is used at most once
-//! even when two attestations race. The number of live sessions is bounded.
+//! even when two attestations race. The number of live sessions is bounded, and so is the number
+//! of sessions one client (IP address) has waiting for attestation: unauthenticated `auth` calls
+//! from one place cannot fill the table, and when it is full a session still waiting for its
+//! attestation makes room before any attested one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -60,9 +64,12 @@ pub enum SessionError {
     /// The session has not completed attestation.
     #[error("session is not attested")]
     NotAttested,
-    /// Too many live sessions.
+    /// Too many live sessions, none of them waiting for attestation.
     #[error("too many live sessions")]
     Full,
+    /// This client already has as many sessions waiting for attestation as it may.
+    #[error("too many sessions waiting for attestation from this client")]
+    ClientLimit,
 }
 
 #[derive(Debug)]
@@ -76,6 +83,19 @@ enum State {
 struct Session {
     expires: Instant,
     state: State,
+    client: ClientKey,
+}
+
+/// Who asked for a session: the client's IP address (an IPv6 address by its /64, which one
+/// machine usually holds whole), or `None` when the transport gives no address.
+pub(crate) type ClientKey = Option<IpAddr>;
+
+/// The key counting `addr`'s sessions.
+pub(crate) fn client_key(addr: Option<IpAddr>) -> ClientKey {
+    addr.map(|ip| match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    })
 }
 
 /// A new session: its id, the nonce of its challenge and when it expires.
@@ -87,21 +107,95 @@ pub struct NewSession {
     pub nonce: String,
 }
 
+#[derive(Debug, Default)]
+struct Table {
+    map: HashMap<SessionId, Session>,
+    /// Ids in creation order; an id whose session is no longer challenged is skipped (and
+    /// dropped) when met.
+    challenged_order: VecDeque<SessionId>,
+    /// Challenged sessions per client.
+    per_client: HashMap<ClientKey, usize>,
+    /// When expired sessions were last swept out (a sweep walks the whole table, so it runs
+    /// at most once per [`SWEEP_INTERVAL`]).
+    last_sweep: Option<Instant>,
+}
+
+/// Shortest time between two sweeps of expired sessions.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Table {
+    /// Removes `id`, keeping the per-client count right.
+    fn remove(&mut self, id: &SessionId) {
+        if let Some(session) = self.map.remove(id)
+            && matches!(session.state, State::Challenged { .. })
+        {
+            self.uncount(session.client);
+        }
+    }
+
+    fn uncount(&mut self, client: ClientKey) {
+        if let Some(count) = self.per_client.get_mut(&client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
+
+    /// Removes expired sessions, unless that was done less than [`SWEEP_INTERVAL`] ago.
+    fn purge_expired(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|last| now.saturating_duration_since(last) < SWEEP_INTERVAL)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let expired: Vec<SessionId> = self
+            .map
+            .iter()
+            .filter(|(_, session)| session.expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.remove(&id);
+        }
+    }
+
+    /// Evicts the oldest session still waiting for its attestation. False when there is none.
+    fn evict_oldest_challenged(&mut self) -> bool {
+        while let Some(id) = self.challenged_order.pop_front() {
+            if self
+                .map
+                .get(&id)
+                .is_some_and(|session| matches!(session.state, State::Challenged { .. }))
+            {
+                self.remove(&id);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The live sessions.
 #[derive(Debug)]
 pub(crate) struct Sessions {
     ttl: Duration,
     max: usize,
-    map: Mutex<HashMap<SessionId, Session>>,
+    max_per_client: usize,
+    table: Mutex<Table>,
 }
 
 impl Sessions {
-    /// Sessions living `ttl`, at most `max` at once.
-    pub(crate) fn new(ttl: Duration, max: usize) -> Self {
+    /// Sessions living `ttl`, at most `max` at once, and at most `max_per_client` waiting for
+    /// their attestation per client.
+    pub(crate) fn new(ttl: Duration, max: usize, max_per_client: usize) -> Self {
         Self {
             ttl,
             max,
-            map: Mutex::new(HashMap::new()),
+            max_per_client,
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -110,20 +204,46 @@ impl Sessions {
         self.ttl
     }
 
-    /// Starts a session for `tee` with a fresh nonce.
-    pub(crate) fn create(&self, tee: Tee, now: Instant) -> Result<NewSession, SessionError> {
+    /// Starts a session for `tee` with a fresh nonce, asked for by `client`. A client with
+    /// `max_per_client` sessions waiting for attestation gets none; when the table is full, the
+    /// oldest session waiting for attestation (of any client) makes room, never an attested
+    /// one.
+    pub(crate) fn create(
+        &self,
+        tee: Tee,
+        client: ClientKey,
+        now: Instant,
+    ) -> Result<NewSession, SessionError> {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
         let nonce = STANDARD.encode(nonce);
         let id = SessionId::generate();
-        let mut map = self.lock();
-        if map.len() >= self.max {
-            map.retain(|_, session| session.expires > now);
-            if map.len() >= self.max {
+        let mut table = self.lock();
+        if table.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {
+            table.purge_expired(now);
+            if table.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {
+                return Err(SessionError::ClientLimit);
+            }
+        }
+        if table.map.len() >= self.max {
+            table.purge_expired(now);
+            if table.map.len() >= self.max && !table.evict_oldest_challenged() {
                 return Err(SessionError::Full);
             }
         }
-        map.insert(
+        // Stale ids (sessions attested or gone) are dropped once they outnumber the live ones.
+        if table.challenged_order.len() > self.max.saturating_mul(2) {
+            let Table {
+                map,
+                challenged_order,
+                ..
+            } = &mut *table;
+            challenged_order.retain(|id| {
+                map.get(id)
+                    .is_some_and(|session| matches!(session.state, State::Challenged { .. }))
+            });
+        }
+        table.map.insert(
             id.clone(),
             Session {
                 expires: now + self.ttl,
@@ -131,8 +251,11 @@ impl Sessions {
                     tee,
                     nonce: nonce.clone(),
                 },
+                client,
             },
         );
+        table.challenged_order.push_back(id.clone());
+        *table.per_client.entry(client).or_insert(0) += 1;
         Ok(NewSession { id, nonce })
     }
 
@@ -142,14 +265,18 @@ impl Sessions {
         id: &SessionId,
         now: Instant,
     ) -> Result<(Tee, String), SessionError> {
-        let mut map = self.lock();
-        let session = map.get_mut(id).ok_or(SessionError::NotFound)?;
+        let mut table = self.lock();
+        let session = table.map.get_mut(id).ok_or(SessionError::NotFound)?;
         if session.expires <= now {
-            map.remove(id);
+            table.remove(id);
             return Err(SessionError::Expired);
         }
         match std::mem::replace(&mut session.state, State::Consumed) {
-            State::Challenged { tee, nonce } => Ok((tee, nonce)),
+            State::Challenged { tee, nonce } => {
+                let client = session.client;
+                table.uncount(client);
+                Ok((tee, nonce))
+            }
             other => {
                 session.state = other;
                 Err(SessionError::NonceUsed)
@@ -159,7 +286,7 @@ impl Sessions {
 
     /// Marks a session attested with the claims of the token issued for it.
     pub(crate) fn set_attested(&self, id: &SessionId, claims: TokenClaims) {
-        if let Some(session) = self.lock().get_mut(id) {
+        if let Some(session) = self.lock().map.get_mut(id) {
             session.state = State::Attested {
                 claims: Box::new(claims),
             };
@@ -172,10 +299,10 @@ impl Sessions {
         id: &SessionId,
         now: Instant,
     ) -> Result<TokenClaims, SessionError> {
-        let mut map = self.lock();
-        let session = map.get(id).ok_or(SessionError::NotFound)?;
+        let mut table = self.lock();
+        let session = table.map.get(id).ok_or(SessionError::NotFound)?;
         if session.expires <= now {
-            map.remove(id);
+            table.remove(id);
             return Err(SessionError::Expired);
         }
         match &session.state {
@@ -184,10 +311,11 @@ impl Sessions {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Session>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is a
-        // single insert/replace), so a poisoned lock is still usable.
-        self.map
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic while holding the lock cannot leave the table inconsistent enough to matter
+        // (at worst a per-client count is off until its sessions expire), so a poisoned lock
+        // is still usable.
+        self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -211,10 +339,10 @@ mod tests {
 
     #[test]
     fn nonce_is_fresh_and_single_use() {
-        let sessions = Sessions::new(Duration::from_secs(60), 10);
+        let sessions = Sessions::new(Duration::from_secs(60), 10, 10);
         let now = Instant::now();
-        let a = sessions.create(Tee::Sample, now).unwrap();
-        let b = sessions.create(Tee::Sample, now).unwrap();
+        let a = sessions.create(Tee::Sample, None, now).unwrap();
+        let b = sessions.create(Tee::Sample, None, now).unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.id, b.id);
         assert_eq!(STANDARD.decode(&a.nonce).unwrap().len(), 32);
@@ -240,25 +368,115 @@ mod tests {
 
     #[test]
     fn sessions_expire_and_are_bounded() {
-        let sessions = Sessions::new(Duration::from_secs(60), 2);
+        let sessions = Sessions::new(Duration::from_secs(60), 2, 10);
         let now = Instant::now();
-        let a = sessions.create(Tee::Snp, now).unwrap();
-        sessions.create(Tee::Snp, now).unwrap();
+        let a = sessions.create(Tee::Snp, None, now).unwrap();
+        let b = sessions.create(Tee::Snp, None, now).unwrap();
+        for id in [&a.id, &b.id] {
+            sessions.take_nonce(id, now).unwrap();
+            sessions.set_attested(id, claims());
+        }
+        // Full of attested sessions: nothing to evict.
         assert_eq!(
-            sessions.create(Tee::Snp, now).unwrap_err(),
+            sessions.create(Tee::Snp, None, now).unwrap_err(),
             SessionError::Full
         );
         let later = now + Duration::from_secs(61);
-        assert_eq!(
-            sessions.take_nonce(&a.id, later),
-            Err(SessionError::Expired)
-        );
-        assert_eq!(
-            sessions.take_nonce(&a.id, later),
-            Err(SessionError::NotFound)
-        );
+        assert_eq!(sessions.attested(&a.id, later), Err(SessionError::Expired));
+        assert_eq!(sessions.attested(&a.id, later), Err(SessionError::NotFound));
         // Expired sessions are purged to make room.
-        sessions.create(Tee::Snp, later).unwrap();
+        sessions.create(Tee::Snp, None, later).unwrap();
+        sessions.create(Tee::Snp, None, later).unwrap();
+    }
+
+    fn ip(text: &str) -> ClientKey {
+        client_key(Some(text.parse().unwrap()))
+    }
+
+    #[test]
+    fn one_client_cannot_hold_more_than_its_share_of_challenges() {
+        let sessions = Sessions::new(Duration::from_secs(60), 100, 3);
+        let now = Instant::now();
+        let mine: Vec<_> = (0..3)
+            .map(|_| sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap())
+            .collect();
+        assert_eq!(
+            sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap_err(),
+            SessionError::ClientLimit
+        );
+        // Another client is not affected.
+        sessions.create(Tee::Snp, ip("192.0.2.2"), now).unwrap();
+        // A challenge answered (nonce taken) no longer counts against the client.
+        sessions.take_nonce(&mine[0].id, now).unwrap();
+        sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap();
+        assert_eq!(
+            sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap_err(),
+            SessionError::ClientLimit
+        );
+        // Expired challenges stop counting too.
+        let later = now + Duration::from_secs(61);
+        for _ in 0..3 {
+            sessions.create(Tee::Snp, ip("192.0.2.1"), later).unwrap();
+        }
+        // An IPv6 client is counted by its /64.
+        let v6 = Sessions::new(Duration::from_secs(60), 100, 2);
+        v6.create(Tee::Snp, ip("2001:db8::1"), now).unwrap();
+        v6.create(Tee::Snp, ip("2001:db8::ffff:2"), now).unwrap();
+        assert_eq!(
+            v6.create(Tee::Snp, ip("2001:db8::3"), now).unwrap_err(),
+            SessionError::ClientLimit
+        );
+        v6.create(Tee::Snp, ip("2001:db8:0:1::1"), now).unwrap();
+    }
+
+    #[test]
+    fn a_full_table_evicts_challenges_before_attested_sessions() {
+        let sessions = Sessions::new(Duration::from_secs(60), 3, 10);
+        let now = Instant::now();
+        let attested = sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap();
+        sessions.take_nonce(&attested.id, now).unwrap();
+        sessions.set_attested(&attested.id, claims());
+        let b = sessions.create(Tee::Snp, ip("192.0.2.2"), now).unwrap();
+        let c = sessions.create(Tee::Snp, ip("192.0.2.3"), now).unwrap();
+        // Full: the oldest challenge (b) makes room, then c.
+        let d = sessions.create(Tee::Snp, ip("192.0.2.4"), now).unwrap();
+        assert_eq!(sessions.take_nonce(&b.id, now), Err(SessionError::NotFound));
+        sessions.create(Tee::Snp, ip("192.0.2.5"), now).unwrap();
+        assert_eq!(sessions.take_nonce(&c.id, now), Err(SessionError::NotFound));
+        assert_eq!(sessions.attested(&attested.id, now).unwrap(), claims());
+        // Once every session is attested, nothing is evicted: the table is full.
+        let d_nonce = sessions.take_nonce(&d.id, now).unwrap();
+        assert_eq!(d_nonce.1, d.nonce);
+        sessions.set_attested(&d.id, claims());
+        let e = sessions.create(Tee::Snp, ip("192.0.2.6"), now).unwrap();
+        let _ = sessions.create(Tee::Snp, ip("192.0.2.7"), now).unwrap();
+        assert_eq!(sessions.take_nonce(&e.id, now), Err(SessionError::NotFound));
+        let table = sessions.lock();
+        assert_eq!(table.map.len(), 3);
+        assert_eq!(table.per_client.values().sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn an_auth_flood_from_one_address_does_not_lock_out_other_tenants() {
+        let sessions = Sessions::new(Duration::from_secs(300), 65_536, 64);
+        let now = Instant::now();
+        let attacker = ip("203.0.113.9");
+        let granted = (0..65_536)
+            .filter(|_| sessions.create(Tee::Snp, attacker, now).is_ok())
+            .count();
+        assert_eq!(granted, 64);
+        let tenant = sessions.create(Tee::Snp, ip("198.51.100.7"), now).unwrap();
+        sessions.take_nonce(&tenant.id, now).unwrap();
+        sessions.set_attested(&tenant.id, claims());
+        // A flood from many addresses fills the table with challenges; the attested tenant's
+        // session survives and a new tenant still gets a challenge.
+        for i in 0..70_000u32 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            sessions.create(Tee::Snp, Some(addr), now).unwrap();
+        }
+        assert_eq!(sessions.attested(&tenant.id, now).unwrap(), claims());
+        sessions.create(Tee::Snp, ip("198.51.100.8"), now).unwrap();
+        assert!(sessions.lock().challenged_order.len() <= 2 * 65_536 + 1);
     }
 
     #[test]

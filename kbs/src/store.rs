@@ -15,6 +15,7 @@ pub(crate) const MAX_SEGMENT_LEN: usize = 64;
 pub(crate) const MAX_RESOURCE_LEN: usize = 1024 * 1024;
 
 const TOKEN_KEY: &str = "token-key.pem";
+const TOKEN_MODE: &str = "token-key.mode";
 const REFERENCE_VALUES: &str = "reference-values.json";
 const ATTESTATION_POLICY: &str = "attestation-policy.rego";
 const RESOURCE_POLICY: &str = "resource-policy.rego";
@@ -117,14 +118,31 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the state directory at `root`.
+    /// Opens (creating if needed) the state directory at `root`. The directory and its
+    /// `resources` folder are made private (mode 0700) whatever the umask, and an existing
+    /// state directory is narrowed to 0700: it holds the token key and the resources.
     pub(crate) fn open(root: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
         let resources = root.join(RESOURCES);
-        fs::create_dir_all(&resources).map_err(|source| StoreError::Io {
-            op: "create directory",
-            path: resources,
-            source,
-        })?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&resources)
+            .map_err(|source| StoreError::Io {
+                op: "create directory",
+                path: resources.clone(),
+                source,
+            })?;
+        for dir in [root, resources.as_path()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                StoreError::Io {
+                    op: "make private",
+                    path: dir.into(),
+                    source,
+                }
+            })?;
+        }
         Ok(Self { root: root.into() })
     }
 
@@ -136,6 +154,18 @@ impl Store {
     /// Stores the token signing key.
     pub(crate) fn set_token_key(&self, pem: &str) -> Result<(), StoreError> {
         write_atomic(&self.root.join(TOKEN_KEY), pem.as_bytes())
+    }
+
+    /// The trust mode the token signing key was made for, if recorded.
+    pub(crate) fn token_mode(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .read_string(&self.root.join(TOKEN_MODE))?
+            .map(|mode| mode.trim().to_owned()))
+    }
+
+    /// Records the trust mode of the token signing key (after the key is stored).
+    pub(crate) fn set_token_mode(&self, mode: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(TOKEN_MODE), mode.as_bytes())
     }
 
     /// The reference values (name → accepted values).
@@ -175,11 +205,14 @@ impl Store {
         write_atomic(&self.root.join(RESOURCE_POLICY), text.as_bytes())
     }
 
-    /// A resource's bytes, if it exists.
-    pub(crate) fn resource(&self, path: &ResourcePath) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A resource's bytes, if it exists; wiped from memory when dropped.
+    pub(crate) fn resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
         let file = self.resource_file(path);
         match fs::read(&file) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => Ok(Some(zeroize::Zeroizing::new(bytes))),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io {
                 op: "read",
@@ -196,11 +229,13 @@ impl Store {
         }
         let file = self.resource_file(path);
         if let Some(dir) = file.parent() {
-            fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                op: "create directory",
-                path: dir.into(),
-                source,
-            })?;
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Io {
+                    op: "create directory",
+                    path: dir.into(),
+                    source,
+                })?;
         }
         write_atomic(&file, bytes)
     }
@@ -330,7 +365,7 @@ mod tests {
                 .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.resource(&path).unwrap().unwrap(), b"v2");
+        assert_eq!(store.resource(&path).unwrap().unwrap().as_slice(), b"v2");
         assert_eq!(store.token_key().unwrap().unwrap(), "pem");
         assert_eq!(store.attestation_policy().unwrap().unwrap(), "a");
         assert_eq!(store.resource_policy().unwrap().unwrap(), "r");
@@ -348,6 +383,29 @@ mod tests {
     }
 
     #[test]
+    fn state_directory_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // A new directory (with a new parent): 0700, not the umask's 0755.
+        let fresh = dir.path().join("a/state");
+        let store = Store::open(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join(RESOURCES)), 0o700);
+        let path = ResourcePath::new("r", "t", "x").unwrap();
+        store.set_resource(&path, b"secret").unwrap();
+        assert_eq!(mode(&fresh.join("resources/r/t/x")), 0o600);
+        assert_eq!(mode(&fresh.join("resources/r/t")), 0o700);
+        // An existing world-readable directory is narrowed.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
+    }
+
+    #[test]
     fn leftover_temp_files_are_ignored_and_size_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -359,7 +417,7 @@ mod tests {
             store.set_resource(&path, &vec![0; MAX_RESOURCE_LEN + 1]),
             Err(StoreError::ResourceTooLarge)
         ));
-        assert_eq!(store.resource(&path).unwrap().unwrap(), b"ok");
+        assert_eq!(store.resource(&path).unwrap().unwrap().as_slice(), b"ok");
         fs::write(dir.path().join(REFERENCE_VALUES), b"{broken").unwrap();
         assert!(matches!(
             store.reference_values(),

@@ -65,7 +65,7 @@ fn pin_of(key: &KeyPair) -> SpkiPin {
 fn serve(pki: &Pki, state: &std::path::Path) -> RunningServer {
     let broker = common::broker(
         state,
-        EvidenceTrust::InsecureAcceptSimulated,
+        EvidenceTrust::InsecureAcceptSample,
         Duration::from_secs(60),
     );
     broker

@@ -22,11 +22,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tsuba_attestation_agent::kbs::{BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig};
 use tsuba_kbs::{
-    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
-    Transport, VerifierSet, router, serve,
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpProduct,
+    SnpVerifier, Tee, Transport, VerifierSet, router, serve,
 };
 use tsuba_protocols::evidence::ReportData;
-use tsuba_tee_sim::{SimAmdSp, SnpReportRequest};
+use tsuba_tee_sim::{SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
 
 const MEASUREMENT: [u8; 48] = [0x42; 48];
 
@@ -81,13 +81,15 @@ async fn full_handshakes_under_load() {
     let snp = SnpVerifier::with_amd_roots()
         .unwrap()
         .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-        .unwrap();
+        .unwrap()
+        .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     let mut verifiers = VerifierSet::new(EvidenceTrust::InsecureAcceptSimulated);
     verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().into(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Arc::new(Broker::new(config, verifiers).unwrap());
     broker
         .set_reference_values(&common::refs(&[&hex::encode(MEASUREMENT)]))
@@ -173,7 +175,8 @@ fn handshake_piece_costs() {
     let snp = SnpVerifier::with_amd_roots()
         .unwrap()
         .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-        .unwrap();
+        .unwrap()
+        .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
     let provider = SimSnp(Arc::clone(&sp));
     let rounds = 200u32;
@@ -190,10 +193,11 @@ fn handshake_piece_costs() {
     }
     let verify = t0.elapsed() / rounds;
     let state = tempfile::tempdir().unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().into(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Broker::new(config, VerifierSet::new(EvidenceTrust::HardwareOnly)).unwrap();
     let t0 = Instant::now();
     for _ in 0..rounds {

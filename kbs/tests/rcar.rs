@@ -39,7 +39,7 @@ async fn upload(url: &str, path: &str, bytes: &'static [u8]) -> reqwest::StatusC
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_evidence_with_reference_measurement_gets_the_resource() {
     let state = tempfile::tempdir().unwrap();
-    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
     kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
     assert_eq!(
         upload(&kbs.url(), "default/key/1", b"interop-secret").await,
@@ -59,7 +59,7 @@ async fn sample_evidence_with_reference_measurement_gets_the_resource() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measurement_not_a_reference_value_is_refused_with_the_reason() {
     let state = tempfile::tempdir().unwrap();
-    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
     kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
     assert_eq!(upload(&kbs.url(), "default/key/1", b"s").await, 200);
     let client = client(
@@ -116,7 +116,7 @@ async fn restart_between_upload_and_fetch_loses_nothing() {
     let state = tempfile::tempdir().unwrap();
     let token;
     {
-        let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+        let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
         kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
         kbs.broker
             .set_policy(
@@ -133,7 +133,7 @@ async fn restart_between_upload_and_fetch_loses_nothing() {
         );
         token = client.attest().await.unwrap();
     } // broker stopped here
-    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
     let client = client(
         &kbs.url(),
         InsecureSampleEvidence::default(),
@@ -168,12 +168,122 @@ async fn restart_between_upload_and_fetch_loses_nothing() {
     let _ = ResourcePath::parse("default/key/1").unwrap();
 }
 
+async fn bearer_status(url: &str, token: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/kbs/v0/resource/default/key/1"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_minted_under_simulation_die_when_the_trust_mode_changes() {
+    let state = tempfile::tempdir().unwrap();
+    let token;
+    {
+        let kbs = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
+        kbs.broker.set_reference_values(&refs(&["abcde"])).unwrap();
+        assert_eq!(upload(&kbs.url(), "default/key/1", b"s").await, 200);
+        token = client(
+            &kbs.url(),
+            InsecureSampleEvidence::default(),
+            TeeKeyKind::EcP256,
+        )
+        .attest()
+        .await
+        .unwrap();
+        assert_eq!(bearer_status(&kbs.url(), &token).await.0, 200);
+    }
+    let mode =
+        |state: &std::path::Path| std::fs::read_to_string(state.join("token-key.mode")).unwrap();
+    assert_eq!(
+        mode(state.path()),
+        "insecure:accept-sample-evidence,release-to-simulated"
+    );
+    let key_before = std::fs::read(state.path().join("token-key.pem")).unwrap();
+    // Restarted in secure mode: a new key, and the simulated token is refused.
+    let kbs = TestBroker::start(state.path(), EvidenceTrust::HardwareOnly);
+    assert_eq!(mode(state.path()), "secure");
+    assert_ne!(
+        std::fs::read(state.path().join("token-key.pem")).unwrap(),
+        key_before
+    );
+    let (status, body) = bearer_status(&kbs.url(), &token).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body["type"],
+        "https://github.com/confidential-containers/kbs/errors/TokenVerification"
+    );
+    assert_eq!(
+        body["detail"],
+        "attestation token is not valid: token signature is invalid"
+    );
+    drop(kbs);
+    // Same mode again: the key is kept.
+    let key_secure = std::fs::read(state.path().join("token-key.pem")).unwrap();
+    let _kbs = TestBroker::start(state.path(), EvidenceTrust::HardwareOnly);
+    assert_eq!(
+        std::fs::read(state.path().join("token-key.pem")).unwrap(),
+        key_secure
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_guests_get_no_resource_unless_the_administrator_opts_in() {
+    let state = tempfile::tempdir().unwrap();
+    let broker = common::broker_with(
+        state.path(),
+        EvidenceTrust::InsecureAcceptSample,
+        Duration::from_secs(300),
+        false,
+    );
+    broker.set_reference_values(&refs(&["abcde"])).unwrap();
+    broker
+        .set_resource(&ResourcePath::parse("default/key/1").unwrap(), b"s")
+        .unwrap();
+    let app = tsuba_kbs::router(Arc::clone(&broker), tsuba_kbs::HttpLimits::default());
+    let server = tsuba_kbs::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        app,
+    )
+    .unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let err = client(&url, InsecureSampleEvidence::default(), TeeKeyKind::EcP256)
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    match err {
+        KbsClientError::Refused {
+            step,
+            status,
+            kind,
+            detail,
+        } => {
+            assert_eq!(
+                (step, status, kind.as_str()),
+                ("resource", 401, "PolicyDeny")
+            );
+            assert_eq!(
+                detail,
+                "access denied by policy: the guest's evidence is simulated and this broker does \
+                 not release resources to simulated guests"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_pinned_ca() {
     let state = tempfile::tempdir().unwrap();
     let broker = common::broker(
         state.path(),
-        EvidenceTrust::InsecureAcceptSimulated,
+        EvidenceTrust::InsecureAcceptSample,
         Duration::from_secs(60),
     );
     broker.set_reference_values(&refs(&["abcde"])).unwrap();
@@ -252,7 +362,7 @@ async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
 
     let state = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSimulated);
+    let broker = TestBroker::start(state.path(), EvidenceTrust::InsecureAcceptSample);
     let pem = common::admin_key()
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
         .unwrap();
@@ -268,4 +378,53 @@ async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
             vec!["default/key/9".to_owned()]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_calls_from_one_address_are_limited_by_its_address() {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = tsuba_kbs::BrokerConfig::new(
+        state.path().to_path_buf(),
+        tsuba_kbs::AdminAuth::new(common::admin_key().verifying_key()),
+    );
+    config.max_sessions_per_client = 2;
+    let broker = Arc::new(
+        tsuba_kbs::Broker::new(
+            config,
+            tsuba_kbs::VerifierSet::new(EvidenceTrust::InsecureAcceptSample),
+        )
+        .unwrap(),
+    );
+    let server = tsuba_kbs::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        tsuba_kbs::router(broker, tsuba_kbs::HttpLimits::default()),
+    )
+    .unwrap();
+    let url = format!("http://{}/kbs/v0/auth", server.local_addr());
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        answers.push((status, body));
+    }
+    assert_eq!((answers[0].0, answers[1].0), (200, 200));
+    assert_eq!(answers[2].0, 429);
+    assert_eq!(
+        answers[2].1["type"],
+        "https://github.com/confidential-containers/kbs/errors/TooManySessionsFromClient"
+    );
+    assert_eq!(
+        answers[2].1["detail"],
+        "session is not usable: too many sessions waiting for attestation from this client"
+    );
 }

@@ -18,11 +18,11 @@ use tsuba_attestation_agent::kbs::{
     BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError,
 };
 use tsuba_kbs::{
-    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpVerifier, Tee,
-    Transport, VerifierSet, router, serve,
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpProduct,
+    SnpVerifier, Tee, Transport, VerifierSet, router, serve,
 };
 use tsuba_protocols::evidence::{GuestPolicy, ReportData};
-use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SimAmdSp, SnpReportRequest};
+use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
 
 const MEASUREMENT: [u8; 48] = [0x5a; 48];
 
@@ -100,14 +100,16 @@ fn setup(trust: EvidenceTrust) -> Setup {
     if trust == EvidenceTrust::InsecureAcceptSimulated {
         snp = snp
             .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-            .unwrap();
+            .unwrap()
+            .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     }
     let mut verifiers = VerifierSet::new(trust);
     verifiers.insert(Tee::Snp, Box::new(snp)).unwrap();
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().to_path_buf(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Arc::new(Broker::new(config, verifiers).unwrap());
     broker
         .set_reference_values(&common::refs(&[&hex::encode(MEASUREMENT)]))
@@ -296,7 +298,8 @@ fn hardware_only_set_refuses_a_verifier_with_sim_roots() {
     let snp = SnpVerifier::with_amd_roots()
         .unwrap()
         .insecure_add_simulated_root(sp.ark_der(), sp.ask_der())
-        .unwrap();
+        .unwrap()
+        .with_min_tcb(SnpProduct::Genoa, SIM_DEFAULT_TCB);
     let mut set = VerifierSet::new(EvidenceTrust::HardwareOnly);
     assert!(set.insert(Tee::Snp, Box::new(snp)).is_err());
     assert!(!set.accepts(Tee::Snp));

@@ -264,8 +264,8 @@ impl BrokerPki {
     }
 }
 
-/// `tsuba kbs serve` over HTTPS on loopback, trusting tee-sim's roots in `sim_state` (the
-/// launcher signs with them), with its admin key.
+/// `tsuba kbs serve` over HTTPS on loopback, trusting tee-sim's public roots from `sim_state`,
+/// with its admin key.
 struct Broker {
     process: Guarded,
     port: u16,
@@ -277,6 +277,14 @@ impl Broker {
     fn start(dir: &Path, port: u16, pki: &BrokerPki, sim_state: &Path) -> Self {
         let tsuba = tsuba_bin();
         std::fs::create_dir_all(dir).unwrap();
+        // tee-sim's public roots from `sim_state` (the launcher signs with them), exported by
+        // `tsuba sim export-roots`: the broker never reads their private keys.
+        let roots = dir.join("sim-roots.pem");
+        run(Command::new(&tsuba)
+            .args(["sim", "export-roots", "--state-dir"])
+            .arg(sim_state)
+            .arg("--out")
+            .arg(&roots));
         let admin_key = dir.join("admin.pem");
         let admin_pub = dir.join("admin.pub.pem");
         run(Command::new(&tsuba)
@@ -297,8 +305,15 @@ impl Broker {
                 .arg(&pki.chain)
                 .arg("--tls-key")
                 .arg(&pki.key)
-                .args(["--insecure-accept-simulated-evidence", "--sim-state-dir"])
-                .arg(sim_state),
+                .args([
+                    "--insecure-accept-simulated-evidence",
+                    "--insecure-release-resources-to-simulated",
+                    // tee-sim's platform TCB (SIM_DEFAULT_TCB) on its simulated Genoa.
+                    "--snp-min-tcb",
+                    "genoa=bootloader:10,tee:0,snp:23,microcode:84",
+                    "--insecure-sim-roots",
+                ])
+                .arg(&roots),
             &dir.join("kbs.log"),
         );
         process.wait_listening(&format!("127.0.0.1:{port}"));

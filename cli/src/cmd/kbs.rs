@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tsuba_kbs::{
     AdminAuth, AdminClient, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind,
-    ResourcePath, Transport, VerifierOptions, build_verifiers, generate_admin_key, load_pem,
+    ResourcePath, SnpProduct, SnpTcbOption, Transport, VerifierOptions, build_verifiers,
+    generate_admin_key, load_pem, parse_snp_min_tcb,
 };
+use tsuba_protocols::evidence::TcbParts;
 
 /// How long requests in flight may take to finish once a stop signal arrives.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -68,16 +70,42 @@ struct ServeArgs {
     /// Serve plain HTTP instead of HTTPS; refused unless --listen is a loopback address.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_plain_http: bool,
-    /// INSECURE: also accept simulated evidence (tee-sim roots, Trustee's `sample` TEE). Every
-    /// token issued is marked simulated. Never in production.
+    /// INSECURE: also accept evidence signed by tee-sim's simulated roots (given with
+    /// --insecure-sim-roots). Every token issued is marked simulated, and the signing key of
+    /// tokens changes with the insecure options. Never in production; refused by a build
+    /// without the insecure-sim feature.
     #[arg(long)]
     insecure_accept_simulated_evidence: bool,
-    /// tee-sim's state directory whose simulated roots to trust (needs the insecure option).
+    /// INSECURE: also accept Trustee's unsigned `sample` TEE, whose measurement is whatever the
+    /// client claims. Every token issued is marked simulated. Never in production; refused by
+    /// a build without the insecure-sim feature.
+    #[arg(long)]
+    insecure_accept_sample_evidence: bool,
+    /// PEM file of tee-sim's public roots, written by `tsuba sim export-roots` (needs
+    /// --insecure-accept-simulated-evidence).
     #[arg(long, requires = "insecure_accept_simulated_evidence")]
-    sim_state_dir: Option<PathBuf>,
+    insecure_sim_roots: Option<PathBuf>,
+    /// INSECURE: let the default resource policy release resources to guests whose token is
+    /// marked simulated (it refuses them otherwise). An uploaded resource policy decides for
+    /// itself (input.simulated).
+    #[arg(long)]
+    insecure_release_resources_to_simulated: bool,
     /// Directory of VCEK certificates (DER) for SNP reports that carry none.
     #[arg(long)]
     snp_vcek_cache: Option<PathBuf>,
+    /// Minimum SNP TCB for one product (repeatable), e.g.
+    /// milan=bootloader:3,tee:0,snp:8,microcode:115 (fmc:N too, on turin). SNP reports of a
+    /// product without a minimum are refused.
+    #[arg(long, value_parser = parse_snp_min_tcb)]
+    snp_min_tcb: Vec<(SnpProduct, TcbParts)>,
+    /// INSECURE: accept SNP reports of any TCB, including firmware with known flaws a hypervisor
+    /// can exploit. Never in production.
+    #[arg(long, conflicts_with = "snp_min_tcb")]
+    insecure_snp_accept_any_tcb: bool,
+    /// AMD certificate revocation list (PEM or DER, signed by a trusted ARK or ASK; repeatable):
+    /// reports whose ASK or VCEK it lists are refused.
+    #[arg(long)]
+    snp_crl: Vec<PathBuf>,
     /// Directory of DCAP collateral JSON files for TDX quotes.
     #[arg(long)]
     tdx_collateral_dir: Option<PathBuf>,
@@ -87,6 +115,10 @@ struct ServeArgs {
     /// Session lifetime in seconds (auth to attest, and resource requests by cookie).
     #[arg(long, default_value_t = 300)]
     session_ttl: u64,
+    /// Most sessions one client address (IPv6: its /64) may have waiting for attestation; more
+    /// auth calls from it are refused with 429 until it attests or its sessions expire.
+    #[arg(long, default_value_t = 256)]
+    max_sessions_per_client: usize,
     /// Attestation token lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     token_ttl: u64,
@@ -203,21 +235,28 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let admin_pem = std::fs::read_to_string(&args.admin_public_key)
         .with_context(|| format!("cannot read {}", args.admin_public_key.display()))?;
     let admin = AdminAuth::from_public_key_pem(&admin_pem)?;
-    let trust = if args.insecure_accept_simulated_evidence {
-        EvidenceTrust::InsecureAcceptSimulated
-    } else {
-        EvidenceTrust::HardwareOnly
-    };
+    let trust = EvidenceTrust::new(
+        args.insecure_accept_simulated_evidence,
+        args.insecure_accept_sample_evidence,
+    );
     let verifiers = build_verifiers(&VerifierOptions {
         trust,
-        sim_state_dir: args.sim_state_dir,
+        sim_roots: args.insecure_sim_roots,
         snp_vcek_cache: args.snp_vcek_cache,
+        snp_tcb: if args.insecure_snp_accept_any_tcb {
+            SnpTcbOption::InsecureAcceptAny
+        } else {
+            SnpTcbOption::Minimum(snp_minimums(args.snp_min_tcb)?)
+        },
+        snp_crls: args.snp_crl,
         tdx_collateral_dir: args.tdx_collateral_dir,
         tdx_accept_status: args.tdx_accept_status,
     })?;
     let mut config = BrokerConfig::new(args.state_dir, admin);
     config.session_ttl = Duration::from_secs(args.session_ttl);
+    config.max_sessions_per_client = args.max_sessions_per_client;
     config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.insecure_release_to_simulated = args.insecure_release_resources_to_simulated;
     let broker = Arc::new(Broker::new(config, verifiers)?);
     let transport = match (args.tls_cert, args.tls_key, args.insecure_plain_http) {
         (Some(cert), Some(key), false) => {
@@ -251,6 +290,20 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("server failed")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--snp-min-tcb` values by product; a product given twice is an error, not a silent
+/// override.
+fn snp_minimums(
+    values: Vec<(SnpProduct, TcbParts)>,
+) -> anyhow::Result<BTreeMap<SnpProduct, TcbParts>> {
+    let mut map = BTreeMap::new();
+    for (product, min) in values {
+        if map.insert(product, min).is_some() {
+            bail!("--snp-min-tcb gives {product} twice: give each product one minimum");
+        }
+    }
+    Ok(map)
 }
 
 async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {

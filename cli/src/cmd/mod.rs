@@ -11,6 +11,7 @@ pub(crate) mod image;
 pub(crate) mod image_sign;
 pub(crate) mod kbs;
 pub(crate) mod measure;
+pub(crate) mod sim;
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -20,5 +21,6 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Kbs(args) => kbs::run(args),
         Command::Image(args) => image::run(args),
+        Command::Sim(args) => sim::run(args),
     }
 }

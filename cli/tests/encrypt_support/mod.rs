@@ -203,8 +203,9 @@ pub(crate) fn inspect_raw(registry: &Registry, image: &str) -> serde_json::Value
     serde_json::from_str(&raw).unwrap()
 }
 
-/// `tsuba kbs serve` on loopback (plain HTTP, simulated evidence accepted, tee-sim roots from
-/// `sim_dir`) with the given measurements as reference values; killed when dropped.
+/// `tsuba kbs serve` on loopback (plain HTTP, simulated evidence accepted, tee-sim's public roots
+/// exported from `sim_dir` by `tsuba sim export-roots`) with the given measurements as reference
+/// values; killed when dropped.
 pub(crate) struct Broker {
     child: Child,
     pub(crate) addr: String,
@@ -220,6 +221,20 @@ impl Broker {
         std::fs::create_dir_all(&sim_dir).unwrap();
         // The published test roots: a fresh state dir would otherwise generate RSA-4096 keys.
         tsuba_tee_sim::SimAmdSp::open_or_create_with_published_test_roots(&sim_dir).unwrap();
+        let roots = dir.join("sim-roots.pem");
+        let out = tsuba(&[
+            "sim",
+            "export-roots",
+            "--state-dir",
+            &sim_dir.display().to_string(),
+            "--out",
+            &roots.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (admin_key, admin_pub) = (dir.join("admin.pem"), dir.join("admin.pub.pem"));
         let out = tsuba(&[
             "kbs",
@@ -244,9 +259,13 @@ impl Broker {
             .args([
                 "--insecure-plain-http",
                 "--insecure-accept-simulated-evidence",
+                "--insecure-release-resources-to-simulated",
+                // tee-sim's platform TCB (SIM_DEFAULT_TCB) on its simulated Genoa.
+                "--snp-min-tcb",
+                "genoa=bootloader:10,tee:0,snp:23,microcode:84",
             ])
-            .arg("--sim-state-dir")
-            .arg(&sim_dir)
+            .arg("--insecure-sim-roots")
+            .arg(&roots)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,11 +1,12 @@
 //! The attestation endpoints: auth, attest, resource.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
@@ -17,10 +18,15 @@ use crate::store::ResourcePath;
 
 pub(super) async fn auth(
     State(broker): State<Arc<Broker>>,
+    extensions: Extensions,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KbsError> {
     let request = body(request)?;
-    let response = broker.auth(&request)?;
+    // The peer address, when served over TCP (`serve` records it); sessions are counted by it.
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let response = broker.auth(client, &request)?;
     let cookie = format!(
         "{COOKIE_NAME}={}; Expires={}",
         response.session.id.as_str(),

@@ -1,10 +1,14 @@
 //! Evidence verifiers: one implementation per TEE behind one trait, picked by the TEE type the
-//! guest named in its request. Simulated roots and Trustee's `sample` TEE are only registered when
-//! the broker runs with [`EvidenceTrust::InsecureAcceptSimulated`].
+//! guest named in its request. Simulated roots are only registered when the broker runs with
+//! [`EvidenceTrust::InsecureAcceptSimulated`], Trustee's `sample` TEE only with
+//! [`EvidenceTrust::InsecureAcceptSample`], and neither exists in a build without the
+//! `insecure-sim` feature.
 
+#[cfg(feature = "insecure-sim")]
 mod sample;
 mod snp;
 mod snp_evidence;
+mod snp_trust;
 mod tdx;
 
 use std::collections::HashMap;
@@ -16,18 +20,71 @@ use serde_json::Value;
 
 use crate::binding::BindingDigest;
 
+#[cfg(feature = "insecure-sim")]
 pub(crate) use sample::SampleVerifier;
 pub use snp::{SnpSetupError, SnpVerifier};
+pub use snp_trust::{SnpCrlError, SnpMinTcbError, SnpProduct, SnpRefusal, parse_snp_min_tcb};
 pub use tdx::{TdxSetupError, TdxVerifier};
 
-/// Which evidence the broker trusts. There is no default: the caller chooses.
+/// Which evidence the broker trusts. There is no default: the caller chooses. Every variant but
+/// [`Self::HardwareOnly`] needs the `insecure-sim` feature to accept anything more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvidenceTrust {
     /// Only evidence chained to the hardware vendors' real roots.
     HardwareOnly,
-    /// Also simulated evidence (tee-sim roots, Trustee's `sample` TEE). Every token issued for
-    /// such evidence is marked simulated. Never for production.
+    /// Also evidence signed by tee-sim's simulated roots. Every token is marked simulated.
+    /// Never for production.
     InsecureAcceptSimulated,
+    /// Also Trustee's unsigned `sample` TEE, whose measurement is whatever the client claims.
+    /// Every token is marked simulated. Never for production.
+    InsecureAcceptSample,
+    /// Both of the above.
+    InsecureAcceptSimulatedAndSample,
+}
+
+impl EvidenceTrust {
+    /// The trust for the two insecure options.
+    pub fn new(accept_simulated: bool, accept_sample: bool) -> Self {
+        match (accept_simulated, accept_sample) {
+            (false, false) => Self::HardwareOnly,
+            (true, false) => Self::InsecureAcceptSimulated,
+            (false, true) => Self::InsecureAcceptSample,
+            (true, true) => Self::InsecureAcceptSimulatedAndSample,
+        }
+    }
+
+    /// Whether verifiers trusting tee-sim's roots may be registered.
+    pub fn accepts_simulated_roots(self) -> bool {
+        matches!(
+            self,
+            Self::InsecureAcceptSimulated | Self::InsecureAcceptSimulatedAndSample
+        )
+    }
+
+    /// Whether Trustee's `sample` TEE is accepted.
+    pub fn accepts_sample(self) -> bool {
+        matches!(
+            self,
+            Self::InsecureAcceptSample | Self::InsecureAcceptSimulatedAndSample
+        )
+    }
+
+    /// Whether any insecure option is on.
+    pub fn is_insecure(self) -> bool {
+        self != Self::HardwareOnly
+    }
+
+    /// The insecure options that are on, by name (empty for hardware only).
+    pub fn insecure_options(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.accepts_simulated_roots() {
+            names.push("accept-simulated-evidence");
+        }
+        if self.accepts_sample() {
+            names.push("accept-sample-evidence");
+        }
+        names
+    }
 }
 
 /// The verified, TEE-independent view of evidence that policies are evaluated over.
@@ -100,6 +157,10 @@ pub enum VerifierError {
         /// The status reported by the quote verification.
         status: String,
     },
+    /// The SNP report is authentic but the broker's SNP requirements (minimum TCB, no
+    /// migration agent, revocation) refuse it.
+    #[error("snp report refused")]
+    SnpRefused(#[source] SnpRefusal),
     /// Quote verification failed.
     #[error("quote verification failed")]
     Quote(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -117,7 +178,7 @@ pub trait Verifier: Send + Sync {
     ) -> Result<Claims, VerifierError>;
 
     /// Whether this verifier trusts any simulated root. Such a verifier can only join a
-    /// [`VerifierSet`] built for [`EvidenceTrust::InsecureAcceptSimulated`].
+    /// [`VerifierSet`] whose trust accepts simulated roots.
     fn trusts_simulated_roots(&self) -> bool {
         false
     }
@@ -141,6 +202,8 @@ impl SimulatedRootsRefused {
 /// The verifiers this broker runs, by TEE type.
 pub struct VerifierSet {
     trust: EvidenceTrust,
+    /// Insecure options of the verifiers besides `trust` (e.g. any SNP TCB).
+    insecure_marks: Vec<&'static str>,
     verifiers: HashMap<Tee, Box<dyn Verifier>>,
 }
 
@@ -154,14 +217,38 @@ impl std::fmt::Debug for VerifierSet {
 }
 
 impl VerifierSet {
-    /// A set for `trust`: empty for [`EvidenceTrust::HardwareOnly`]; with the `sample`
-    /// verifier for [`EvidenceTrust::InsecureAcceptSimulated`].
+    /// A set for `trust`: empty, except for the `sample` verifier when `trust` accepts sample
+    /// evidence and this build has the `insecure-sim` feature.
     pub fn new(trust: EvidenceTrust) -> Self {
+        #[cfg_attr(
+            not(feature = "insecure-sim"),
+            expect(unused_mut, reason = "only the sample verifier is inserted here")
+        )]
         let mut verifiers: HashMap<Tee, Box<dyn Verifier>> = HashMap::new();
-        if trust == EvidenceTrust::InsecureAcceptSimulated {
+        #[cfg(feature = "insecure-sim")]
+        if trust.accepts_sample() {
             verifiers.insert(Tee::Sample, Box::new(SampleVerifier));
         }
-        Self { trust, verifiers }
+        Self {
+            trust,
+            insecure_marks: Vec::new(),
+            verifiers,
+        }
+    }
+
+    /// Records that a verifier runs with the insecure option `name`, so that the broker's trust
+    /// mode (and with it the token signing key) changes when the option does.
+    pub fn mark_insecure(&mut self, name: &'static str) {
+        if !self.insecure_marks.contains(&name) {
+            self.insecure_marks.push(name);
+        }
+    }
+
+    /// Every insecure option this set runs with, by name.
+    pub fn insecure_options(&self) -> Vec<&'static str> {
+        let mut names = self.trust.insecure_options();
+        names.extend(&self.insecure_marks);
+        names
     }
 
     /// Which evidence this set trusts.
@@ -176,7 +263,7 @@ impl VerifierSet {
         tee: Tee,
         verifier: Box<dyn Verifier>,
     ) -> Result<(), SimulatedRootsRefused> {
-        if verifier.trusts_simulated_roots() && self.trust == EvidenceTrust::HardwareOnly {
+        if verifier.trusts_simulated_roots() && !self.trust.accepts_simulated_roots() {
             return Err(SimulatedRootsRefused {
                 tee: tee.to_string(),
             });

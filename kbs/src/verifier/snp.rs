@@ -19,6 +19,7 @@ use tsuba_protocols::evidence::{
 };
 use x509_cert::der::Decode;
 
+use super::snp_trust::{Revocations, SnpCrlError, SnpProduct, SnpRefusal, TcbRequirement};
 use super::{Claims, Verifier, VerifierError};
 use crate::binding::BindingDigest;
 
@@ -40,6 +41,7 @@ const OID_HW_ID: &str = "1.3.6.1.4.1.3704.1.4";
 #[derive(Clone)]
 struct Root {
     name: &'static str,
+    product: SnpProduct,
     ark: x509_cert::Certificate,
     ask: x509_cert::Certificate,
     simulated: bool,
@@ -58,8 +60,10 @@ impl Root {
         if (&ark_sev, &ark_sev).verify().is_err() || (&ark_sev, &ask_sev).verify().is_err() {
             return Err(SnpSetupError::Root { name });
         }
+        let product = SnpProduct::of_ark(&ark).ok_or(SnpSetupError::Root { name })?;
         Ok(Self {
             name,
+            product,
             ark,
             ask,
             simulated,
@@ -117,13 +121,19 @@ pub enum SnpSetupError {
         #[source]
         source: std::io::Error,
     },
+    /// A revocation list was refused.
+    #[error("snp revocation list refused")]
+    Crl(#[from] SnpCrlError),
 }
 
-/// Verifier for SEV-SNP reports.
+/// Verifier for SEV-SNP reports. It refuses every report until it is given a minimum TCB for
+/// the report's product ([`Self::with_min_tcb`]) or told to accept any
+/// ([`Self::insecure_accept_any_tcb`]).
 pub struct SnpVerifier {
     roots: Vec<Root>,
     vcek_cache: Vec<Cert>,
-    min_tcb: Option<TcbParts>,
+    tcb: TcbRequirement,
+    revocations: Revocations,
     /// SHA-256 of a VEK certificate whose signature by a root's ASK verified, and that root's
     /// index: the RSA check is done once per VEK, the dates on every report.
     verified_veks: std::sync::Mutex<std::collections::HashMap<[u8; 32], usize>>,
@@ -137,7 +147,8 @@ impl std::fmt::Debug for SnpVerifier {
                 &self.roots.iter().map(|r| r.name).collect::<Vec<_>>(),
             )
             .field("vcek_cache", &self.vcek_cache.len())
-            .field("min_tcb", &self.min_tcb)
+            .field("tcb", &self.tcb)
+            .field("revocations", &self.revocations)
             .finish()
     }
 }
@@ -148,6 +159,7 @@ pub(crate) struct VerifiedReport {
     pub(crate) report: SnpReport,
     pub(crate) simulated: bool,
     pub(crate) root: &'static str,
+    pub(crate) product: SnpProduct,
 }
 
 impl SnpVerifier {
@@ -169,13 +181,16 @@ impl SnpVerifier {
         Ok(Self {
             roots,
             vcek_cache: Vec::new(),
-            min_tcb: None,
+            tcb: TcbRequirement::Unset,
+            revocations: Revocations::default(),
             verified_veks: std::sync::Mutex::default(),
         })
     }
 
     /// Also trusts tee-sim's simulated ARK/ASK (DER). Reports chained to them are marked
-    /// simulated. Only for a broker running with simulated evidence explicitly enabled.
+    /// simulated. Only for a broker running with simulated evidence explicitly enabled, and only
+    /// in a build with the `insecure-sim` feature.
+    #[cfg(feature = "insecure-sim")]
     pub fn insecure_add_simulated_root(
         mut self,
         ark_der: &[u8],
@@ -213,10 +228,31 @@ impl SnpVerifier {
         Ok(self)
     }
 
-    /// Refuses reports whose reported TCB is below `min` in any component.
-    pub fn with_min_tcb(mut self, min: TcbParts) -> Self {
-        self.min_tcb = Some(min);
+    /// Accepts reports of `product` whose reported TCB is at least `min` in every component
+    /// (`fmc` only when `min` has one). Products without a minimum stay refused.
+    pub fn with_min_tcb(mut self, product: SnpProduct, min: TcbParts) -> Self {
+        self.tcb = std::mem::take(&mut self.tcb).with(product, min);
         self
+    }
+
+    /// Accepts reports with any TCB, including firmware with known flaws a hypervisor can
+    /// exploit. Never in production.
+    pub fn insecure_accept_any_tcb(mut self) -> Self {
+        self.tcb = TcbRequirement::InsecureAny;
+        self
+    }
+
+    /// Refuses certificates listed in `crl` (PEM or DER), a revocation list that a trusted
+    /// ARK or ASK signed (AMD publishes one per product). Returns the verifier and how many
+    /// entries the list held.
+    pub fn with_crl(mut self, crl: &[u8]) -> Result<(Self, usize), SnpSetupError> {
+        let signers: Vec<&x509_cert::Certificate> = self
+            .roots
+            .iter()
+            .flat_map(|root| [&root.ark, &root.ask])
+            .collect();
+        let count = self.revocations.add(crl, &signers)?;
+        Ok((self, count))
     }
 
     /// Verifies a raw report with an optional certificate table at `now`: signature, chain,
@@ -261,23 +297,20 @@ impl SnpVerifier {
         let table_ask = cert_table.and_then(|table| table.get(&GUID_ASK));
         let root = self.chain_cached(&vek, table_ask, what, now)?;
         check_tcb(&vek, &report, guid == GUID_VCEK)?;
-        if let Some(min) = self.min_tcb {
-            let tcb = report.reported_tcb.parts(report.tcb_layout());
-            let below = tcb.bootloader < min.bootloader
-                || tcb.tee < min.tee
-                || tcb.snp < min.snp
-                || tcb.microcode < min.microcode
-                || matches!((tcb.fmc, min.fmc), (Some(have), Some(need)) if have < need);
-            if below {
-                return Err(VerifierError::TcbStatus {
-                    status: format!("reported tcb {tcb:?} is below the minimum {min:?}"),
-                });
-            }
+        let refused = VerifierError::SnpRefused;
+        self.revocations.check(&vek.x509, what).map_err(refused)?;
+        self.revocations.check(&root.ask, "ask").map_err(refused)?;
+        if report.policy.migrate_ma() {
+            return Err(refused(SnpRefusal::MigrationAgentAllowed));
         }
+        self.tcb
+            .check(root.product, report.reported_tcb.parts(report.tcb_layout()))
+            .map_err(refused)?;
         Ok(VerifiedReport {
             report,
             simulated: root.simulated,
             root: root.name,
+            product: root.product,
         })
     }
 
@@ -345,6 +378,9 @@ impl SnpVerifier {
             if intermediate.x509.tbs_certificate.subject == *issuer
                 && (&inter_sev, &vek_sev).verify().is_ok()
             {
+                self.revocations
+                    .check(&intermediate.x509, "ask")
+                    .map_err(VerifierError::SnpRefused)?;
                 for root in &self.roots {
                     if root.ark.tbs_certificate.subject != intermediate.x509.tbs_certificate.issuer
                     {
@@ -410,6 +446,7 @@ fn claims(verified: &VerifiedReport) -> Claims {
         details: serde_json::json!({
             "version": r.version.number(),
             "root": verified.root,
+            "product": verified.product.name(),
             "policy": c.policy.0,
             "vmpl": c.vmpl,
             "guest_svn": c.guest_svn,
@@ -533,9 +570,24 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> Vec<u8> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/real-evidence/snp");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/snp");
         std::fs::read(dir.join(name)).unwrap()
+    }
+
+    /// The reported TCB of `trustee-test-report.bin` (a Milan).
+    const TRUSTEE_TCB: TcbParts = TcbParts {
+        fmc: None,
+        bootloader: 3,
+        tee: 0,
+        snp: 8,
+        microcode: 0x73,
+    };
+
+    /// A verifier of AMD's roots for tests about other things than the TCB.
+    fn any_tcb() -> SnpVerifier {
+        SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb()
     }
 
     fn table(vek_guid: [u8; 16], der: Vec<u8>) -> SnpCertTable {
@@ -554,7 +606,7 @@ mod tests {
 
     #[test]
     fn real_milan_report_verifies_against_amd_roots() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let verified = verifier
             .verify_report(
                 &data("trustee-test-report.bin"),
@@ -578,7 +630,7 @@ mod tests {
                 .trim(),
         )
         .unwrap();
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let verified = verifier
             .verify_report(
                 &raw,
@@ -595,14 +647,11 @@ mod tests {
         std::fs::write(dir.path().join("other.der"), data("sev-vcek_milan.der")).unwrap();
         std::fs::write(dir.path().join("vcek.der"), data("trustee-test-vcek.der")).unwrap();
         std::fs::write(dir.path().join("junk.der"), b"junk").unwrap();
-        let verifier = SnpVerifier::with_amd_roots()
-            .unwrap()
-            .with_vcek_cache(dir.path())
-            .unwrap();
+        let verifier = any_tcb().with_vcek_cache(dir.path()).unwrap();
         verifier
             .verify_report(&data("trustee-test-report.bin"), None, inside())
             .unwrap();
-        let no_cache = SnpVerifier::with_amd_roots().unwrap();
+        let no_cache = any_tcb();
         assert!(matches!(
             no_cache.verify_report(&data("trustee-test-report.bin"), None, inside()),
             Err(VerifierError::MissingCertificate { what: "vcek" })
@@ -611,7 +660,7 @@ mod tests {
 
     #[test]
     fn wrong_vcek_is_refused() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         for wrong in [
             "trustee-test-vcek-invalid-legacy.der",
             "trustee-test-vcek-invalid-new.der",
@@ -636,7 +685,7 @@ mod tests {
 
     #[test]
     fn flipped_byte_is_refused() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let good = data("trustee-test-report.bin");
         // Measurement, report data, the TCB and the signature itself.
         for offset in [0x90, 0x50, 0x180, 0x2A0] {
@@ -662,7 +711,7 @@ mod tests {
 
     #[test]
     fn expired_or_not_yet_valid_vcek_is_refused() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
         let after = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000); // 2030-03
         let before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000); // 2020-09
@@ -675,29 +724,147 @@ mod tests {
     }
 
     #[test]
-    fn out_of_date_tcb_is_refused() {
+    fn real_reports_are_refused_below_the_minimum_tcb_and_accepted_at_it() {
         let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
-        let current = TcbParts {
-            fmc: None,
-            bootloader: 3,
-            tee: 0,
-            snp: 8,
-            microcode: 0x73,
+        let report = data("trustee-test-report.bin");
+        let verify = |verifier: SnpVerifier| {
+            verifier
+                .verify_report(&report, Some(&t), inside())
+                .map(|_| ())
+                .map_err(|err| match err {
+                    VerifierError::SnpRefused(refusal) => refusal,
+                    other => panic!("{other:?}"),
+                })
         };
-        let ok = SnpVerifier::with_amd_roots().unwrap().with_min_tcb(current);
-        ok.verify_report(&data("trustee-test-report.bin"), Some(&t), inside())
+        let roots = || SnpVerifier::with_amd_roots().unwrap();
+        // At its own TCB and below it: accepted.
+        assert_eq!(
+            verify(roots().with_min_tcb(SnpProduct::Milan, TRUSTEE_TCB)),
+            Ok(())
+        );
+        let lower = TcbParts {
+            microcode: 0x72,
+            snp: 7,
+            ..TRUSTEE_TCB
+        };
+        assert_eq!(
+            verify(roots().with_min_tcb(SnpProduct::Milan, lower)),
+            Ok(())
+        );
+        // One component above: refused, naming that component.
+        let above = [
+            (
+                "bootloader",
+                3,
+                TcbParts {
+                    bootloader: 4,
+                    ..TRUSTEE_TCB
+                },
+            ),
+            (
+                "tee",
+                0,
+                TcbParts {
+                    tee: 1,
+                    ..TRUSTEE_TCB
+                },
+            ),
+            (
+                "snp",
+                8,
+                TcbParts {
+                    snp: 9,
+                    ..TRUSTEE_TCB
+                },
+            ),
+            (
+                "microcode",
+                0x73,
+                TcbParts {
+                    microcode: 0x74,
+                    ..TRUSTEE_TCB
+                },
+            ),
+        ];
+        for (component, reported, min) in above {
+            let refusal = verify(roots().with_min_tcb(SnpProduct::Milan, min)).unwrap_err();
+            assert_eq!(
+                refusal,
+                SnpRefusal::TcbBelowMinimum {
+                    product: SnpProduct::Milan,
+                    component,
+                    reported,
+                    minimum: reported + 1,
+                }
+            );
+            assert_eq!(
+                refusal.to_string(),
+                format!(
+                    "milan reported tcb {component} svn {reported} is below the minimum {}",
+                    reported + 1
+                )
+            );
+        }
+        // No minimum at all, or only another product's: refused, saying what to configure.
+        let refusal = verify(roots()).unwrap_err();
+        assert_eq!(
+            refusal,
+            SnpRefusal::NoMinimumTcb {
+                product: SnpProduct::Milan
+            }
+        );
+        assert!(
+            refusal
+                .to_string()
+                .contains("--snp-min-tcb milan=bootloader:N,tee:N,snp:N,microcode:N"),
+            "{refusal}"
+        );
+        // A Genoa floor does not apply to a report whose chain ends at Milan's ARK.
+        let genoa_only = roots().with_min_tcb(SnpProduct::Genoa, lower);
+        assert_eq!(
+            verify(genoa_only),
+            Err(SnpRefusal::NoMinimumTcb {
+                product: SnpProduct::Milan
+            })
+        );
+    }
+
+    #[test]
+    fn second_real_report_is_held_to_its_own_tcb() {
+        let raw = hex::decode(
+            String::from_utf8(data("sev-report_milan.hex"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let report = SnpReport::parse(&raw).unwrap();
+        let tcb = report.reported_tcb.parts(report.tcb_layout());
+        // Another machine than Trustee's, at the same TCB level.
+        assert_eq!(tcb, TRUSTEE_TCB);
+        let t = table(GUID_VCEK, data("sev-vcek_milan.der"));
+        let roots = || SnpVerifier::with_amd_roots().unwrap();
+        roots()
+            .with_min_tcb(SnpProduct::Milan, tcb)
+            .verify_report(&raw, Some(&t), inside())
             .unwrap();
-        let newer = TcbParts { snp: 9, ..current };
-        let strict = SnpVerifier::with_amd_roots().unwrap().with_min_tcb(newer);
+        let above = TcbParts {
+            snp: tcb.snp + 1,
+            ..tcb
+        };
         assert!(matches!(
-            strict.verify_report(&data("trustee-test-report.bin"), Some(&t), inside()),
-            Err(VerifierError::TcbStatus { .. })
+            roots()
+                .with_min_tcb(SnpProduct::Milan, above)
+                .verify_report(&raw, Some(&t), inside()),
+            Err(VerifierError::SnpRefused(SnpRefusal::TcbBelowMinimum {
+                component: "snp",
+                ..
+            }))
         ));
     }
 
     #[test]
     fn vlek_report_signature_verifies_but_needs_the_asvk() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let vlek = data("trustee-test-vlek.der");
         // Inside the VLEK's one-year window.
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_740_000_000);
@@ -718,7 +885,7 @@ mod tests {
 
     #[test]
     fn remembered_vcek_still_gets_signature_and_date_checks() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = any_tcb();
         let t = table(GUID_VCEK, data("trustee-test-vcek.der"));
         let good = data("trustee-test-report.bin");
         verifier.verify_report(&good, Some(&t), inside()).unwrap();

@@ -348,8 +348,7 @@ mod tests {
     use crate::verifier::{SnpVerifier, Verifier};
 
     fn data(name: &str) -> Vec<u8> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/real-evidence/snp");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/snp");
         std::fs::read(dir.join(name)).unwrap()
     }
 
@@ -415,7 +414,9 @@ mod tests {
 
     #[test]
     fn guest_components_evidence_verifies_like_tsuba_evidence() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         let theirs = verifier.verify_evidence(&trustee_gc(), inside()).unwrap();
         assert_eq!(theirs.root, "milan");
         let mut table = Vec::new();
@@ -432,7 +433,9 @@ mod tests {
         let ours = verifier.verify_evidence(&ours, inside()).unwrap();
         assert_eq!(ours.report, theirs.report);
 
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         let second = gc_evidence(&milan_hex_report(), vcek_entry(data("sev-vcek_milan.der")));
         assert_eq!(
             verifier.verify_evidence(&second, inside()).unwrap().root,
@@ -442,7 +445,9 @@ mod tests {
 
     #[test]
     fn guest_components_evidence_goes_through_the_binding_check() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         let binding = BindingDigest::compute("nonce", &json!({"kty": "EC"}), "");
         assert!(matches!(
             verifier.verify(&trustee_gc(), &binding, inside()),
@@ -452,7 +457,9 @@ mod tests {
 
     #[test]
     fn extra_entries_are_ignored_and_the_cache_serves_a_null_chain() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         let uuid = "11111111-2222-3333-4444-555555555555".parse().unwrap();
         let chain = vec![
             CertTableEntry {
@@ -484,6 +491,7 @@ mod tests {
         std::fs::write(dir.path().join("vcek.der"), data("trustee-test-vcek.der")).unwrap();
         let cached = SnpVerifier::with_amd_roots()
             .unwrap()
+            .insecure_accept_any_tcb()
             .with_vcek_cache(dir.path())
             .unwrap();
         cached.verify_evidence(&null_chain, inside()).unwrap();
@@ -501,7 +509,9 @@ mod tests {
 
     #[test]
     fn tampered_guest_components_evidence_is_refused() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         for (path, index) in [
             (&["measurement"][..], 0),
             (&["report_data"][..], 5),
@@ -555,7 +565,9 @@ mod tests {
 
     #[test]
     fn malformed_guest_components_evidence_is_refused() {
-        let verifier = SnpVerifier::with_amd_roots().unwrap();
+        let verifier = SnpVerifier::with_amd_roots()
+            .unwrap()
+            .insecure_accept_any_tcb();
         let edits: Vec<(&str, Edit)> = vec![
             ("extra top-level member", |e| e["extra"] = json!(1)),
             ("both shapes at once", |e| e["report"] = json!("AAAA")),

@@ -30,12 +30,24 @@ pub(crate) fn admin_bearer() -> String {
     format!("Bearer {}", sign_admin_token(&admin_key(), now, now + 300))
 }
 
+/// A broker for `trust`; one that accepts simulated evidence also releases resources to
+/// simulated guests (the administrator's opt-in).
 pub(crate) fn broker(state: &Path, trust: EvidenceTrust, session_ttl: Duration) -> Arc<Broker> {
+    broker_with(state, trust, session_ttl, trust.is_insecure())
+}
+
+pub(crate) fn broker_with(
+    state: &Path,
+    trust: EvidenceTrust,
+    session_ttl: Duration,
+    release_to_simulated: bool,
+) -> Arc<Broker> {
     let mut config = BrokerConfig::new(
         state.to_path_buf(),
         AdminAuth::new(admin_key().verifying_key()),
     );
     config.session_ttl = session_ttl;
+    config.insecure_release_to_simulated = release_to_simulated;
     Arc::new(Broker::new(config, VerifierSet::new(trust)).unwrap())
 }
 

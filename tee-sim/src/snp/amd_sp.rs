@@ -51,8 +51,11 @@ const SIM_FIRMWARE: FirmwareVersion = FirmwareVersion {
 /// PLATFORM_INFO: SMT enabled.
 const SIM_PLATFORM_INFO: u64 = 1;
 
-/// The public keys checked into `tee-sim/testdata/`: anyone can sign with them.
+/// The private keys checked into `tee-sim/testdata/`: anyone can sign with them, so they are
+/// compiled in only for tests (feature `published-test-roots`).
+#[cfg(any(test, feature = "published-test-roots"))]
 const TEST_ARK_PEM: &str = include_str!("../../testdata/test-ark.key.pem");
+#[cfg(any(test, feature = "published-test-roots"))]
 const TEST_ASK_PEM: &str = include_str!("../../testdata/test-ask.key.pem");
 
 /// Errors of the simulated AMD-SP.
@@ -185,7 +188,8 @@ impl SimAmdSp {
 
     /// Like [`Self::open_or_create`], but a new state directory gets the ARK and ASK keys that
     /// are published in tsuba's source tree. Anyone can sign with those keys: use this only in
-    /// tests, to skip RSA-4096 generation.
+    /// tests, to skip RSA-4096 generation (feature `published-test-roots`).
+    #[cfg(any(test, feature = "published-test-roots"))]
     pub fn open_or_create_with_published_test_roots(state_dir: &Path) -> Result<Self, AmdSpError> {
         Self::open_with(state_dir, || {
             let ark = RsaPrivateKey::from_pkcs8_pem(TEST_ARK_PEM)
@@ -249,6 +253,19 @@ impl SimAmdSp {
     /// The simulated ASK certificate (DER).
     pub fn ask_der(&self) -> &[u8] {
         &self.ask_der
+    }
+
+    /// The simulated ARK and ASK certificates as PEM: the public trust anchors a development
+    /// broker is given (`tsuba sim export-roots`). No private key is in it.
+    pub fn public_roots_pem(&self) -> Result<String, AmdSpError> {
+        let mut pem = String::new();
+        for der in [&self.ark_der, &self.ask_der] {
+            pem.push_str(
+                &der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, der)
+                    .map_err(|e| AmdSpError::Cert(CertError::Der(der::Error::from(e))))?,
+            );
+        }
+        Ok(pem)
     }
 
     /// The simulated chip id (it starts with [`SIM_CHIP_ID_PREFIX`]).

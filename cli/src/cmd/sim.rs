@@ -1,0 +1,58 @@
+//! `tsuba sim`: tee-sim's simulated roots of trust, for a development broker. Only a build with
+//! the `insecure-sim` feature has it; any other build says so and does nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The simulated TEE's public roots, for a development key broker.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SimArgs {
+    #[command(subcommand)]
+    command: SimCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SimCommand {
+    /// Write tee-sim's PUBLIC root certificates (simulated SNP ARK and ASK) as PEM, for
+    /// `tsuba kbs serve --insecure-sim-roots`. Creates the simulated roots in the state
+    /// directory when it has none (RSA-4096 generation: seconds to minutes).
+    ExportRoots {
+        /// tee-sim's state directory (the launcher's, TSUBA_TEE_SIM_STATE).
+        #[arg(long, env = "TSUBA_TEE_SIM_STATE")]
+        state_dir: PathBuf,
+        /// Where to write the PEM file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub(crate) fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        SimCommand::ExportRoots { state_dir, out } => export_roots(&state_dir, &out),
+    }
+}
+
+#[cfg(feature = "insecure-sim")]
+fn export_roots(state_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+
+    let sp = tsuba_tee_sim::SimAmdSp::open_or_create(state_dir).with_context(|| {
+        format!(
+            "cannot open or create tee-sim's state in {}",
+            state_dir.display()
+        )
+    })?;
+    let pem = sp
+        .public_roots_pem()
+        .context("cannot encode the simulated roots")?;
+    std::fs::write(out, pem).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "insecure-sim"))]
+fn export_roots(_state_dir: &Path, _out: &Path) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this tsuba was built without simulation support (cargo feature insecure-sim): build \
+         it with default features for development"
+    )
+}
