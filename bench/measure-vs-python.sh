@@ -7,12 +7,12 @@
 # 12 MiB kernel, a 32 MiB initrd and a command line (kernel hashes); without it, Debian's plain
 # /usr/share/ovmf/OVMF.fd padded in front to 4 MiB, without kernel.
 #
-# Needs: `pip install sev-snp-measure`, jq, GNU time (/usr/bin/time), Debian's ovmf. Prints one
-# line per tool: median wall-clock and median CPU time (user + sys of the process, which a busy
-# shared machine disturbs less than wall-clock) over $RUNS runs, process start included, and the
-# speed-ups.
+# Needs: sev-snp-measure ($TSUBA_SEV_SNP_MEASURE: the venv scripts/setup installs; else on PATH),
+# jq, GNU time (/usr/bin/time), Debian's ovmf. Prints one line per tool: median wall-clock and
+# median CPU time (user + sys of the process, which a busy shared machine disturbs less than
+# wall-clock) over $RUNS runs, process start included, and the speed-ups.
 #
-# Usage: bench/measure-vs-python.sh   (env: RUNS=20, TSUBA_AMDSEV_OVMF, TSUBA_BIN)
+# Usage: bench/measure-vs-python.sh   (env: RUNS=20, TSUBA_AMDSEV_OVMF, TSUBA_BIN, TSUBA_SEV_SNP_MEASURE)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +21,8 @@ amdsev=${TSUBA_AMDSEV_OVMF:-$HOME/.cache/tsuba/firmware/amdsev/OVMF.fd}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-command -v sev-snp-measure >/dev/null || { echo "pip install sev-snp-measure" >&2; exit 1; }
+ssm=${TSUBA_SEV_SNP_MEASURE:-sev-snp-measure}
+command -v "$ssm" >/dev/null || { echo "sev-snp-measure not found: run scripts/setup" >&2; exit 1; }
 command -v jq >/dev/null || { echo "apt-get install jq" >&2; exit 1; }
 
 # Deterministic boot files (content does not matter for speed, only size).
@@ -57,7 +58,7 @@ run_tsuba() {
         jq -r .snp.launch_digest
 }
 run_python() {
-    sev-snp-measure --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}"
+    "$ssm" --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}"
 }
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -76,7 +77,7 @@ timed() {
     awk '{printf "%.1f %.1f\n", $1 * 1000, ($2 + $3) * 1000}' "$work/one" >>"$out"
 }
 tsuba_cmd=("$tsuba" measure --firmware "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${tsuba_boot[@]}")
-py_cmd=(sev-snp-measure --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}")
+py_cmd=("$ssm" --mode snp --ovmf "$fw" --vcpus 8 --vcpu-type EPYC-Milan "${py_boot[@]}")
 : >"$work/t" && : >"$work/p"
 for _ in $(seq "$runs"); do
     timed "$work/t" "${tsuba_cmd[@]}"

@@ -702,16 +702,12 @@ mod tests {
         }
     }
 
-    // Golden MRTDs: no public TDX measurement tool runs here, so these come from an independent
-    // 25-line Python script written from the TDX module ABI (MEM.PAGE.ADD / MR.EXTEND records)
-    // and the TDVF design guide, run once on the fixture:
-    //   fw = open(path,'rb').read(); off = len(fw) - 0x840  # the TDX metadata entry's offset
-    //   h = sha384(); rec = lambda n, gpa: n.ljust(16, b'\0') + pack('<Q', gpa) + bytes(104)
-    //   for each section (doff, raw, addr, size, kind, attr) = unpack('<IIQQII', ...):
-    //     add(p): unless attr & 2: h.update(rec(b'MEM.PAGE.ADD', addr + p*4096))
-    //     ext(p): if attr & 1: for c in 0..16: h.update(rec(b'MR.EXTEND', addr+p*4096+c*256));
-    //                                          h.update(fw[doff+p*4096+c*256 :][:256])
-    //     per-page: for p: add(p); ext(p)    per-section: for p: add(p); then for p: ext(p)
+    // Golden MRTDs of Debian's OVMF.fd (pinned above): no public TDX measurement tool runs here,
+    // so these come from `firmware/testdata/derive-mrtd.py`, a standard-library Python script
+    // written from the TDX module ABI (MEM.PAGE.ADD / MR.EXTEND records) and the TDVF metadata
+    // layout, which shares no code with this crate (`python3 firmware/testdata/derive-mrtd.py
+    // /usr/share/ovmf/OVMF.fd [per-page|per-section]`; see firmware/testdata/PROVENANCE.md).
+    // `tests/mrtd_vs_derive_script.rs` runs it on every image the project measures.
     const MRTD_PER_PAGE: &str = "4c7206f0f483c524f12c366c711e9049030a8d47c471ee5aa9c4999a08de4057fb887fed0744d5631a212967fb231c47";
     const MRTD_PER_SECTION: &str = "acccbcc870a381adab0d3919d90a7f268ac3b0364771f202ed4bb4e892d045b33db3b32e6924cba830a724eed443f7e1";
 

@@ -57,6 +57,53 @@ impl Artefacts {
     }
 }
 
+/// What QEMU boots for an SNP launch, in the terms of `sev-snp-measure`.
+#[derive(Debug, Clone, Copy)]
+pub struct SnpBoot<'a> {
+    /// The firmware real hardware measures (the AmdSev build in sim-snp mode).
+    pub firmware: &'a Path,
+    /// `-kernel`.
+    pub kernel: &'a Path,
+    /// `-initrd`.
+    pub initrd: &'a Path,
+    /// `-append`.
+    pub append: &'a str,
+    /// `-smp`.
+    pub vcpus: u8,
+    /// The SNP vCPU model.
+    pub vcpu_type: &'a str,
+}
+
+/// The SNP launch digest (hex) that `sev-snp-measure`, the public Python reference tool
+/// (`$TSUBA_SEV_SNP_MEASURE`, pinned and installed by scripts/setup), computes for `boot`: a
+/// check of a guest's measurement that shares no code with tsuba.
+pub fn sev_snp_measure_digest(boot: &SnpBoot<'_>) -> String {
+    let tool = env_path("TSUBA_SEV_SNP_MEASURE");
+    let out = std::process::Command::new(&tool)
+        .args(["--mode", "snp", "--output-format", "hex", "--vcpus"])
+        .arg(boot.vcpus.to_string())
+        .arg("--vcpu-type")
+        .arg(boot.vcpu_type)
+        .arg("--ovmf")
+        .arg(boot.firmware)
+        .arg("--kernel")
+        .arg(boot.kernel)
+        .arg("--initrd")
+        .arg(boot.initrd)
+        .arg("--append")
+        .arg(boot.append)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}): run scripts/setup", tool.display()));
+    assert!(
+        out.status.success(),
+        "sev-snp-measure failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(digest.len(), 96, "not a SHA-384 in hex: {digest:?}");
+    digest
+}
+
 /// A launch config for a sim-snp guest booting `initrd`, with `extra_cmdline`, written to and
 /// read back from a TOML file in `dir` (so the file format is exercised too).
 pub fn sim_config(a: &Artefacts, dir: &Path, initrd: &Path, extra_cmdline: &str) -> LaunchConfig {

@@ -1,6 +1,8 @@
 //! A sim-snp guest gets its evidence from the tee-sim device the launcher serves: the report
 //! carries the measurement `tsuba measure` computes for exactly the booted files, HOST_DATA from
-//! initdata, and report data the host could not choose.
+//! initdata, and report data the host could not choose. Because the launcher itself tells tee-sim
+//! what to sign with that same function, the measurement is also checked against sources that
+//! share no code with tsuba: `sev-snp-measure` (SNP), `firmware/testdata/derive-mrtd.py` (TDX).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,13 +15,23 @@ use std::time::Duration;
 use tsuba_protocols::agent::diagnostic_report_data;
 use tsuba_protocols::evidence::{SnpReport, TdxQuote};
 use tsuba_shim::Sandbox;
-use tsuba_tests::{AGENT_TIMEOUT, Artefacts, assert_nothing_left, options_in, sim_config};
+use tsuba_tests::{
+    AGENT_TIMEOUT, Artefacts, SnpBoot, assert_nothing_left, options_in, sev_snp_measure_digest,
+    sim_config,
+};
 use tsuba_vmm_tee::{LaunchConfig, launch_reference_values};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The `-append` of a sim-snp launch with no extra command line (pinned by vmm-tee's QEMU tests).
+const SIM_APPEND: &str = "console=ttyS0 panic=-1 tsuba.agent.transport=serial";
+
 const INITDATA: &str =
     "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note\" = \"e2e\"\n";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Boots `config`, asks the agent for a diagnostic report with `nonce`, stops the guest.
 async fn report_of(config: &LaunchConfig, runs: &Path, nonce: &[u8]) -> (String, SnpReport) {
@@ -64,6 +76,22 @@ async fn the_guest_report_carries_the_measured_launch_and_changes_with_the_initr
         report.measurement, expected.launch_digest.0,
         "measurement = tsuba measure"
     );
+    // sim_config: one vCPU, the default vCPU model; the AmdSev build is what hardware measures.
+    let independent = |initrd: &Path| {
+        sev_snp_measure_digest(&SnpBoot {
+            firmware: &a.amdsev_ovmf,
+            kernel: &a.kernel(),
+            initrd,
+            append: SIM_APPEND,
+            vcpus: 1,
+            vcpu_type: "EPYC-v4",
+        })
+    };
+    assert_eq!(
+        hex(&report.measurement),
+        independent(&a.initrd()),
+        "measurement = sev-snp-measure"
+    );
     let initdata = release.initdata.as_ref().unwrap();
     assert_eq!(
         &report.host_data,
@@ -84,6 +112,10 @@ async fn the_guest_report_carries_the_measured_launch_and_changes_with_the_initr
     assert_ne!(expected_debug.launch_digest, expected.launch_digest);
     let (_, debug_report) = report_of(&debug, runs.path(), b"e2e-nonce-2").await;
     assert_eq!(debug_report.measurement, expected_debug.launch_digest.0);
+    assert_eq!(
+        hex(&debug_report.measurement),
+        independent(&a.guest_dir.join("debug/initrd.img"))
+    );
     assert_ne!(
         debug_report.measurement, report.measurement,
         "changing the initrd changes it"
@@ -144,6 +176,22 @@ async fn a_sim_tdx_guest_quote_carries_the_predicted_mrtd_and_mrconfigid() {
     assert_eq!(resp.attester, "sim-tdx");
     let quote = TdxQuote::parse(&resp.evidence).unwrap();
     assert_eq!(quote.body.mr_td, expected.mrtd.0, "MRTD = tsuba measure");
+    // And the MRTD the independent script derives for the same firmware (QEMU 10: per page).
+    let script = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../firmware/testdata/derive-mrtd.py"
+        ))
+        .arg(&a.ovmf)
+        .arg("per-page")
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "{script:?}");
+    assert_eq!(
+        hex(&quote.body.mr_td),
+        String::from_utf8(script.stdout).unwrap().trim(),
+        "MRTD = derive-mrtd.py"
+    );
     let initdata = config.initdata.as_ref().unwrap();
     assert_eq!(&quote.body.mr_config_id, initdata.mr_config_id().as_bytes());
     assert_eq!(quote.body.report_data, diagnostic_report_data(b"tdx-nonce"));

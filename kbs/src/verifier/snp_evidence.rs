@@ -348,7 +348,7 @@ mod tests {
     use crate::verifier::{SnpVerifier, Verifier};
 
     fn data(name: &str) -> Vec<u8> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/snp");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/real-evidence/snp");
         std::fs::read(dir.join(name)).unwrap()
     }
 

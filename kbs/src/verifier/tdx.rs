@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/real-evidence/tdx")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/real-evidence/tdx")
     }
 
     fn collateral(name: &str) -> QuoteCollateralV3 {

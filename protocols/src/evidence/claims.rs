@@ -196,7 +196,7 @@ mod tests {
 
     fn testdata(path: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../../shared/testdata/real-evidence/{path}",
+            "{}/testdata/real-evidence/{path}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))

@@ -536,7 +536,7 @@ mod tests {
 
     fn testdata(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../../shared/testdata/real-evidence/snp/{name}",
+            "{}/testdata/real-evidence/snp/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))

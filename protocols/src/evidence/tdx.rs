@@ -556,7 +556,7 @@ mod tests {
 
     fn testdata(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../../shared/testdata/real-evidence/tdx/{name}",
+            "{}/testdata/real-evidence/tdx/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))

@@ -144,7 +144,7 @@ pub struct SimTdxCollateral {
 
 impl SimTdxCollateral {
     /// JSON in the layout of dcap-qvl's `QuoteCollateralV3` (byte fields as hex), as in
-    /// `shared/testdata/real-evidence/tdx/*_collateral.json`.
+    /// `testdata/real-evidence/tdx/dcapqvl-tdx_quote_collateral.json`.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(&serde_json::json!({
             "pck_crl_issuer_chain": self.pck_crl_issuer_chain,
@@ -563,7 +563,7 @@ mod tests {
         );
         // Nor with the real collateral's Intel chain and the sim quote.
         let real = std::fs::read_to_string(format!(
-            "{}/../../shared/testdata/real-evidence/tdx/dcapqvl-tdx_quote_collateral.json",
+            "{}/testdata/real-evidence/tdx/dcapqvl-tdx_quote_collateral.json",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();

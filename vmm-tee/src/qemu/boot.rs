@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use super::ToQemuArgs;
 
-/// `-bios` plus `-kernel`/`-initrd`/`-append`: the files the launch measurement covers.
+/// `-bios` plus `-kernel`/`-initrd`/`-append`: the files the launch measurement covers. QEMU
+/// takes each of these values whole (they are not option lists: a comma in them is part of the
+/// file name or command line), so they are passed as written, never comma-escaped.
 pub(crate) struct DirectBoot {
     pub(crate) firmware: PathBuf,
     pub(crate) kernel: PathBuf,

@@ -12,7 +12,7 @@ mod sev_snp;
 mod tdx;
 mod vsock;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub(crate) use boot::DirectBoot;
 pub(crate) use machine::Machine;
@@ -29,6 +29,22 @@ use crate::config::{AgentTransport, LaunchConfig, Mode};
 pub(crate) trait ToQemuArgs {
     /// Appends this object's arguments.
     fn push_args(&self, args: &mut Vec<String>);
+}
+
+/// `value` as one value inside a QEMU option list such as `-chardev file,id=c,path=VALUE`.
+///
+/// QEMU splits an option list at every comma and reads `,,` as one literal comma. Without
+/// doubling, a path like `/run/x,path=/etc/y` (a run directory under a parent whose name the
+/// host's caller chose) would add an option and send the console log elsewhere; doubled, it
+/// stays the one value it is. Arguments that QEMU takes whole (`-bios`, `-kernel`, `-initrd`,
+/// `-append`) are not option lists and must not be escaped: QEMU opens them as written.
+pub(crate) fn option_value(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// A path as one value inside a QEMU option list (see [`option_value`]).
+pub(crate) fn option_path(path: &Path) -> String {
+    option_value(&path.display().to_string())
 }
 
 /// Where a launch's host-side files live (all inside the run directory).

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::ToQemuArgs;
+use super::{ToQemuArgs, option_path};
 
 /// The serial console, written to a log file on the host.
 pub(crate) struct Console {
@@ -14,7 +14,7 @@ impl ToQemuArgs for Console {
     fn push_args(&self, args: &mut Vec<String>) {
         args.extend([
             "-chardev".into(),
-            format!("file,id=console,path={}", self.log.display()),
+            format!("file,id=console,path={}", option_path(&self.log)),
             "-serial".into(),
             "chardev:console".into(),
         ]);
@@ -44,7 +44,7 @@ impl ToQemuArgs for VirtioSerial {
                 format!(
                     "socket,id={},path={},server=on,wait=on",
                     port.id,
-                    port.socket.display()
+                    option_path(&port.socket)
                 ),
                 "-device".into(),
                 format!(

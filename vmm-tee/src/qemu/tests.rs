@@ -210,3 +210,163 @@ fn no_network_device_unless_the_config_asks_and_then_user_networking_on_virtio()
     );
     assert_eq!(append, networked.kernel_cmdline());
 }
+
+/// Splits a QEMU option list as QEMU's option parser does: at each single comma, with `,,`
+/// read as one literal comma.
+fn qemu_option_list(list: &str) -> Vec<String> {
+    let mut items = vec![String::new()];
+    let mut chars = list.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                items.last_mut().unwrap().push(',');
+            }
+            ',' => items.push(String::new()),
+            c => items.last_mut().unwrap().push(c),
+        }
+    }
+    items
+}
+
+/// Run paths whose folder names try to add options: a bare comma, `id=`, `server=off`, and a
+/// second `path=` (QEMU keeps the last one, so it would redirect the file).
+fn hostile_paths() -> RunPaths {
+    RunPaths {
+        console_log: PathBuf::from("/run/a,b/console.log"),
+        agent_socket: PathBuf::from("/run/x,id=evil,server=off/agent.sock"),
+        teesim_socket: Some(PathBuf::from("/run/y,path=/tmp/evil.sock/teesim.sock")),
+        vsock_cid: None,
+    }
+}
+
+#[test]
+fn commas_in_run_paths_are_doubled_so_they_cannot_add_options() {
+    let args = command_line(&config(Mode::SimSnp), Accel::Tcg, &hostile_paths());
+    assert_eq!(
+        values(&args, "-chardev"),
+        [
+            "file,id=console,path=/run/a,,b/console.log",
+            "socket,id=agent,path=/run/x,,id=evil,,server=off/agent.sock,server=on,wait=on",
+            "socket,id=teesim,path=/run/y,,path=/tmp/evil.sock/teesim.sock,server=on,wait=on",
+        ]
+    );
+    // Read back as QEMU reads them: each list has only its own options, and the whole path.
+    let chardevs = values(&args, "-chardev");
+    assert_eq!(
+        qemu_option_list(chardevs[0]),
+        ["file", "id=console", "path=/run/a,b/console.log"]
+    );
+    assert_eq!(
+        qemu_option_list(chardevs[1]),
+        [
+            "socket",
+            "id=agent",
+            "path=/run/x,id=evil,server=off/agent.sock",
+            "server=on",
+            "wait=on"
+        ]
+    );
+    assert_eq!(
+        qemu_option_list(chardevs[2]),
+        [
+            "socket",
+            "id=teesim",
+            "path=/run/y,path=/tmp/evil.sock/teesim.sock",
+            "server=on",
+            "wait=on"
+        ]
+    );
+    // The device and serial options that name the chardevs are unchanged.
+    assert_eq!(one(&args, "-serial"), "chardev:console");
+    assert!(
+        values(&args, "-device")
+            .contains(&"virtserialport,bus=vser0.0,chardev=agent,name=tsuba.agent")
+    );
+}
+
+#[test]
+fn option_value_doubles_every_comma_and_nothing_else() {
+    assert_eq!(option_value("plain/path"), "plain/path");
+    assert_eq!(option_value(","), ",,");
+    assert_eq!(option_value(",,"), ",,,,");
+    assert_eq!(option_value("a,,b,=c"), "a,,,,b,,=c");
+    assert_eq!(qemu_option_list(&option_value("a,,b,=c")), ["a,,b,=c"]);
+}
+
+#[test]
+fn whole_value_arguments_keep_their_commas_as_written() {
+    // QEMU opens -bios, -kernel and -initrd as written and passes -append whole (checked with
+    // QEMU 10.0: `-kernel /x/a,b` fails with "could not open kernel file '/x/a,b'"), so
+    // doubling here would name another file.
+    let mut config = config(Mode::SimSnp);
+    config.firmware.boot = PathBuf::from("/fw/b,readonly=on.fd");
+    config.kernel = PathBuf::from("/k/a,id=x");
+    config.initrd = PathBuf::from("/k/i,,x");
+    let args = command_line(&config, Accel::Tcg, &paths());
+    assert_eq!(one(&args, "-bios"), "/fw/b,readonly=on.fd");
+    assert_eq!(one(&args, "-kernel"), "/k/a,id=x");
+    assert_eq!(one(&args, "-initrd"), "/k/i,,x");
+}
+
+/// Real QEMU: a console log under a folder named `run,path=<dir>/evil` is written there, and
+/// not to `<dir>/evil/console.log`, where an unescaped second `path=` would send it.
+#[test]
+fn qemu_writes_the_console_log_under_the_comma_folder_and_nowhere_else() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    let run = PathBuf::from(format!(
+        "{}/run,path={}",
+        dir.path().display(),
+        evil.display()
+    ));
+    std::fs::create_dir_all(&run).unwrap();
+    let log = run.join("console.log");
+
+    let mut args: Vec<String> = [
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-machine",
+        "none",
+        "-monitor",
+        "stdio",
+    ]
+    .map(String::from)
+    .to_vec();
+    Console { log: log.clone() }.push_args(&mut args);
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 (scripts/setup installs it)");
+    qemu.stdin.take().unwrap().write_all(b"quit\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = qemu.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            panic!("qemu did not quit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(log.is_file(), "console log not at {}", log.display());
+    assert_eq!(
+        std::fs::read_dir(&evil).unwrap().count(),
+        0,
+        "QEMU wrote into {}",
+        evil.display()
+    );
+}
