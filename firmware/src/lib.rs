@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-mod eventlog;
+mod authenticode;
 mod kernel_hashes;
 mod ovmf;
 mod reference;
@@ -16,14 +16,13 @@ mod snp;
 mod tdvf;
 mod vcpu;
 
-pub use eventlog::{
-    BootDigests, CcEvent, EventLog, EventLogError, MAX_EVENT_LOG_LEN, MAX_EVENTS, Rtmrs,
-};
+pub use authenticode::{AuthenticodeError, authenticode_digest};
 pub use kernel_hashes::KernelHashes;
 pub use ovmf::{Firmware, MAX_FIRMWARE_LEN, OvmfError, SevSection, SevSectionKind};
 pub use reference::{
-    CmdlineDigest, FileDigest, InitdataDigest, MAX_BOOT_FILE_LEN, MeasurementInputs,
-    ReferenceError, ReferenceValues, SnpReference, TdxLaunch, TdxReference, reference_values,
+    CmdlineDigest, FileDigest, InitdataDigest, MAX_BOOT_FILE_LEN, MAX_KERNEL_IMAGE_LEN,
+    MeasurementInputs, ReferenceError, ReferenceValues, SnpReference, TdxBootReference, TdxLaunch,
+    TdxReference, reference_values,
 };
 pub use snp::{MAX_VCPUS, SnpError, SnpLaunch, SnpLaunchDigest, snp_launch_digest};
 pub use tdvf::{Mrtd, TdvfError, TdvfMetadata, TdvfSection, TdvfSectionKind, TdxPageOrder};

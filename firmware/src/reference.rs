@@ -9,8 +9,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 use tsuba_policy::{HostData, Initdata, InitdataAlgorithm, MrConfigId};
+use tsuba_protocols::evidence::ccel::TdvfBoot;
+
+use crate::authenticode::{AuthenticodeError, authenticode_digest};
 
 use crate::kernel_hashes::{KernelHashes, cmdline_sha256};
 use crate::ovmf::{Firmware, MAX_FIRMWARE_LEN, OvmfError, len_u64};
@@ -20,6 +23,9 @@ use crate::vcpu::{GuestFeatures, VcpuType};
 
 /// The largest kernel or initrd accepted (they are hashed as streams, never held in memory).
 pub const MAX_BOOT_FILE_LEN: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The largest kernel whose Authenticode digest is computed (it is read into memory).
+pub const MAX_KERNEL_IMAGE_LEN: u64 = 256 * 1024 * 1024;
 
 /// Errors from computing reference values.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,15 @@ pub enum ReferenceError {
     /// The TDX MRTD cannot be computed for this firmware.
     #[error("cannot compute the tdx mrtd")]
     Tdx(#[source] TdvfError),
+    /// The kernel is not a PE image, so TDX firmware cannot measure it into RTMR1.
+    #[error("kernel {} has no authenticode digest: give a bzImage with an efi stub", path.display())]
+    KernelImage {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: AuthenticodeError,
+    },
     /// An initrd or command line was given without a kernel (QEMU would refuse the launch).
     #[error("an initrd or kernel command line needs a kernel")]
     BootWithoutKernel,
@@ -145,6 +160,52 @@ pub struct TdxReference {
     pub page_order: TdxPageOrder,
     /// The TD's `MRCONFIGID`: the initdata digest, or `null` when none is bound (zeros).
     pub mr_config_id: Option<MrConfigId>,
+    /// The RTMRs and boot-component digests of a direct kernel boot, `null` without a kernel.
+    pub boot: Option<TdxBootReference>,
+}
+
+/// What a TDX direct kernel boot extends into the RTMRs (see
+/// `tsuba_protocols::evidence::ccel` for the event layout), all SHA-384, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TdxBootReference {
+    /// RTMR0 as tee-sim's TDVF model extends it. Real TDVF also measures the TD HOB, QEMU's
+    /// ACPI tables and the UEFI variables, which depend on the QEMU version and command line: on
+    /// hardware, take RTMR0 from a known-good quote instead.
+    pub rtmr0_sim: String,
+    /// RTMR1: the kernel and the boot manager's actions (QEMU 10.0 or later, which passes the
+    /// kernel file unmodified).
+    pub rtmr1: String,
+    /// RTMR2: the command line (load options) and the initrd, as the kernel's EFI stub measures.
+    pub rtmr2: String,
+    /// The kernel's PE Authenticode SHA-384 (its event in RTMR1).
+    pub kernel: String,
+    /// SHA-384 of the initrd (its event in RTMR2).
+    pub initrd: Option<String>,
+    /// SHA-384 of the load options: the UTF-16LE command line as OVMF passes it (its event in
+    /// RTMR2).
+    pub cmdline: Option<String>,
+    /// The boot these values were predicted for: what tee-sim extends for a sim-tdx launch.
+    #[serde(skip)]
+    pub events: TdvfBoot,
+}
+
+impl TdxBootReference {
+    /// Predicts the boot measurements from the kernel's Authenticode digest and length, the
+    /// initrd's SHA-384 and the command line.
+    pub fn predict(boot: &TdvfBoot) -> Self {
+        let log = boot.event_log();
+        let rtmr = log.replay();
+        let parts = log.boot_components();
+        Self {
+            rtmr0_sim: hex::encode(rtmr[0]),
+            rtmr1: hex::encode(rtmr[1]),
+            rtmr2: hex::encode(rtmr[2]),
+            kernel: hex::encode(boot.kernel_authenticode),
+            initrd: parts.initrd.map(hex::encode),
+            cmdline: parts.cmdline.map(hex::encode),
+            events: boot.clone(),
+        }
+    }
 }
 
 /// What the hardware will report for a launch, and the digests of every input.
@@ -177,31 +238,42 @@ pub fn reference_values(inputs: &MeasurementInputs) -> Result<ReferenceValues, R
 
     // The kernel and initrd are hashed on their own threads while this one reads, hashes and
     // parses the firmware: on a launch with kernel hashes that is most of the work.
-    let (firmware, firmware_digest, kernel, initrd) = std::thread::scope(|scope| {
+    let (firmware, firmware_digest, kernel, initrd, authenticode) = std::thread::scope(|scope| {
+        let tdx = inputs.tdx.is_some();
         let kernel = inputs
             .kernel
             .as_deref()
-            .map(|p| scope.spawn(move || hash_file(p)));
+            .map(|p| scope.spawn(move || hash_file(p, false)));
         let initrd = inputs
             .initrd
             .as_deref()
-            .map(|p| scope.spawn(move || hash_file(p)));
+            .map(|p| scope.spawn(move || hash_file(p, tdx)));
+        let kernel_authenticode = inputs
+            .kernel
+            .as_deref()
+            .filter(|_| tdx)
+            .map(|p| scope.spawn(move || kernel_authenticode(p)));
         let firmware = load_firmware(&inputs.firmware);
-        let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
-            h.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        };
         let kernel = kernel.map(join).transpose();
         let initrd = initrd.map(join).transpose();
+        let authenticode = kernel_authenticode.map(join).transpose();
         let (firmware, digest) = firmware?;
-        Ok::<_, ReferenceError>((firmware, digest, kernel?, initrd?))
+        Ok::<_, ReferenceError>((firmware, digest, kernel?, initrd?, authenticode?))
     })?;
-    let kernel_hashes = kernel.as_ref().map(|(_, k)| KernelHashes {
+    let kernel_hashes = kernel.as_ref().map(|(_, k, _)| KernelHashes {
         kernel: *k,
         initrd: initrd
             .as_ref()
-            .map_or_else(|| Sha256::digest([]).into(), |(_, i)| *i),
+            .map_or_else(|| Sha256::digest([]).into(), |(_, i, _)| *i),
         cmdline: cmdline_sha256(inputs.cmdline.as_deref()),
+    });
+    let tdx_boot = authenticode.map(|(kernel_authenticode, kernel_len)| {
+        TdxBootReference::predict(&TdvfBoot {
+            kernel_authenticode,
+            kernel_len,
+            initrd: initrd.as_ref().and_then(|(_, _, sha384)| *sha384),
+            cmdline: inputs.cmdline.clone(),
+        })
     });
 
     let snp = inputs
@@ -228,14 +300,15 @@ pub fn reference_values(inputs: &MeasurementInputs) -> Result<ReferenceValues, R
                 mrtd: metadata.mrtd(&firmware, launch.page_order),
                 page_order: launch.page_order,
                 mr_config_id: inputs.initdata.as_ref().map(Initdata::mr_config_id),
+                boot: tdx_boot.clone(),
             })
         })
         .transpose()?;
 
     let values = ReferenceValues {
         firmware: firmware_digest,
-        kernel: kernel.map(|(d, _)| d),
-        initrd: initrd.map(|(d, _)| d),
+        kernel: kernel.map(|(d, _, _)| d),
+        initrd: initrd.map(|(d, _, _)| d),
         cmdline: inputs.cmdline.as_ref().map(|text| CmdlineDigest {
             text: text.clone(),
             sha256_nul_terminated: hex::encode(cmdline_sha256(Some(text))),
@@ -254,6 +327,13 @@ pub fn reference_values(inputs: &MeasurementInputs) -> Result<ReferenceValues, R
         "computed launch reference values"
     );
     Ok(values)
+}
+
+/// Waits for a hashing thread, passing its panic on.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Reads, hashes and parses the firmware image.
@@ -285,8 +365,40 @@ fn read_firmware(path: &Path) -> Result<Vec<u8>, ReferenceError> {
     Ok(bytes)
 }
 
-/// Streams a file through SHA-256, refusing files over [`MAX_BOOT_FILE_LEN`].
-fn hash_file(path: &Path) -> Result<(FileDigest, [u8; 32]), ReferenceError> {
+/// The Authenticode SHA-384 and length of a kernel image, refusing files over
+/// [`MAX_KERNEL_IMAGE_LEN`].
+fn kernel_authenticode(path: &Path) -> Result<([u8; 48], u64), ReferenceError> {
+    let read_err = |source| ReferenceError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut image = Vec::new();
+    File::open(path)
+        .map_err(read_err)?
+        .take(MAX_KERNEL_IMAGE_LEN + 1)
+        .read_to_end(&mut image)
+        .map_err(read_err)?;
+    let len = len_u64(image.len());
+    if len > MAX_KERNEL_IMAGE_LEN {
+        return Err(ReferenceError::TooLarge {
+            path: path.to_owned(),
+            max: MAX_KERNEL_IMAGE_LEN,
+        });
+    }
+    let digest =
+        authenticode_digest::<Sha384>(&image).map_err(|source| ReferenceError::KernelImage {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((digest.into(), len))
+}
+
+/// A file's SHA-256 (and SHA-384 when asked for).
+type FileHashes = (FileDigest, [u8; 32], Option<[u8; 48]>);
+
+/// Streams a file through SHA-256 (and SHA-384 when `sha384`), refusing files over
+/// [`MAX_BOOT_FILE_LEN`].
+fn hash_file(path: &Path, sha384: bool) -> Result<FileHashes, ReferenceError> {
     let read_err = |source| ReferenceError::Read {
         path: path.to_owned(),
         source,
@@ -295,6 +407,7 @@ fn hash_file(path: &Path) -> Result<(FileDigest, [u8; 32]), ReferenceError> {
         .map_err(read_err)?
         .take(MAX_BOOT_FILE_LEN + 1);
     let mut hasher = Sha256::new();
+    let mut hasher384 = sha384.then(Sha384::new);
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
@@ -305,6 +418,9 @@ fn hash_file(path: &Path) -> Result<(FileDigest, [u8; 32]), ReferenceError> {
             Err(e) => return Err(read_err(e)),
         };
         hasher.update(&buf[..n]);
+        if let Some(h) = hasher384.as_mut() {
+            h.update(&buf[..n]);
+        }
         len += len_u64(n);
     }
     if len > MAX_BOOT_FILE_LEN {
@@ -321,6 +437,7 @@ fn hash_file(path: &Path) -> Result<(FileDigest, [u8; 32]), ReferenceError> {
             len,
         },
         digest,
+        hasher384.map(|h| h.finalize().into()),
     ))
 }
 
@@ -740,6 +857,65 @@ mod tests {
                 what: "section data",
                 ..
             }))
+        ));
+    }
+
+    #[test]
+    fn tdx_predicts_rtmrs_of_a_direct_kernel_boot() {
+        let f = Fixtures::new();
+        std::fs::write(
+            f.path("pe-kernel"),
+            crate::authenticode::tests::tiny_pe(b"sig"),
+        )
+        .unwrap();
+        let i = MeasurementInputs {
+            kernel: Some(f.path("pe-kernel")),
+            initrd: Some(f.path("initrd")),
+            cmdline: Some(CMDLINE.to_owned()),
+            tdx: Some(TdxLaunch::default()),
+            ..inputs(pinned(OVMF_FD, OVMF_FD_SHA256))
+        };
+        let t = reference_values(&i).unwrap().tdx.unwrap();
+        assert_eq!(t.mrtd.to_hex(), MRTD_PER_PAGE);
+        let boot = t.boot.unwrap();
+        let kernel =
+            authenticode_digest::<Sha384>(&crate::authenticode::tests::tiny_pe(b"other")).unwrap();
+        assert_eq!(boot.kernel, hex::encode(kernel));
+        // sha384sum of the initrd fixture, and of the UTF-16LE load options
+        // "console=ttyS0 root=/dev/vda initrd=initrd\0".
+        let initrd = "f815f74c35c03098f336a2606cb942732952d79d090227d59c91cdb61fa67cb83430d88506b1f6506976e0c667fb07d0";
+        let cmdline = "483f2a5a7eaa0eab7391d974cc33a32ac7ab983856559ec9b57a4be7aa00a83679a29573e139cd138f8d5558d23227b9";
+        assert_eq!(boot.initrd.as_deref(), Some(initrd));
+        assert_eq!(boot.cmdline.as_deref(), Some(cmdline));
+        let extend = |mr: [u8; 48], digest: &str| -> [u8; 48] {
+            let mut h = Sha384::new();
+            h.update(mr);
+            h.update(hex::decode(digest).unwrap());
+            h.finalize().into()
+        };
+        assert_eq!(
+            boot.rtmr2,
+            hex::encode(extend(extend([0; 48], cmdline), initrd))
+        );
+        // A different command line or initrd changes RTMR2 and nothing else.
+        let other = MeasurementInputs {
+            cmdline: Some(format!("{CMDLINE} init=/bin/sh")),
+            ..i.clone()
+        };
+        let b2 = reference_values(&other).unwrap().tdx.unwrap().boot.unwrap();
+        assert_eq!((&b2.rtmr0_sim, &b2.rtmr1), (&boot.rtmr0_sim, &boot.rtmr1));
+        assert_ne!(b2.rtmr2, boot.rtmr2);
+        // SNP-only launches do not read the kernel as a PE image; TDX ones refuse a non-PE one.
+        let not_pe = MeasurementInputs {
+            kernel: Some(f.path("kernel")),
+            ..i
+        };
+        assert!(matches!(
+            reference_values(&not_pe),
+            Err(ReferenceError::KernelImage {
+                source: AuthenticodeError::NotPe { .. },
+                ..
+            })
         ));
     }
 

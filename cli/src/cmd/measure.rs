@@ -163,11 +163,24 @@ mod tests {
 
     const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 
+    /// The smallest PE32+ image: headers only (no sections), as TDX firmware could load it.
+    fn minimal_pe() -> Vec<u8> {
+        let mut img = vec![0u8; 0x200];
+        img[..2].copy_from_slice(b"MZ");
+        img[0x3c] = 0x40;
+        img[0x40..0x44].copy_from_slice(b"PE\0\0");
+        img[0x54] = 240; // size of the optional header
+        img[0x58..0x5a].copy_from_slice(&0x20bu16.to_le_bytes());
+        img[0x58 + 60..0x58 + 62].copy_from_slice(&0x200u16.to_le_bytes());
+        img[0x58 + 108] = 16; // data directories
+        img
+    }
+
     #[test]
     fn a_launch_config_measures_like_the_equivalent_flags() {
-        // sim-tdx: MRTD over Debian's plain OVMF; the boot files' digests come along.
+        // sim-tdx: MRTD over Debian's plain OVMF, RTMRs of the kernel, initrd and command line.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("vmlinuz"), b"kernel bytes").unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), minimal_pe()).unwrap();
         std::fs::write(dir.path().join("initrd.img"), b"initrd bytes").unwrap();
         let config = dir.path().join("launch.toml");
         std::fs::write(
@@ -203,6 +216,15 @@ mod tests {
         let from_flags: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(from_config, from_flags);
         assert!(from_config["tdx"]["mrtd"].is_string());
+        let boot = &from_config["tdx"]["boot"];
+        for key in ["rtmr0_sim", "rtmr1", "rtmr2", "kernel", "initrd", "cmdline"] {
+            assert_eq!(boot[key].as_str().map(str::len), Some(96), "{key}");
+        }
+        // sha384sum of "initrd bytes".
+        assert_eq!(
+            boot["initrd"],
+            "093767035fa44d795ade7929811a560dd520a25adf817ffb202ce22924e78214d2d1868332352fc9cc0bdf81480e92f8"
+        );
         assert!(parse(&["--config", "x.toml", "--firmware", "y.fd"]).is_err());
         assert!(
             parse(&[]).is_err(),

@@ -2,6 +2,7 @@
 //! from either. Pure parsing and serialisation; signatures are verified elsewhere (the key
 //! broker), always over the original bytes.
 
+pub mod ccel;
 mod claims;
 mod report_data;
 mod snp;

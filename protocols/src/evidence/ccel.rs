@@ -1,5 +1,5 @@
-//! TDX runtime measurements: replaying a confidential-computing event log (the CCEL) into RTMR
-//! values, and checking that the boot components the verifier expects are in it.
+//! The TDX confidential-computing event log (CCEL): parsing it, replaying it into RTMR values,
+//! reading the boot components out of it, and writing one (tee-sim, `tsuba measure`).
 //!
 //! The log is in the TCG crypto-agile format: one legacy `TCG_PCR_EVENT` carrying the
 //! "Spec ID Event03" header (which lists the digest algorithms and their sizes), then
@@ -13,18 +13,26 @@
 //! - RTMR0 holds the firmware's configuration: the TD HOB (memory size and layout), the ACPI
 //!   tables QEMU generates (they change with the QEMU version, machine type, vCPU count and
 //!   devices), the boot order from fw_cfg and the UEFI secure-boot variables. It is predictable
-//!   only for a fixed QEMU version and command line; tsuba checks it by replay against the quote
-//!   and by pinning a known value, not by computing it.
+//!   only for a fixed QEMU version and command line: on hardware, pin it from a known-good quote.
+//!   tee-sim's TDVF model ([`TdvfBoot`]) puts a single `EV_SEPARATOR` there.
 //! - RTMR1 holds the kernel, measured by OVMF as an `EV_EFI_BOOT_SERVICES_APPLICATION` with the
-//!   PE Authenticode SHA-384 of the image it loaded. QEMU before 10.0 patched the bzImage setup
-//!   header before handing the kernel to the firmware, so the digest is of the patched image;
-//!   QEMU 10.0 and later pass the file unchanged.
-//! - RTMR2 holds what the kernel's EFI stub measures: the initrd (`EV_EVENT_TAG`, SHA-384 of its
-//!   bytes) and the command line (its load options).
+//!   PE Authenticode SHA-384 of the image it loaded, then the boot manager's `EV_EFI_ACTION`
+//!   strings ("Calling EFI Application from Boot Option", and the two exit-boot-services ones).
+//!   QEMU before 10.0 patched the bzImage setup header before handing the kernel to the
+//!   firmware, so the digest is of the patched image; QEMU 10.0 and later pass the file unchanged.
+//! - RTMR2 holds what the kernel's EFI stub measures as `EV_EVENT_TAG` records: first the load
+//!   options (tag `0x8F3B22ED`, digest over the UTF-16LE command line the firmware passed, NUL
+//!   included; OVMF appends ` initrd=initrd` when QEMU has an initrd), then the initrd (tag
+//!   `0x8F3B22EC`, SHA-384 of its bytes).
 //!
-//! [`EventLog::verify`] replays and compares with the quote's RTMRs; [`EventLog::check_boot`]
-//! checks that the expected kernel, initrd and command-line digests are in the RTMRs they belong
-//! to. Together they bind the boot components to the quote.
+//! The order of events per register is the one an OVMF direct boot logs (Trustee's
+//! `CCEL_data_ovmf` fixture has exactly this shape).
+//!
+//! [`EventLog::verify`] replays and compares with the quote's RTMRs; [`EventLog::boot_components`]
+//! reads the kernel, initrd and command-line digests out of their events. Only the replay binds
+//! the log to the quote: the event data (tags, names) is not covered by any digest, so a verifier
+//! must compare whole RTMR values with reference values, and use the component digests to say
+//! which component differs.
 
 use sha2::{Digest, Sha384};
 
@@ -33,8 +41,32 @@ pub const MAX_EVENT_LOG_LEN: usize = 16 * 1024 * 1024;
 /// The most records accepted.
 pub const MAX_EVENTS: usize = 8192;
 
-const EV_NO_ACTION: u32 = 0x3;
+/// `EV_NO_ACTION`: informational, never extended.
+pub const EV_NO_ACTION: u32 = 0x3;
+/// `EV_SEPARATOR`.
+pub const EV_SEPARATOR: u32 = 0x4;
+/// `EV_EVENT_TAG`: a tagged event (`u32` tag id, `u32` size, data), as the Linux EFI stub logs.
+pub const EV_EVENT_TAG: u32 = 0x6;
+/// `EV_EFI_BOOT_SERVICES_APPLICATION`: a UEFI application image (the kernel, in a direct boot).
+pub const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
+/// `EV_EFI_ACTION`: an action string.
+pub const EV_EFI_ACTION: u32 = 0x8000_0007;
+/// The Linux EFI stub's tag id for the initrd it loaded.
+pub const LINUX_INITRD_TAG: u32 = 0x8F3B_22EC;
+/// The Linux EFI stub's tag id for its load options (the command line).
+pub const LINUX_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 const TPM_ALG_SHA384: u16 = 0x000c;
+/// The UEFI boot manager's action strings measured into RTMR1 around the kernel's start.
+const CALLING_EFI_APPLICATION: &str = "Calling EFI Application from Boot Option";
+const EXIT_BOOT_SERVICES: &str = "Exit Boot Services Invocation";
+const EXIT_BOOT_SERVICES_OK: &str = "Exit Boot Services Returned with Success";
+/// QEMU's kernel-loader file system device path for the kernel file (vendor media node with
+/// OVMF's QemuKernelLoaderFs GUID, file path `kernel`), the data of the kernel's event.
+const KERNEL_DEVICE_PATH: [u8; 42] = [
+    0x04, 0x03, 0x14, 0x00, 0x72, 0xf7, 0x28, 0x14, 0x4a, 0xb6, 0x1e, 0x44, 0xb8, 0xc3, 0x9e, 0xbd,
+    0xd7, 0xf8, 0x93, 0xc7, 0x04, 0x04, 0x12, 0x00, b'k', 0, b'e', 0, b'r', 0, b'n', 0, b'e', 0,
+    b'l', 0, 0, 0, 0x7f, 0xff, 0x04, 0x00,
+];
 const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
 const MAX_ALGORITHMS: u32 = 16;
 
@@ -87,14 +119,6 @@ pub enum EventLogError {
     /// The replayed value of an RTMR differs from the quote's.
     #[error("replayed rtmr{0} does not match the quote")]
     RtmrMismatch(usize),
-    /// An expected boot component is not in the log.
-    #[error("the event log has no {what} event with the expected digest in rtmr{rtmr}")]
-    MissingEvent {
-        /// Which component.
-        what: &'static str,
-        /// The RTMR it belongs to.
-        rtmr: usize,
-    },
 }
 
 /// One measured record.
@@ -113,19 +137,24 @@ pub struct CcEvent {
 /// The four RTMR values.
 pub type Rtmrs = [[u8; 48]; 4];
 
-/// The digests of the boot components a verifier expects to find.
+/// The digests of the boot components, as their events in the log name them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BootDigests {
-    /// Authenticode SHA-384 of the kernel image as the firmware loaded it (RTMR1).
+pub struct BootComponents {
+    /// The first `EV_EFI_BOOT_SERVICES_APPLICATION` in RTMR1: the kernel's Authenticode SHA-384.
     pub kernel: Option<[u8; 48]>,
-    /// SHA-384 of the initrd (RTMR2).
+    /// The `EV_EVENT_TAG` with the Linux initrd tag in RTMR2: SHA-384 of the initrd.
     pub initrd: Option<[u8; 48]>,
-    /// Digest of the command line as the EFI stub measured it (RTMR2).
+    /// The `EV_EVENT_TAG` with the Linux load-options tag in RTMR2: the command line's digest.
     pub cmdline: Option<[u8; 48]>,
 }
 
+/// The RTMRs a boot log accounts for: RTMR0 (firmware), RTMR1 (kernel), RTMR2 (initrd and
+/// command line). RTMR3 is extended at run time by the guest's attestation agent, whose events
+/// are not in the firmware's log.
+pub const BOOT_RTMRS: std::ops::Range<usize> = 0..3;
+
 /// A parsed CC event log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventLog {
     events: Vec<CcEvent>,
 }
@@ -260,32 +289,212 @@ impl EventLog {
         rtmrs
     }
 
-    /// Replays the log and compares each RTMR with the quote's.
-    pub fn verify(&self, reported: &Rtmrs) -> Result<(), EventLogError> {
+    /// Replays the log and compares the RTMRs in `registers` with the quote's; the first that
+    /// differs is named in the error.
+    pub fn verify(
+        &self,
+        reported: &Rtmrs,
+        registers: std::ops::Range<usize>,
+    ) -> Result<(), EventLogError> {
         let replayed = self.replay();
-        match (0..4).find(|&i| replayed[i] != reported[i]) {
+        match registers
+            .filter(|&i| i < 4)
+            .find(|&i| replayed[i] != reported[i])
+        {
             Some(i) => Err(EventLogError::RtmrMismatch(i)),
             None => Ok(()),
         }
     }
 
-    /// Checks that each expected boot component has an event in its RTMR.
-    pub fn check_boot(&self, expected: &BootDigests) -> Result<(), EventLogError> {
-        for (what, rtmr, digest) in [
-            ("kernel", 1, expected.kernel),
-            ("initrd", 2, expected.initrd),
-            ("cmdline", 2, expected.cmdline),
-        ] {
-            let Some(digest) = digest else { continue };
-            if !self
+    /// The boot components' digests, read from their events (see [`BootComponents`]).
+    pub fn boot_components(&self) -> BootComponents {
+        let tagged = |tag: u32| {
+            self.events
+                .iter()
+                .find(|e| {
+                    e.rtmr == 2
+                        && e.event_type == EV_EVENT_TAG
+                        && e.data.get(..4) == Some(&tag.to_le_bytes()[..])
+                })
+                .map(|e| e.digest)
+        };
+        BootComponents {
+            kernel: self
                 .events
                 .iter()
-                .any(|e| e.rtmr == rtmr && e.digest == digest)
-            {
-                return Err(EventLogError::MissingEvent { what, rtmr });
-            }
+                .find(|e| e.rtmr == 1 && e.event_type == EV_EFI_BOOT_SERVICES_APPLICATION)
+                .map(|e| e.digest),
+            initrd: tagged(LINUX_INITRD_TAG),
+            cmdline: tagged(LINUX_LOAD_OPTIONS_TAG),
         }
-        Ok(())
+    }
+
+    /// A log of these events.
+    pub fn from_events(events: Vec<CcEvent>) -> Self {
+        Self { events }
+    }
+
+    /// The log in the CCEL format: a spec id header declaring SHA-384 only, then one
+    /// `TCG_PCR_EVENT2` per event.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut body = SPEC_ID_SIGNATURE.to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes()); // platform class
+        body.extend_from_slice(&[0, 2, 0, 2]); // spec version 2.0, errata 0, UINTN of 8 bytes
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&TPM_ALG_SHA384.to_le_bytes());
+        body.extend_from_slice(&48u16.to_le_bytes());
+        body.push(0); // no vendor info
+        let mut out = 0u32.to_le_bytes().to_vec();
+        out.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
+        out.extend_from_slice(&[0u8; 20]);
+        out.extend_from_slice(&len_u32(body.len()).to_le_bytes());
+        out.extend_from_slice(&body);
+        for e in &self.events {
+            out.extend_from_slice(&len_u32(e.rtmr + 1).to_le_bytes());
+            out.extend_from_slice(&e.event_type.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&TPM_ALG_SHA384.to_le_bytes());
+            out.extend_from_slice(&e.digest);
+            out.extend_from_slice(&len_u32(e.data.len()).to_le_bytes());
+            out.extend_from_slice(&e.data);
+        }
+        out
+    }
+}
+
+/// A length that fits a `u32` field: every length written here is bounded far below that (event
+/// data, RTMR indexes), so saturation never happens.
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The TCG name of an event type, `"UNKNOWN"` for others.
+pub fn event_type_name(event_type: u32) -> &'static str {
+    match event_type {
+        0x0 => "EV_PREBOOT_CERT",
+        0x1 => "EV_POST_CODE",
+        0x3 => "EV_NO_ACTION",
+        0x4 => "EV_SEPARATOR",
+        0x5 => "EV_ACTION",
+        0x6 => "EV_EVENT_TAG",
+        0x7 => "EV_S_CRTM_CONTENTS",
+        0x8 => "EV_S_CRTM_VERSION",
+        0x9 => "EV_CPU_MICROCODE",
+        0xa => "EV_PLATFORM_CONFIG_FLAGS",
+        0xb => "EV_TABLE_OF_DEVICES",
+        0xc => "EV_COMPACT_HASH",
+        0xd => "EV_IPL",
+        0xe => "EV_IPL_PARTITION_DATA",
+        0xf => "EV_NONHOST_CODE",
+        0x10 => "EV_NONHOST_CONFIG",
+        0x11 => "EV_NONHOST_INFO",
+        0x12 => "EV_OMIT_BOOT_DEVICE_EVENTS",
+        0x8000_0001 => "EV_EFI_VARIABLE_DRIVER_CONFIG",
+        0x8000_0002 => "EV_EFI_VARIABLE_BOOT",
+        0x8000_0003 => "EV_EFI_BOOT_SERVICES_APPLICATION",
+        0x8000_0004 => "EV_EFI_BOOT_SERVICES_DRIVER",
+        0x8000_0005 => "EV_EFI_RUNTIME_SERVICES_DRIVER",
+        0x8000_0006 => "EV_EFI_GPT_EVENT",
+        0x8000_0007 => "EV_EFI_ACTION",
+        0x8000_0008 => "EV_EFI_PLATFORM_FIRMWARE_BLOB",
+        0x8000_0009 => "EV_EFI_HANDOFF_TABLES",
+        0x8000_000a => "EV_EFI_PLATFORM_FIRMWARE_BLOB2",
+        0x8000_000b => "EV_EFI_HANDOFF_TABLES2",
+        0x8000_000c => "EV_EFI_VARIABLE_BOOT2",
+        0x8000_0010 => "EV_EFI_HCRTM_EVENT",
+        0x8000_00e0 => "EV_EFI_VARIABLE_AUTHORITY",
+        0x8000_00e1 => "EV_EFI_SPDM_FIRMWARE_BLOB",
+        0x8000_00e2 => "EV_EFI_SPDM_FIRMWARE_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The events of an OVMF (TDVF) direct boot of a Linux kernel with its EFI stub, as tee-sim
+/// simulates them and `tsuba measure` predicts them (see the module documentation for the
+/// per-register layout and what real firmware adds to RTMR0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TdvfBoot {
+    /// PE Authenticode SHA-384 of the kernel image.
+    pub kernel_authenticode: [u8; 48],
+    /// The kernel file's length (recorded in its event's data, not measured).
+    pub kernel_len: u64,
+    /// SHA-384 of the initrd, when there is one.
+    pub initrd: Option<[u8; 48]>,
+    /// The kernel command line QEMU passes (`-append`), when there is one.
+    pub cmdline: Option<String>,
+}
+
+impl TdvfBoot {
+    /// The load options OVMF gives the kernel: the command line, then ` initrd=initrd` when
+    /// QEMU has an initrd, as UTF-16LE with its NUL; empty when there is neither.
+    pub fn load_options(&self) -> Vec<u8> {
+        let mut text = self.cmdline.clone().unwrap_or_default();
+        if self.initrd.is_some() {
+            text.push_str(" initrd=initrd");
+        }
+        if text.is_empty() {
+            return Vec::new();
+        }
+        text.encode_utf16()
+            .chain(std::iter::once(0))
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    /// The event log of this boot, in log order.
+    pub fn event_log(&self) -> EventLog {
+        let action = |text: &str| CcEvent {
+            rtmr: 1,
+            event_type: EV_EFI_ACTION,
+            digest: Sha384::digest(text.as_bytes()).into(),
+            data: text.as_bytes().to_vec(),
+        };
+        let tag = |id: u32, name: &[u8], digest: [u8; 48]| {
+            let mut data = id.to_le_bytes().to_vec();
+            data.extend_from_slice(&len_u32(name.len()).to_le_bytes());
+            data.extend_from_slice(name);
+            CcEvent {
+                rtmr: 2,
+                event_type: EV_EVENT_TAG,
+                digest,
+                data,
+            }
+        };
+        // UEFI_IMAGE_LOAD_EVENT: location, length, link-time address, device path length, path.
+        let mut image = 0u64.to_le_bytes().to_vec();
+        image.extend_from_slice(&self.kernel_len.to_le_bytes());
+        image.extend_from_slice(&0u64.to_le_bytes());
+        image.extend_from_slice(&u64::from(len_u32(KERNEL_DEVICE_PATH.len())).to_le_bytes());
+        image.extend_from_slice(&KERNEL_DEVICE_PATH);
+        let mut events = vec![
+            CcEvent {
+                rtmr: 0,
+                event_type: EV_SEPARATOR,
+                digest: Sha384::digest([0u8; 4]).into(),
+                data: vec![0; 4],
+            },
+            CcEvent {
+                rtmr: 1,
+                event_type: EV_EFI_BOOT_SERVICES_APPLICATION,
+                digest: self.kernel_authenticode,
+                data: image,
+            },
+            action(CALLING_EFI_APPLICATION),
+        ];
+        let options = self.load_options();
+        if !options.is_empty() {
+            events.push(tag(
+                LINUX_LOAD_OPTIONS_TAG,
+                b"LOADED_IMAGE::LoadOptions\0",
+                Sha384::digest(&options).into(),
+            ));
+        }
+        if let Some(initrd) = self.initrd {
+            events.push(tag(LINUX_INITRD_TAG, b"Linux initrd\0", initrd));
+        }
+        events.push(action(EXIT_BOOT_SERVICES));
+        events.push(action(EXIT_BOOT_SERVICES_OK));
+        EventLog { events }
     }
 }
 
@@ -324,9 +533,6 @@ fn parse_header(r: &mut Reader<'_>) -> Result<Vec<(u16, u16)>, EventLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const EV_EFI_BOOT_SERVICES_APPLICATION: u32 = 0x8000_0003;
-    const EV_EVENT_TAG: u32 = 0x6;
 
     /// The legacy header record declaring SHA-384 (and optionally SHA-256 as well).
     fn header(with_sha256: bool) -> Vec<u8> {
@@ -414,7 +620,7 @@ mod tests {
             extend(extend([0; 48], sha384(b"initrd")), sha384(b"cmdline"))
         );
         assert_eq!(r[3], [0u8; 48]);
-        log.verify(&r).unwrap();
+        log.verify(&r, 0..4).unwrap();
     }
 
     #[test]
@@ -423,42 +629,125 @@ mod tests {
         let mut r = log.replay();
         r[2][0] ^= 1;
         assert!(matches!(
-            log.verify(&r),
+            log.verify(&r, 0..4),
             Err(EventLogError::RtmrMismatch(2))
+        ));
+        // RTMR3 differs: only checked when asked for.
+        let mut r = log.replay();
+        r[3][0] ^= 1;
+        log.verify(&r, BOOT_RTMRS).unwrap();
+        assert!(matches!(
+            log.verify(&r, 0..4),
+            Err(EventLogError::RtmrMismatch(3))
         ));
     }
 
+    fn tagged(tag: u32, name: &[u8], content: &[u8]) -> Vec<u8> {
+        let mut data = tag.to_le_bytes().to_vec();
+        data.extend_from_slice(&u32::try_from(name.len()).unwrap().to_le_bytes());
+        data.extend_from_slice(name);
+        record(
+            3,
+            EV_EVENT_TAG,
+            &[(TPM_ALG_SHA384, sha384(content).to_vec())],
+            &data,
+        )
+    }
+
     #[test]
-    fn check_boot_finds_components_in_their_rtmrs() {
-        let log = EventLog::parse(&boot_log()).unwrap();
-        let expected = BootDigests {
-            kernel: Some(sha384(b"kernel")),
+    fn boot_components_come_from_their_events_and_registers() {
+        let mut log = header(false);
+        log.extend(event(2, EV_EFI_BOOT_SERVICES_APPLICATION, b"kernel"));
+        log.extend(tagged(LINUX_LOAD_OPTIONS_TAG, b"opts\0", b"cmdline"));
+        log.extend(tagged(LINUX_INITRD_TAG, b"initrd\0", b"initrd"));
+        // An application in RTMR2 and an untagged event are nobody's kernel or initrd.
+        log.extend(event(3, EV_EFI_BOOT_SERVICES_APPLICATION, b"other"));
+        log.extend(event(3, EV_EVENT_TAG, b"x"));
+        let parsed = EventLog::parse(&log).unwrap();
+        assert_eq!(
+            parsed.boot_components(),
+            BootComponents {
+                kernel: Some(sha384(b"kernel")),
+                initrd: Some(sha384(b"initrd")),
+                cmdline: Some(sha384(b"cmdline")),
+            }
+        );
+        // The kernel measured into the wrong register does not count.
+        let mut misplaced = header(false);
+        misplaced.extend(event(3, EV_EFI_BOOT_SERVICES_APPLICATION, b"kernel"));
+        assert_eq!(
+            EventLog::parse(&misplaced).unwrap().boot_components(),
+            BootComponents::default()
+        );
+    }
+
+    #[test]
+    fn tdvf_boot_log_round_trips_and_has_the_ovmf_shape() {
+        let boot = TdvfBoot {
+            kernel_authenticode: sha384(b"kernel"),
+            kernel_len: 1234,
             initrd: Some(sha384(b"initrd")),
-            cmdline: Some(sha384(b"cmdline")),
+            cmdline: Some("console=hvc0".into()),
         };
-        log.check_boot(&expected).unwrap();
-        log.check_boot(&BootDigests::default()).unwrap();
-        // A different initrd.
-        let other = BootDigests {
-            initrd: Some(sha384(b"evil initrd")),
-            ..expected
+        let log = boot.event_log();
+        let parsed = EventLog::parse(&log.to_bytes()).unwrap();
+        assert_eq!(parsed, log);
+        let types: Vec<(usize, &str)> = parsed
+            .events()
+            .iter()
+            .map(|e| (e.rtmr, event_type_name(e.event_type)))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                (0, "EV_SEPARATOR"),
+                (1, "EV_EFI_BOOT_SERVICES_APPLICATION"),
+                (1, "EV_EFI_ACTION"),
+                (2, "EV_EVENT_TAG"),
+                (2, "EV_EVENT_TAG"),
+                (1, "EV_EFI_ACTION"),
+                (1, "EV_EFI_ACTION"),
+            ]
+        );
+        // The load options are the UTF-16LE command line with OVMF's initrd argument and a NUL.
+        let options: Vec<u8> = "console=hvc0 initrd=initrd\0"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(boot.load_options(), options);
+        assert_eq!(
+            parsed.boot_components(),
+            BootComponents {
+                kernel: Some(sha384(b"kernel")),
+                initrd: Some(sha384(b"initrd")),
+                cmdline: Some(sha384(&options)),
+            }
+        );
+        // The RTMRs, extended by hand from the event digests.
+        let r = parsed.replay();
+        assert_eq!(r[0], extend([0; 48], sha384(&[0; 4])));
+        let mut rtmr1 = extend([0; 48], sha384(b"kernel"));
+        for text in [
+            "Calling EFI Application from Boot Option",
+            "Exit Boot Services Invocation",
+            "Exit Boot Services Returned with Success",
+        ] {
+            rtmr1 = extend(rtmr1, sha384(text.as_bytes()));
+        }
+        assert_eq!(r[1], rtmr1);
+        assert_eq!(
+            r[2],
+            extend(extend([0; 48], sha384(&options)), sha384(b"initrd"))
+        );
+        assert_eq!(r[3], [0; 48]);
+        // Without an initrd or command line, RTMR2 stays zero.
+        let bare = TdvfBoot {
+            initrd: None,
+            cmdline: None,
+            ..boot
         };
-        assert!(matches!(
-            log.check_boot(&other),
-            Err(EventLogError::MissingEvent {
-                what: "initrd",
-                rtmr: 2
-            })
-        ));
-        // The right digest in the wrong register does not count.
-        let misplaced = BootDigests {
-            kernel: Some(sha384(b"initrd")),
-            ..BootDigests::default()
-        };
-        assert!(matches!(
-            log.check_boot(&misplaced),
-            Err(EventLogError::MissingEvent { what: "kernel", .. })
-        ));
+        assert!(bare.load_options().is_empty());
+        assert_eq!(bare.event_log().replay()[2], [0; 48]);
     }
 
     #[test]
