@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
+use sha2::{Digest, Sha384};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tracing::{debug, warn};
+use tsuba_protocols::evidence::ccel::TdvfBoot;
 use tsuba_protocols::evidence::{GuestPolicy, SnpReportVersion, TcbParts, TdxQuoteVersion};
 use tsuba_protocols::simdev::{
     self, ErrorCode, HEADER_LEN, MAGIC, MAX_REQUEST_LEN, Request, Response, SimDevError, SimTee,
@@ -75,6 +77,8 @@ pub struct TdxLaunch {
     pub mr_owner_config: [u8; 48],
     /// RTMR 0 to 3 as the launcher computed them (the sim guest cannot extend them).
     pub rtmr: [[u8; 48]; 4],
+    /// The CC event log (CCEL format) that explains the RTMRs, empty when there is none.
+    pub event_log: Vec<u8>,
     /// Quote version to produce.
     pub version: TdxQuoteVersion,
     /// TEE TCB SVN.
@@ -94,11 +98,33 @@ impl TdxLaunch {
             mr_owner: [0; 48],
             mr_owner_config: [0; 48],
             rtmr: [[0; 48]; 4],
+            event_log: Vec::new(),
             version: TdxQuoteVersion::V4,
             tee_tcb_svn: SIM_TEE_TCB_SVN,
             td_attributes: SIM_TD_ATTRIBUTES,
             xfam: SIM_XFAM,
         }
+    }
+
+    /// The RTMRs and CC event log of this direct kernel boot: each RTMR starts at zero and is
+    /// extended with each event's digest, as TDVF and the kernel's EFI stub do on hardware (see
+    /// `tsuba_protocols::evidence::ccel`), so the quote matches `tsuba measure`'s prediction.
+    #[must_use]
+    pub fn with_boot(mut self, boot: &TdvfBoot) -> Self {
+        let log = boot.event_log();
+        let mut rtmr = [[0u8; 48]; 4];
+        for event in log.events() {
+            if let Some(register) = rtmr.get_mut(event.rtmr) {
+                *register = Sha384::new()
+                    .chain_update(*register)
+                    .chain_update(event.digest)
+                    .finalize()
+                    .into();
+            }
+        }
+        self.rtmr = rtmr;
+        self.event_log = log.to_bytes();
+        self
     }
 }
 
@@ -368,6 +394,30 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), f)
             .await
             .expect("test timed out")
+    }
+
+    #[test]
+    fn tdx_launch_with_boot_extends_rtmrs_that_its_event_log_replays_to() {
+        use tsuba_protocols::evidence::ccel::EventLog;
+        let boot = TdvfBoot {
+            kernel_authenticode: [7; 48],
+            kernel_len: 10,
+            initrd: Some([8; 48]),
+            cmdline: Some("quiet".into()),
+        };
+        let launch = TdxLaunch::new([1; 48], [2; 48]).with_boot(&boot);
+        let log = EventLog::parse(&launch.event_log).unwrap();
+        assert_eq!(log, boot.event_log());
+        assert_eq!(launch.rtmr, log.replay());
+        assert_ne!(launch.rtmr[1], [0; 48]);
+        assert_eq!(launch.rtmr[3], [0; 48]);
+        // Another initrd: only RTMR2 moves.
+        let other = TdxLaunch::new([1; 48], [2; 48]).with_boot(&TdvfBoot {
+            initrd: Some([9; 48]),
+            ..boot
+        });
+        assert_eq!(other.rtmr[..2], launch.rtmr[..2]);
+        assert_ne!(other.rtmr[2], launch.rtmr[2]);
     }
 
     #[tokio::test]

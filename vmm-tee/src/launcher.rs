@@ -354,17 +354,27 @@ fn sim_snp_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, Laun
     })
 }
 
-/// What tee-sim signs for a sim-tdx launch: the MRTD of the measured firmware, and the
-/// initdata digest as MRCONFIGID. RTMRs stay zero: the simulated guest cannot extend them.
+/// What tee-sim signs for a sim-tdx launch: the MRTD of the measured firmware, the initdata
+/// digest as MRCONFIGID, and the RTMRs (with their event log) that TDVF and the kernel's EFI
+/// stub would extend for exactly the booted kernel, initrd and command line.
 fn sim_tdx_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, LaunchError> {
     let values = launch_reference_values(config)?;
     let tdx = values.tdx.ok_or(MeasureError::NotMeasured)?;
     let mr_config_id = tdx.mr_config_id.map_or([0; 48], |m| *m.as_bytes());
     let sim = SimTdx::open_or_create(state).map_err(|e| LaunchError::TeeSimTdx(state.into(), e))?;
-    info!(mrtd = %hex::encode(tdx.mrtd.0), "sim-tdx: tee-sim signs this MRTD");
+    let mut launch = TdxLaunch::new(tdx.mrtd.0, mr_config_id);
+    if let Some(boot) = &tdx.boot {
+        launch = launch.with_boot(&boot.events);
+    }
+    info!(
+        mrtd = %hex::encode(tdx.mrtd.0),
+        rtmr1 = %hex::encode(launch.rtmr[1]),
+        rtmr2 = %hex::encode(launch.rtmr[2]),
+        "sim-tdx: tee-sim signs this MRTD and these RTMRs"
+    );
     Ok(SimLaunch::Tdx {
         sim: Arc::new(sim),
-        launch: Box::new(TdxLaunch::new(tdx.mrtd.0, mr_config_id)),
+        launch: Box::new(launch),
     })
 }
 
