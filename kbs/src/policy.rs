@@ -15,6 +15,12 @@ use serde_json::Value;
 
 /// Default attestation policy: the measurement must be a reference value, debug must be off and
 /// the report data must carry this session's binding.
+///
+/// TDX: MRTD covers only the firmware, so a TDX quote is refused unless the RTMRs that hold the
+/// kernel (RTMR1) and the initrd and command line (RTMR2) are reference values too
+/// (`tdx_rtmr1`, `tdx_rtmr2`, from `tsuba measure --tee tdx`). `tdx_rtmr0` and the component
+/// digests read from the replayed event log (`tdx_kernel`, `tdx_initrd`, `tdx_cmdline`) are
+/// checked when configured; each refusal names the register or component that failed.
 pub const DEFAULT_ATTESTATION_POLICY: &str = r#"package policy
 
 default allow := false
@@ -27,12 +33,62 @@ report_data_ok if {
     input.claims.report_data == input.expected_report_data
 }
 
+tdx if input.claims.tee == "tdx"
+
+tdx_boot_configured if {
+    count(data.reference_values.tdx_rtmr1) > 0
+    count(data.reference_values.tdx_rtmr2) > 0
+}
+
+tdx_failures contains "tdx: no rtmr1 and rtmr2 reference values (tdx_rtmr1, tdx_rtmr2) are configured, so the kernel, initrd and command line are unchecked" if {
+    tdx
+    not tdx_boot_configured
+}
+
+tdx_failures contains "rtmr0 is not a reference value" if {
+    tdx
+    count(data.reference_values.tdx_rtmr0) > 0
+    not input.claims.details.rtmr[0] in data.reference_values.tdx_rtmr0
+}
+
+tdx_failures contains "rtmr1 (kernel) is not a reference value" if {
+    tdx
+    tdx_boot_configured
+    not input.claims.details.rtmr[1] in data.reference_values.tdx_rtmr1
+}
+
+tdx_failures contains "rtmr2 (initrd and command line) is not a reference value" if {
+    tdx
+    tdx_boot_configured
+    not input.claims.details.rtmr[2] in data.reference_values.tdx_rtmr2
+}
+
+tdx_failures contains "kernel digest in rtmr1's event log is not a reference value" if {
+    tdx
+    count(data.reference_values.tdx_kernel) > 0
+    not input.claims.details.event_log.kernel in data.reference_values.tdx_kernel
+}
+
+tdx_failures contains "initrd digest in rtmr2's event log is not a reference value" if {
+    tdx
+    count(data.reference_values.tdx_initrd) > 0
+    not input.claims.details.event_log.initrd in data.reference_values.tdx_initrd
+}
+
+tdx_failures contains "command line digest in rtmr2's event log is not a reference value" if {
+    tdx
+    count(data.reference_values.tdx_cmdline) > 0
+    not input.claims.details.event_log.cmdline in data.reference_values.tdx_cmdline
+}
+
 allow if {
     measurement_ok
     not input.claims.debug
     report_data_ok
+    count(tdx_failures) == 0
 }
 
+reasons contains reason if some reason in tdx_failures
 reasons contains "measurement is not a reference value" if not measurement_ok
 reasons contains "debug is enabled" if input.claims.debug
 reasons contains "report data does not match" if not report_data_ok
@@ -216,6 +272,131 @@ mod tests {
             empty.evaluate(input("aa", false, "0102")).unwrap(),
             Decision::Deny(_)
         ));
+    }
+
+    fn tdx_refs(extra: &[(&str, &str)]) -> BTreeMap<String, Vec<String>> {
+        let mut refs = refs();
+        refs.insert("tdx_rtmr1".into(), vec!["r1".into()]);
+        refs.insert("tdx_rtmr2".into(), vec!["r2".into()]);
+        for (key, value) in extra {
+            refs.insert((*key).into(), vec![(*value).into()]);
+        }
+        refs
+    }
+
+    fn tdx_input(rtmr: [&str; 3], event_log: Value) -> Value {
+        json!({
+            "claims": {
+                "tee": "tdx",
+                "measurement": "aa",
+                "debug": false,
+                "report_data": "0102",
+                "details": { "rtmr": [rtmr[0], rtmr[1], rtmr[2], "r3"], "event_log": event_log },
+            },
+            "expected_report_data": "0102",
+        })
+    }
+
+    fn deny(reasons: &[&str]) -> Decision {
+        Decision::Deny(reasons.iter().map(|r| (*r).to_owned()).collect())
+    }
+
+    #[test]
+    fn tdx_is_refused_without_rtmr_reference_values() {
+        // The MRTD alone is a reference value: that is not enough.
+        let policy = Policy::compile(DEFAULT_ATTESTATION_POLICY, &refs()).unwrap();
+        assert_eq!(
+            policy
+                .evaluate(tdx_input(["r0", "r1", "r2"], Value::Null))
+                .unwrap(),
+            deny(&[
+                "tdx: no rtmr1 and rtmr2 reference values (tdx_rtmr1, tdx_rtmr2) are configured, so the kernel, initrd and command line are unchecked"
+            ])
+        );
+        // Only rtmr1 configured: still refused.
+        let mut one = refs();
+        one.insert("tdx_rtmr1".into(), vec!["r1".into()]);
+        let policy = Policy::compile(DEFAULT_ATTESTATION_POLICY, &one).unwrap();
+        assert!(matches!(
+            policy.evaluate(tdx_input(["r0", "r1", "r2"], Value::Null)).unwrap(),
+            Decision::Deny(reasons) if reasons.len() == 1 && reasons[0].starts_with("tdx: no rtmr1")
+        ));
+        // SNP evidence is not affected by the TDX rules.
+        let policy = Policy::compile(DEFAULT_ATTESTATION_POLICY, &refs()).unwrap();
+        let mut snp = input("aa", false, "0102");
+        snp["claims"]["tee"] = json!("snp");
+        assert_eq!(policy.evaluate(snp).unwrap(), Decision::Allow);
+    }
+
+    #[test]
+    fn tdx_refusals_name_the_register_or_component() {
+        let policy = Policy::compile(DEFAULT_ATTESTATION_POLICY, &tdx_refs(&[])).unwrap();
+        assert_eq!(
+            policy
+                .evaluate(tdx_input(["r0", "r1", "r2"], Value::Null))
+                .unwrap(),
+            Decision::Allow
+        );
+        assert_eq!(
+            policy
+                .evaluate(tdx_input(["r0", "r1", "evil"], Value::Null))
+                .unwrap(),
+            deny(&["rtmr2 (initrd and command line) is not a reference value"])
+        );
+        assert_eq!(
+            policy
+                .evaluate(tdx_input(["r0", "evil", "r2"], Value::Null))
+                .unwrap(),
+            deny(&["rtmr1 (kernel) is not a reference value"])
+        );
+        // RTMR0 only when configured.
+        let with_r0 = Policy::compile(
+            DEFAULT_ATTESTATION_POLICY,
+            &tdx_refs(&[("tdx_rtmr0", "r0")]),
+        )
+        .unwrap();
+        assert_eq!(
+            with_r0
+                .evaluate(tdx_input(["x", "r1", "r2"], Value::Null))
+                .unwrap(),
+            deny(&["rtmr0 is not a reference value"])
+        );
+        // Component digests from the event log, when configured; no log means no match.
+        let parts = Policy::compile(
+            DEFAULT_ATTESTATION_POLICY,
+            &tdx_refs(&[
+                ("tdx_kernel", "k"),
+                ("tdx_initrd", "i"),
+                ("tdx_cmdline", "c"),
+            ]),
+        )
+        .unwrap();
+        let log = |k: &str, i: &str, c: &str| json!({"kernel": k, "initrd": i, "cmdline": c});
+        assert_eq!(
+            parts
+                .evaluate(tdx_input(["r0", "r1", "r2"], log("k", "i", "c")))
+                .unwrap(),
+            Decision::Allow
+        );
+        assert_eq!(
+            parts
+                .evaluate(tdx_input(["r0", "r1", "evil"], log("k", "evil", "c")))
+                .unwrap(),
+            deny(&[
+                "initrd digest in rtmr2's event log is not a reference value",
+                "rtmr2 (initrd and command line) is not a reference value",
+            ])
+        );
+        assert_eq!(
+            parts
+                .evaluate(tdx_input(["r0", "r1", "r2"], Value::Null))
+                .unwrap(),
+            deny(&[
+                "command line digest in rtmr2's event log is not a reference value",
+                "initrd digest in rtmr2's event log is not a reference value",
+                "kernel digest in rtmr1's event log is not a reference value",
+            ])
+        );
     }
 
     #[test]

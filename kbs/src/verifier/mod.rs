@@ -164,6 +164,15 @@ pub enum VerifierError {
     /// Quote verification failed.
     #[error("quote verification failed")]
     Quote(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The CC event log is not a well-formed TCG event log.
+    #[error("cc event log is malformed")]
+    EventLog(#[source] tsuba_protocols::evidence::ccel::EventLogError),
+    /// The CC event log does not replay to the quote's RTMRs: it does not describe this TD's boot.
+    #[error("cc event log does not replay to the quote's rtmr{register}")]
+    EventLogMismatch {
+        /// The first RTMR (0 to 2) whose replayed value differs from the quote's.
+        register: usize,
+    },
 }
 
 /// Verifies one TEE's evidence.

@@ -5,9 +5,15 @@
 //!
 //! Evidence JSON (`primary_evidence`): tsuba's `{"quote": <base64 of the TD quote>}`, or
 //! guest-components' `{"cc_eventlog": <base64> | null, "quote": <base64>}` (releases before
-//! mid-2025 add `"aa_eventlog": <text> | null`). Any other member is refused. The event logs
-//! are checked to be well-formed base64 or text, but not replayed against the RTMRs: claims
-//! come from the quote alone.
+//! mid-2025 add `"aa_eventlog": <text> | null`; tsuba's own evidence may carry `cc_eventlog` as
+//! well). Any other member is refused.
+//!
+//! The CC event log (the TCG2 log of the CCEL ACPI table) is parsed and replayed: a log whose
+//! RTMR0..2 do not match the quote's is refused, naming the register. The claims then carry the
+//! quote's four RTMRs and the kernel, initrd and command-line digests read from the log's events
+//! (`details.rtmr`, `details.event_log`); the default attestation policy compares them with the
+//! reference values. RTMR3 is extended at run time by the guest's attestation agent and is not
+//! replayed. The `aa_eventlog` text is ignored.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -18,6 +24,7 @@ use dcap_qvl::QuoteCollateralV3;
 use dcap_qvl::verify::QuoteVerifier;
 use serde::Deserialize;
 use serde_json::Value;
+use tsuba_protocols::evidence::ccel::{BOOT_RTMRS, EventLog, EventLogError, MAX_EVENT_LOG_LEN};
 use tsuba_protocols::evidence::{TDX_QUOTE_MAX_LEN, TdxClaims, TdxQuote};
 
 use super::{Claims, Verifier, VerifierError};
@@ -63,12 +70,19 @@ struct TdxEvidence {
     _aa_eventlog: Option<String>,
 }
 
+/// A simulated root CA trusted besides the primary one, with its own collateral.
+struct SimulatedRoot {
+    root_ca_der: Vec<u8>,
+    collateral: QuoteCollateralV3,
+}
+
 /// Verifier for TDX quotes.
 pub struct TdxVerifier {
     root_ca_der: Option<Vec<u8>>,
     simulated: bool,
     collaterals: Vec<QuoteCollateralV3>,
     accepted_status: Vec<String>,
+    extra_simulated_root: Option<SimulatedRoot>,
 }
 
 impl std::fmt::Debug for TdxVerifier {
@@ -78,8 +92,16 @@ impl std::fmt::Debug for TdxVerifier {
             .field("simulated", &self.simulated)
             .field("collaterals", &self.collaterals.len())
             .field("accepted_status", &self.accepted_status)
+            .field("extra_simulated_root", &self.extra_simulated_root.is_some())
             .finish()
     }
+}
+
+/// A verified quote, whether a simulated root signed it, and its replayed event log.
+pub(crate) struct VerifiedTdx {
+    pub(crate) quote: TdxQuote,
+    pub(crate) simulated: bool,
+    pub(crate) event_log: Option<EventLog>,
 }
 
 impl TdxVerifier {
@@ -90,7 +112,23 @@ impl TdxVerifier {
             simulated: false,
             collaterals: Vec::new(),
             accepted_status: vec!["UpToDate".into()],
+            extra_simulated_root: None,
         }
+    }
+
+    /// Also trusts tee-sim's simulated root CA (DER) with its collateral, besides the primary
+    /// root. Quotes that only it verifies are marked simulated. Only for a broker running with
+    /// simulated evidence explicitly enabled.
+    pub fn insecure_add_simulated_root(
+        mut self,
+        root_ca_der: Vec<u8>,
+        collateral: QuoteCollateralV3,
+    ) -> Self {
+        self.extra_simulated_root = Some(SimulatedRoot {
+            root_ca_der,
+            collateral,
+        });
+        self
     }
 
     /// A verifier trusting tee-sim's simulated root CA instead of Intel's. Quotes it accepts are
@@ -143,11 +181,12 @@ impl TdxVerifier {
     }
 
     /// Verifies a raw quote at `now`: signatures, chain, collateral validity and TCB status.
+    /// Returns the quote and whether a simulated root signed it.
     pub(crate) fn verify_quote(
         &self,
         raw: &[u8],
         now: SystemTime,
-    ) -> Result<TdxQuote, VerifierError> {
+    ) -> Result<(TdxQuote, bool), VerifierError> {
         if raw.len() > TDX_QUOTE_MAX_LEN {
             return Err(VerifierError::Malformed {
                 what: "tdx quote too large",
@@ -164,8 +203,36 @@ impl TdxVerifier {
             Some(root) => QuoteVerifier::new(root.clone()),
             None => QuoteVerifier::new_prod(),
         };
+        let primary = self.verify_with(&verifier, &self.collaterals, raw, now_secs);
+        match (primary, &self.extra_simulated_root) {
+            (Ok(()), _) => Ok((quote, self.simulated)),
+            (Err(err @ VerifierError::TcbStatus { .. }), _) | (Err(err), None) => Err(err),
+            (Err(err), Some(sim)) => {
+                let verifier = QuoteVerifier::new(sim.root_ca_der.clone());
+                match self.verify_with(
+                    &verifier,
+                    std::slice::from_ref(&sim.collateral),
+                    raw,
+                    now_secs,
+                ) {
+                    Ok(()) => Ok((quote, true)),
+                    // Not signed by the simulated root either: report the primary root's error.
+                    Err(VerifierError::Quote(_)) => Err(err),
+                    Err(sim_err) => Err(sim_err),
+                }
+            }
+        }
+    }
+
+    fn verify_with(
+        &self,
+        verifier: &QuoteVerifier,
+        collaterals: &[QuoteCollateralV3],
+        raw: &[u8],
+        now_secs: u64,
+    ) -> Result<(), VerifierError> {
         let mut last_error = None;
-        for collateral in &self.collaterals {
+        for collateral in collaterals {
             match verifier.verify(raw, collateral, now_secs) {
                 Ok(report) => {
                     if !self.accepted_status.contains(&report.status) {
@@ -173,7 +240,7 @@ impl TdxVerifier {
                             status: report.status,
                         });
                     }
-                    return Ok(quote);
+                    return Ok(());
                 }
                 Err(err) => last_error = Some(err),
             }
@@ -187,27 +254,53 @@ impl TdxVerifier {
     }
 }
 
+/// The longest base64 text of an event log of at most [`MAX_EVENT_LOG_LEN`] bytes.
+const MAX_EVENT_LOG_B64_LEN: usize = MAX_EVENT_LOG_LEN.div_ceil(3) * 4;
+
+/// Decodes, parses and replays a CC event log against the quote's RTMR0..2.
+fn replayed_event_log(b64: &str, quote: &TdxQuote) -> Result<EventLog, VerifierError> {
+    if b64.len() > MAX_EVENT_LOG_B64_LEN {
+        return Err(VerifierError::EventLog(EventLogError::TooLarge {
+            len: b64.len(),
+        }));
+    }
+    let bytes = STANDARD.decode(b64).map_err(|_| VerifierError::Malformed {
+        what: "cc_eventlog is not base64",
+    })?;
+    let log = EventLog::parse(&bytes).map_err(VerifierError::EventLog)?;
+    log.verify(&quote.body.rtmr, BOOT_RTMRS)
+        .map_err(|err| match err {
+            EventLogError::RtmrMismatch(register) => VerifierError::EventLogMismatch { register },
+            other => VerifierError::EventLog(other),
+        })?;
+    Ok(log)
+}
+
 impl TdxVerifier {
-    /// Verifies evidence JSON in either shape at `now`, everything but the report data.
+    /// Verifies evidence JSON in either shape at `now`, everything but the report data: the
+    /// quote, and the event log (when there is one) against the quote's RTMRs.
     pub(crate) fn verify_evidence(
         &self,
         evidence: &Value,
         now: SystemTime,
-    ) -> Result<TdxQuote, VerifierError> {
+    ) -> Result<VerifiedTdx, VerifierError> {
         let evidence = TdxEvidence::deserialize(evidence).map_err(VerifierError::Json)?;
         let raw = STANDARD
             .decode(&evidence.quote)
             .map_err(|_| VerifierError::Malformed {
                 what: "quote is not base64",
             })?;
-        if let Some(log) = &evidence.cc_eventlog
-            && STANDARD.decode(log).is_err()
-        {
-            return Err(VerifierError::Malformed {
-                what: "cc_eventlog is not base64",
-            });
-        }
-        self.verify_quote(&raw, now)
+        let (quote, simulated) = self.verify_quote(&raw, now)?;
+        let event_log = evidence
+            .cc_eventlog
+            .as_deref()
+            .map(|log| replayed_event_log(log, &quote))
+            .transpose()?;
+        Ok(VerifiedTdx {
+            quote,
+            simulated,
+            event_log,
+        })
     }
 }
 
@@ -218,20 +311,39 @@ impl Verifier for TdxVerifier {
         binding: &BindingDigest,
         now: SystemTime,
     ) -> Result<Claims, VerifierError> {
-        let quote = self.verify_evidence(evidence, now)?;
-        let claims = TdxClaims::from(&quote);
+        let verified = self.verify_evidence(evidence, now)?;
+        let claims = TdxClaims::from(&verified.quote);
         if claims.report_data.as_bytes() != &binding.padded() {
             return Err(VerifierError::ReportDataMismatch);
         }
-        Ok(tdx_claims(&quote, &claims, self.simulated))
+        Ok(tdx_claims(
+            &verified.quote,
+            &claims,
+            verified.simulated,
+            verified.event_log.as_ref(),
+        ))
     }
 
     fn trusts_simulated_roots(&self) -> bool {
-        self.simulated
+        self.simulated || self.extra_simulated_root.is_some()
     }
 }
 
-fn tdx_claims(quote: &TdxQuote, c: &TdxClaims, simulated: bool) -> Claims {
+fn tdx_claims(
+    quote: &TdxQuote,
+    c: &TdxClaims,
+    simulated: bool,
+    event_log: Option<&EventLog>,
+) -> Claims {
+    let event_log = event_log.map(|log| {
+        let boot = log.boot_components();
+        serde_json::json!({
+            "kernel": boot.kernel.map(hex::encode),
+            "initrd": boot.initrd.map(hex::encode),
+            "cmdline": boot.cmdline.map(hex::encode),
+            "events": log.events().len(),
+        })
+    });
     Claims {
         tee: "tdx".into(),
         simulated,
@@ -249,6 +361,7 @@ fn tdx_claims(quote: &TdxQuote, c: &TdxClaims, simulated: bool) -> Claims {
             "tee_tcb_svn": hex::encode(c.tee_tcb_svn),
             "qe_svn": c.qe_svn,
             "pce_svn": c.pce_svn,
+            "event_log": event_log,
         }),
     }
 }
@@ -259,6 +372,7 @@ mod tests {
 
     use super::*;
 
+    /// Real TDX evidence (see testdata/real-evidence/PROVENANCE.md).
     fn dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/real-evidence/tdx")
     }
@@ -280,12 +394,176 @@ mod tests {
     }
 
     #[test]
-    fn real_quote_verifies_with_intel_root() {
+    fn real_quote_verifies_with_intel_root_and_claims_match_dcap_qvls_parse() {
         let raw = std::fs::read(dir().join("dcapqvl-tdx_quote")).unwrap();
-        let quote = verifier().verify_quote(&raw, at(INSIDE)).unwrap();
-        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), false);
-        assert_eq!(claims.measurement.len(), 96);
+        let (quote, simulated) = verifier().verify_quote(&raw, at(INSIDE)).unwrap();
+        assert!(!simulated);
+        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), simulated, None);
+        // dcap-qvl's own verified report is the independent parse to compare with.
+        let report = QuoteVerifier::new_prod()
+            .verify(
+                &raw,
+                &collateral("dcapqvl-tdx_quote_collateral.json"),
+                INSIDE,
+            )
+            .unwrap();
+        let td = report.report.as_td10().unwrap();
+        assert_eq!(report.status, "UpToDate");
+        assert_eq!(claims.measurement, hex::encode(td.mr_td));
+        assert_eq!(claims.host_data, hex::encode(td.mr_config_id));
+        assert_eq!(claims.report_data, hex::encode(td.report_data));
+        assert_eq!(
+            claims.details["rtmr"],
+            serde_json::json!([td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3].map(hex::encode))
+        );
         assert!(!claims.simulated);
+        assert!(claims.details["event_log"].is_null());
+    }
+
+    fn trustee_expected() -> Value {
+        serde_json::from_slice(
+            &std::fs::read(dir().join("trustee-parse_tdx_claims_expected.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trustee_quote_claims_match_trustees_parse() {
+        let raw = std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap();
+        let quote = TdxQuote::parse(&raw).unwrap();
+        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), false, None);
+        let expected = trustee_expected();
+        let body = &expected["quote"]["body"];
+        assert_eq!(claims.measurement, body["mr_td"].as_str().unwrap());
+        assert_eq!(claims.host_data, body["mr_config_id"].as_str().unwrap());
+        assert_eq!(claims.report_data, body["report_data"].as_str().unwrap());
+        for i in 0..4 {
+            assert_eq!(
+                claims.details["rtmr"][i],
+                body[format!("rtmr_{i}")],
+                "rtmr{i}"
+            );
+        }
+        assert_eq!(
+            claims.debug,
+            expected["td_attributes"]["debug"].as_bool().unwrap()
+        );
+    }
+
+    #[test]
+    fn trustee_cc_event_log_parses_into_trustees_events() {
+        let bytes = std::fs::read(dir().join("trustee-CCEL_data")).unwrap();
+        let log = EventLog::parse(&bytes).unwrap();
+        let expected = trustee_expected();
+        let expected = expected["uefi_event_logs"].as_array().unwrap();
+        assert_eq!(log.events().len(), expected.len());
+        for (i, (ours, theirs)) in log.events().iter().zip(expected).enumerate() {
+            use sha2::Digest;
+            assert_eq!(
+                Some(u64::try_from(ours.rtmr + 1).unwrap()),
+                theirs["index"].as_u64(),
+                "event {i}"
+            );
+            assert_eq!(
+                tsuba_protocols::evidence::ccel::event_type_name(ours.event_type),
+                theirs["type_name"].as_str().unwrap(),
+                "event {i}"
+            );
+            assert_eq!(theirs["digests"][0]["alg"], "SHA-384", "event {i}");
+            assert_eq!(
+                hex::encode(ours.digest),
+                theirs["digests"][0]["digest"].as_str().unwrap(),
+                "event {i}"
+            );
+            assert_eq!(
+                STANDARD.encode(&ours.data),
+                theirs["event"].as_str().unwrap(),
+                "event {i}"
+            );
+            assert_eq!(
+                sha2::Sha384::digest(&ours.data)[..] == ours.digest[..],
+                theirs["digest_matches_event"].as_bool().unwrap(),
+                "event {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn trustee_cc_event_log_does_not_replay_to_its_quote() {
+        // The log Trustee pairs with tdx_quote_4.dat comes from another td-shim boot: RTMR0 and
+        // RTMR1 differ, RTMR2 and RTMR3 (zero in both) agree. See testdata/tdx/PROVENANCE.md.
+        let quote = TdxQuote::parse(&std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap())
+            .unwrap();
+        let log =
+            EventLog::parse(&std::fs::read(dir().join("trustee-CCEL_data")).unwrap()).unwrap();
+        let replayed = log.replay();
+        assert_eq!(
+            hex::encode(replayed[0]),
+            "2dc712306a963eadb894ad47dbaa17df44814151555aee11cbb843becca88950ffd079664902e6f22c66f7c8213543f4"
+        );
+        assert_eq!(
+            hex::encode(quote.body.rtmr[0]),
+            "e940da7c2712d2790e2961e00484f4fa8e6f9eed71361655ae22699476b14f9e63867eb41edd4b480fef0c59f496b288"
+        );
+        assert_eq!(
+            hex::encode(replayed[1]),
+            "0fa3be56af61208bbd179dc7b124988eb929319154663c539d6f46445ecac2fec287075047ff7bd1922829fec28cd3cf"
+        );
+        assert_eq!(
+            hex::encode(quote.body.rtmr[1]),
+            "559cfcf42716ed6c40a48a73d5acb7da255435012f0a9f00fbe8c1c57612ede486a5684c4c9ff3ddf52315fcdca3a596"
+        );
+        assert_eq!(replayed[2..], quote.body.rtmr[2..]);
+        assert_eq!(replayed[2], [0; 48]);
+        let b64 = STANDARD.encode(std::fs::read(dir().join("trustee-CCEL_data")).unwrap());
+        assert!(matches!(
+            replayed_event_log(&b64, &quote),
+            Err(VerifierError::EventLogMismatch { register: 0 })
+        ));
+    }
+
+    #[test]
+    fn ovmf_cc_event_log_has_the_shape_of_the_tdvf_boot_model() {
+        // Trustee's OVMF log: a real TDVF direct kernel boot. Its RTMR1 and RTMR2 events are, in
+        // order and type, exactly the ones tee-sim and `tsuba measure` model.
+        use tsuba_protocols::evidence::ccel::{BootComponents, TdvfBoot, event_type_name};
+        let bytes = std::fs::read(dir().join("trustee-CCEL_data_ovmf")).unwrap();
+        let real = EventLog::parse(&bytes).unwrap();
+        let model = TdvfBoot {
+            kernel_authenticode: [1; 48],
+            kernel_len: 1,
+            initrd: Some([2; 48]),
+            cmdline: Some("x".into()),
+        }
+        .event_log();
+        let shape = |log: &EventLog| -> Vec<(usize, &'static str, Vec<u8>)> {
+            log.events()
+                .iter()
+                .filter(|e| e.rtmr == 1 || e.rtmr == 2)
+                .map(|e| {
+                    // Action strings and event tags are what identifies an event; the kernel's
+                    // image-load record differs per launch.
+                    let id = match event_type_name(e.event_type) {
+                        "EV_EFI_ACTION" => e.data.clone(),
+                        "EV_EVENT_TAG" => e.data.get(..4).unwrap_or_default().to_vec(),
+                        _ => Vec::new(),
+                    };
+                    (e.rtmr, event_type_name(e.event_type), id)
+                })
+                .collect()
+        };
+        let real_shape = shape(&real);
+        let model_shape = shape(&model);
+        // The model has the kernel application first; the real log too.
+        assert_eq!(real_shape, model_shape);
+        // The digests of the kernel, load-options and initrd events (first 8 bytes, as listed
+        // by an independent dump of the log).
+        let parts = real.boot_components();
+        let prefix = |d: Option<[u8; 48]>| d.map(|d| hex::encode(&d[..8]));
+        assert_eq!(prefix(parts.kernel).as_deref(), Some("a2ccae1e7d6c668c"));
+        assert_eq!(prefix(parts.cmdline).as_deref(), Some("4230f84885a6f3f3"));
+        assert_eq!(prefix(parts.initrd).as_deref(), Some("b15af9286108d3d8"));
+        assert_ne!(parts, BootComponents::default());
     }
 
     #[test]
@@ -359,25 +637,184 @@ mod tests {
     #[test]
     fn guest_components_evidence_is_accepted() {
         let quote = quote_b64("dcapqvl-tdx_quote");
-        let ccel = STANDARD.encode(b"CCEL\x01\x00\x00\x00event log bytes");
         for evidence in [
             // tsuba's own shape.
             serde_json::json!({ "quote": quote }),
-            // guest-components today, with and without an event log.
-            serde_json::json!({ "cc_eventlog": ccel, "quote": quote }),
+            // guest-components today, without an event log.
             serde_json::json!({ "cc_eventlog": null, "quote": quote }),
             // guest-components before the AA event log moved into the CCEL.
-            serde_json::json!({ "cc_eventlog": ccel, "quote": quote, "aa_eventlog": "INIT sha384/00\n" }),
+            serde_json::json!({ "cc_eventlog": null, "quote": quote, "aa_eventlog": "INIT sha384/00\n" }),
             serde_json::json!({ "cc_eventlog": null, "quote": quote, "aa_eventlog": null }),
         ] {
-            let quote = verifier().verify_evidence(&evidence, at(INSIDE)).unwrap();
-            assert!(!quote.body.debug(), "{evidence}");
+            let verified = verifier().verify_evidence(&evidence, at(INSIDE)).unwrap();
+            assert!(!verified.quote.body.debug(), "{evidence}");
+            assert!(verified.event_log.is_none(), "{evidence}");
         }
         let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
         let gc = serde_json::json!({ "cc_eventlog": null, "quote": quote });
         assert!(matches!(
             verifier().verify(&gc, &binding, at(INSIDE)),
             Err(VerifierError::ReportDataMismatch)
+        ));
+        // A well-formed log that is not this quote's boot (here: Trustee's td-shim log).
+        let foreign = STANDARD.encode(std::fs::read(dir().join("trustee-CCEL_data")).unwrap());
+        let with_log = serde_json::json!({ "cc_eventlog": foreign, "quote": quote });
+        assert!(matches!(
+            verifier().verify_evidence(&with_log, at(INSIDE)),
+            Err(VerifierError::EventLogMismatch { register: 0 })
+        ));
+    }
+
+    /// tee-sim's TDX module, a verifier trusting Intel's root plus tee-sim's, and a boot.
+    fn sim() -> (tempfile::TempDir, tsuba_tee_sim::SimTdx, TdxVerifier) {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = tsuba_tee_sim::SimTdx::open_or_create(dir.path()).unwrap();
+        let collateral =
+            serde_json::from_str(&sim.collateral().unwrap().to_json().unwrap()).unwrap();
+        let verifier = TdxVerifier::with_intel_root()
+            .insecure_add_simulated_root(sim.root_ca_der().to_vec(), collateral);
+        (dir, sim, verifier)
+    }
+
+    fn boot(initrd: &[u8], cmdline: &str) -> tsuba_protocols::evidence::ccel::TdvfBoot {
+        use sha2::Digest;
+        tsuba_protocols::evidence::ccel::TdvfBoot {
+            kernel_authenticode: sha2::Sha384::digest(b"kernel").into(),
+            kernel_len: 6,
+            initrd: Some(sha2::Sha384::digest(initrd).into()),
+            cmdline: Some(cmdline.into()),
+        }
+    }
+
+    fn sim_evidence(
+        sim: &tsuba_tee_sim::SimTdx,
+        booted: &tsuba_protocols::evidence::ccel::TdvfBoot,
+        logged: &tsuba_protocols::evidence::ccel::TdvfBoot,
+        binding: &BindingDigest,
+    ) -> Value {
+        use tsuba_protocols::evidence::ReportData;
+        let launch = tsuba_tee_sim::TdxLaunch::new([0x11; 48], [0; 48]).with_boot(booted);
+        let mut req = tsuba_tee_sim::TdxQuoteRequest::new(
+            launch.mr_td,
+            launch.mr_config_id,
+            ReportData(binding.padded()),
+        );
+        req.rtmr = launch.rtmr;
+        let quote = sim.quote(&req).unwrap();
+        serde_json::json!({
+            "quote": STANDARD.encode(quote),
+            "cc_eventlog": STANDARD.encode(logged.event_log().to_bytes()),
+        })
+    }
+
+    #[test]
+    fn sim_quote_with_its_event_log_gives_boot_claims() {
+        let (_dir, sim, verifier) = sim();
+        let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
+        let good = boot(b"initrd", "console=hvc0");
+        let evidence = sim_evidence(&sim, &good, &good, &binding);
+        let claims = verifier
+            .verify(&evidence, &binding, SystemTime::now())
+            .unwrap();
+        assert!(claims.simulated);
+        assert_eq!(claims.measurement, hex::encode([0x11; 48]));
+        let rtmr = good.event_log().replay();
+        assert_eq!(
+            claims.details["rtmr"],
+            serde_json::json!(rtmr.map(hex::encode))
+        );
+        let parts = good.event_log().boot_components();
+        assert_eq!(
+            claims.details["event_log"],
+            serde_json::json!({
+                "kernel": parts.kernel.map(hex::encode),
+                "initrd": parts.initrd.map(hex::encode),
+                "cmdline": parts.cmdline.map(hex::encode),
+                "events": 7,
+            })
+        );
+        assert_eq!(
+            claims.details["event_log"]["initrd"],
+            hex::encode(<sha2::Sha384 as sha2::Digest>::digest(b"initrd"))
+        );
+    }
+
+    #[test]
+    fn sim_event_log_that_does_not_match_the_quote_is_refused_naming_the_rtmr() {
+        let (_dir, sim, verifier) = sim();
+        let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
+        let booted = boot(b"evil initrd", "console=hvc0");
+        // The host booted its own initrd but sends the log of the genuine one.
+        let genuine = boot(b"initrd", "console=hvc0");
+        let evidence = sim_evidence(&sim, &booted, &genuine, &binding);
+        let err = verifier
+            .verify(&evidence, &binding, SystemTime::now())
+            .unwrap_err();
+        assert!(
+            matches!(err, VerifierError::EventLogMismatch { register: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cc event log does not replay to the quote's rtmr2"
+        );
+        // A changed command line: also RTMR2.
+        let evidence = sim_evidence(&sim, &boot(b"initrd", "init=/bin/sh"), &genuine, &binding);
+        assert!(matches!(
+            verifier.verify(&evidence, &binding, SystemTime::now()),
+            Err(VerifierError::EventLogMismatch { register: 2 })
+        ));
+        // A tampered log: truncated, not base64, a garbage header, too large.
+        let mut evidence = sim_evidence(&sim, &genuine, &genuine, &binding);
+        let full = genuine.event_log().to_bytes();
+        for (log, expect) in [
+            (STANDARD.encode(&full[..full.len() - 5]), "truncated"),
+            ("%%%".to_owned(), "base64"),
+            (
+                STANDARD.encode(b"not an event log at all, really"),
+                "header",
+            ),
+            ("A".repeat(MAX_EVENT_LOG_B64_LEN + 4), "large"),
+        ] {
+            evidence["cc_eventlog"] = serde_json::json!(log);
+            let err = verifier
+                .verify(&evidence, &binding, SystemTime::now())
+                .unwrap_err();
+            let ok = match expect {
+                "truncated" => matches!(
+                    err,
+                    VerifierError::EventLog(EventLogError::Truncated { .. })
+                ),
+                "base64" => matches!(
+                    err,
+                    VerifierError::Malformed {
+                        what: "cc_eventlog is not base64"
+                    }
+                ),
+                "header" => matches!(
+                    err,
+                    VerifierError::EventLog(
+                        EventLogError::BadHeader | EventLogError::Truncated { .. }
+                    )
+                ),
+                _ => matches!(err, VerifierError::EventLog(EventLogError::TooLarge { .. })),
+            };
+            assert!(ok, "{expect}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn sim_quote_is_refused_without_the_simulated_root() {
+        let (_dir, sim, _) = sim();
+        let binding = BindingDigest::compute("nonce", &serde_json::json!({"kty": "EC"}), "");
+        let good = boot(b"initrd", "console=hvc0");
+        let evidence = sim_evidence(&sim, &good, &good, &binding);
+        let hardware_only = TdxVerifier::with_intel_root()
+            .with_collateral(collateral("dcapqvl-tdx_quote_collateral.json"));
+        assert!(!hardware_only.trusts_simulated_roots());
+        assert!(matches!(
+            hardware_only.verify(&evidence, &binding, SystemTime::now()),
+            Err(VerifierError::Quote(_))
         ));
     }
 
@@ -406,6 +843,12 @@ mod tests {
         let expired = serde_json::json!({ "cc_eventlog": null, "quote": quote });
         assert!(matches!(
             verifier().verify_evidence(&expired, at(1_756_684_800)),
+            Err(VerifierError::Quote(_))
+        ));
+        // The quote is checked before the log: a bad quote with a bad log fails on the quote.
+        let both = serde_json::json!({ "cc_eventlog": "%%%", "quote": flipped });
+        assert!(matches!(
+            verifier().verify_evidence(&both, at(INSIDE)),
             Err(VerifierError::Quote(_))
         ));
     }
