@@ -1,0 +1,219 @@
+//! End to end with simulated TDX evidence from tee-sim, through the verifier set that
+//! `tsuba kbs serve --insecure-accept-simulated-evidence --sim-state-dir` builds: the quote's
+//! RTMRs and CC event log are those TDVF and the kernel's EFI stub extend for the booted kernel,
+//! initrd and command line, and the default policy compares them with the reference values
+//! `tsuba measure --tee tdx` predicts (the same `TdvfBoot` model).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::Value;
+use sha2::{Digest, Sha384};
+use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError};
+use tsuba_kbs::{
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, Transport,
+    VerifierOptions, build_verifiers, router, serve,
+};
+use tsuba_protocols::evidence::ReportData;
+use tsuba_protocols::evidence::ccel::TdvfBoot;
+use tsuba_tee_sim::{SimAmdSp, SimTdx, TdxLaunch, TdxQuoteRequest};
+
+const MRTD: [u8; 48] = [0x6d; 48];
+const CMDLINE: &str = "console=hvc0 tsuba.kbs=https://kbs";
+
+fn boot(initrd: &[u8], cmdline: &str) -> TdvfBoot {
+    TdvfBoot {
+        kernel_authenticode: Sha384::digest(b"genuine kernel").into(),
+        kernel_len: 14,
+        initrd: Some(Sha384::digest(initrd).into()),
+        cmdline: Some(cmdline.into()),
+    }
+}
+
+/// A sim-tdx guest: the firmware is always the genuine one (same MRTD); `booted` is what the
+/// host really booted, `logged` the event log it sends.
+struct SimTdxGuest {
+    sim: Arc<SimTdx>,
+    booted: TdvfBoot,
+    logged: TdvfBoot,
+}
+
+impl EvidenceProvider for SimTdxGuest {
+    fn tee(&self) -> &'static str {
+        "tdx"
+    }
+
+    fn evidence(
+        &self,
+        binding: &[u8; 48],
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let launch = TdxLaunch::new(MRTD, [0; 48]).with_boot(&self.booted);
+        let mut report_data = [0u8; 64];
+        report_data[..48].copy_from_slice(binding);
+        let mut request =
+            TdxQuoteRequest::new(launch.mr_td, launch.mr_config_id, ReportData(report_data));
+        request.rtmr = launch.rtmr;
+        let quote = self.sim.quote(&request)?;
+        Ok(serde_json::json!({
+            "quote": STANDARD.encode(quote),
+            "cc_eventlog": STANDARD.encode(self.logged.event_log().to_bytes()),
+        }))
+    }
+}
+
+struct Setup {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    sim: Arc<SimTdx>,
+    server: tsuba_kbs::RunningServer,
+}
+
+/// The reference values `tsuba measure --tee tdx` gives for the genuine boot.
+fn genuine_refs() -> BTreeMap<String, Vec<String>> {
+    let rtmr = boot(b"genuine initrd", CMDLINE).event_log().replay();
+    BTreeMap::from([
+        ("measurement".to_owned(), vec![hex::encode(MRTD)]),
+        ("tdx_rtmr1".to_owned(), vec![hex::encode(rtmr[1])]),
+        ("tdx_rtmr2".to_owned(), vec![hex::encode(rtmr[2])]),
+    ])
+}
+
+fn setup(refs: &BTreeMap<String, Vec<String>>) -> Setup {
+    let sim_dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // The published test roots are quick to load; build_verifiers then opens them.
+    SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap();
+    let mut options = VerifierOptions::hardware_only();
+    options.trust = EvidenceTrust::InsecureAcceptSimulated;
+    options.sim_state_dir = Some(sim_dir.path().to_path_buf());
+    let verifiers = build_verifiers(&options).unwrap();
+    let sim = Arc::new(SimTdx::open_or_create(sim_dir.path()).unwrap());
+    let config = BrokerConfig::new(
+        state.path().to_path_buf(),
+        AdminAuth::new(common::admin_key().verifying_key()),
+    );
+    let broker = Arc::new(Broker::new(config, verifiers).unwrap());
+    broker.set_reference_values(refs).unwrap();
+    broker
+        .set_resource(
+            &ResourcePath::parse("default/key/1").unwrap(),
+            b"tdx-secret",
+        )
+        .unwrap();
+    let server = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        Transport::InsecurePlainHttpLoopbackOnly,
+        router(broker, HttpLimits::default()),
+    )
+    .unwrap();
+    Setup {
+        _dirs: (sim_dir, state),
+        sim,
+        server,
+    }
+}
+
+fn client(setup: &Setup, booted: TdvfBoot, logged: TdvfBoot) -> KbsClient {
+    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
+    config.insecure_allow_plain_http = true;
+    config.attempts = 1;
+    config.backoff = Duration::from_millis(10);
+    KbsClient::new(
+        config,
+        Arc::new(SimTdxGuest {
+            sim: Arc::clone(&setup.sim),
+            booted,
+            logged,
+        }),
+    )
+    .unwrap()
+}
+
+async fn refusal(client: &KbsClient) -> (String, String) {
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.get_resource("kbs:///default/key/1"),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    match err {
+        KbsClientError::Refused { kind, detail, .. } => (kind, detail),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genuine_sim_tdx_boot_gets_the_resource_with_boot_claims() {
+    let setup = setup(&genuine_refs());
+    let genuine = boot(b"genuine initrd", CMDLINE);
+    let client = client(&setup, genuine.clone(), genuine.clone());
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"tdx-secret");
+    let token = client.attest().await.unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["simulated"], true);
+    assert_eq!(claims["tee"], "tdx");
+    let details = &claims["claims"]["details"];
+    assert_eq!(
+        details["event_log"]["initrd"],
+        hex::encode(Sha384::digest(b"genuine initrd"))
+    );
+    assert_eq!(
+        details["rtmr"][2],
+        hex::encode(genuine.event_log().replay()[2])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_initrd_or_cmdline_with_the_same_firmware_is_refused_naming_rtmr2() {
+    let setup = setup(&genuine_refs());
+    // The host boots its own initrd, or adds a kernel argument, and sends the honest log.
+    for booted in [
+        boot(b"host's initrd: /init prints the secrets", CMDLINE),
+        boot(b"genuine initrd", &format!("{CMDLINE} init=/bin/sh")),
+    ] {
+        let (kind, detail) = refusal(&client(&setup, booted.clone(), booted)).await;
+        assert_eq!(kind, "AttestationDenied");
+        assert_eq!(
+            detail,
+            "attestation policy denied: rtmr2 (initrd and command line) is not a reference value"
+        );
+    }
+    // The host boots its own initrd and sends the genuine boot's log: the log does not replay.
+    let (kind, detail) = refusal(&client(
+        &setup,
+        boot(b"host's initrd", CMDLINE),
+        boot(b"genuine initrd", CMDLINE),
+    ))
+    .await;
+    assert_eq!(kind, "AttestationFailed");
+    assert_eq!(
+        detail,
+        "evidence verification failed: cc event log does not replay to the quote's rtmr2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tdx_without_rtmr_reference_values_is_refused() {
+    // Only the MRTD configured, as before RTMRs were checked.
+    let refs = BTreeMap::from([("measurement".to_owned(), vec![hex::encode(MRTD)])]);
+    let setup = setup(&refs);
+    let genuine = boot(b"genuine initrd", CMDLINE);
+    let (kind, detail) = refusal(&client(&setup, genuine.clone(), genuine)).await;
+    assert_eq!(kind, "AttestationDenied");
+    assert_eq!(
+        detail,
+        "attestation policy denied: tdx: no rtmr1 and rtmr2 reference values (tdx_rtmr1, tdx_rtmr2) are configured, so the kernel, initrd and command line are unchecked"
+    );
+}
