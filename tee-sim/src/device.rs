@@ -189,13 +189,18 @@ impl SimLaunch {
                     }
                 }
             }
-            (Self::Snp { .. }, Request::TdxQuote { .. }) => Response::Error {
-                code: ErrorCode::WrongTee,
-                message: "this guest is a simulated snp guest".into(),
-            },
+            (Self::Snp { .. }, Request::TdxQuote { .. } | Request::TdxEventLog) => {
+                Response::Error {
+                    code: ErrorCode::WrongTee,
+                    message: "this guest is a simulated snp guest".into(),
+                }
+            }
             (Self::Tdx { .. }, Request::SnpReport { .. }) => Response::Error {
                 code: ErrorCode::WrongTee,
                 message: "this guest is a simulated tdx guest".into(),
+            },
+            (Self::Tdx { launch, .. }, Request::TdxEventLog) => Response::TdxEventLog {
+                log: launch.event_log.clone(),
             },
             (Self::Tdx { sim, launch }, Request::TdxQuote { report_data }) => {
                 let req = TdxQuoteRequest {
@@ -429,6 +434,15 @@ mod tests {
             let (id, resp) = call(&mut guest, 2, &snp_request(0x42)).await;
             assert_eq!(id, 2);
             check_report(resp, 0x42);
+            // An SNP guest has no TDX event log.
+            let (_, resp) = call(&mut guest, 3, &Request::TdxEventLog).await;
+            assert!(matches!(
+                resp,
+                Response::Error {
+                    code: ErrorCode::WrongTee,
+                    ..
+                }
+            ));
             drop(guest);
             server.await.unwrap().unwrap();
         })
@@ -525,9 +539,15 @@ mod tests {
     async fn serves_tdx_quotes_with_the_launchers_values() {
         bounded(async {
             let (mut guest, host) = tokio::io::duplex(256 * 1024);
+            let boot = TdvfBoot {
+                kernel_authenticode: [0x78; 48],
+                kernel_len: 3,
+                initrd: Some([0x9a; 48]),
+                cmdline: Some("quiet".into()),
+            };
             let launch = SimLaunch::Tdx {
                 sim: crate::tdx::shared_test_tdx().clone(),
-                launch: Box::new(TdxLaunch::new([0x12; 48], [0x34; 48])),
+                launch: Box::new(TdxLaunch::new([0x12; 48], [0x34; 48]).with_boot(&boot)),
             };
             let server = tokio::spawn(serve(host, launch));
             let (_, info) = call(&mut guest, 1, &Request::Info).await;
@@ -544,6 +564,15 @@ mod tests {
             assert_eq!(parsed.body.mr_td, [0x12; 48]);
             assert_eq!(parsed.body.mr_config_id, [0x34; 48]);
             assert_eq!(parsed.body.report_data, [0x56; 64]);
+            // The event log replays to the quote's RTMRs.
+            let (_, resp) = call(&mut guest, 4, &Request::TdxEventLog).await;
+            let Response::TdxEventLog { log } = resp else {
+                panic!("not an event log: {resp:?}")
+            };
+            let log = tsuba_protocols::evidence::ccel::EventLog::parse(&log).unwrap();
+            assert_eq!(log, boot.event_log());
+            log.verify(&parsed.body.rtmr, 0..4).unwrap();
+            assert_ne!(parsed.body.rtmr[2], [0; 48]);
             let (_, resp) = call(&mut guest, 3, &snp_request(0)).await;
             assert!(matches!(
                 resp,

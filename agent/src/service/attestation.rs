@@ -64,7 +64,7 @@ impl Attestation for AttestationService {
                 resp.evidence = report;
                 resp.cert_table = cert_table.unwrap_or_default();
             }
-            Evidence::Tdx { quote } => resp.evidence = quote,
+            Evidence::Tdx { quote, .. } => resp.evidence = quote,
         }
         Ok(resp)
     }

@@ -93,10 +93,12 @@ pub enum Evidence {
         /// The certificate table (SNP_GET_EXT_REPORT layout), if any.
         cert_table: Option<Vec<u8>>,
     },
-    /// A TDX quote.
+    /// A TDX quote and, when the attester has one, the CC event log that explains its RTMRs.
     Tdx {
         /// The quote.
         quote: Vec<u8>,
+        /// The CC event log (CCEL format), if any.
+        cc_eventlog: Option<Vec<u8>>,
     },
 }
 
@@ -105,7 +107,7 @@ impl Evidence {
     pub fn claims(&self) -> Result<Claims, AttesterError> {
         match self {
             Self::Snp { report, .. } => Ok(Claims::from(&SnpReport::parse(report)?)),
-            Self::Tdx { quote } => Ok(Claims::from(&TdxQuote::parse(quote)?)),
+            Self::Tdx { quote, .. } => Ok(Claims::from(&TdxQuote::parse(quote)?)),
         }
     }
 }

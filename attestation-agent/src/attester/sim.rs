@@ -142,10 +142,18 @@ impl Attester for SimDeviceAttester {
                 },
                 _ => return Err(SimDeviceError::UnexpectedReply.into()),
             },
-            SimTee::Tdx => match self.call(&Request::TdxQuote { report_data })? {
-                Response::TdxQuote { quote } => Evidence::Tdx { quote },
-                _ => return Err(SimDeviceError::UnexpectedReply.into()),
-            },
+            SimTee::Tdx => {
+                let quote = match self.call(&Request::TdxQuote { report_data })? {
+                    Response::TdxQuote { quote } => quote,
+                    _ => return Err(SimDeviceError::UnexpectedReply.into()),
+                };
+                let cc_eventlog = match self.call(&Request::TdxEventLog)? {
+                    Response::TdxEventLog { log } if log.is_empty() => None,
+                    Response::TdxEventLog { log } => Some(log),
+                    _ => return Err(SimDeviceError::UnexpectedReply.into()),
+                };
+                Evidence::Tdx { quote, cc_eventlog }
+            }
         };
         check_report_data(evidence, &report_data)
     }
@@ -246,20 +254,40 @@ mod tests {
     fn sim_tdx_evidence_through_the_real_server() {
         let dir = tempfile::tempdir().unwrap();
         let tdx = Arc::new(SimTdx::open_or_create(dir.path()).unwrap());
+        let boot = tsuba_protocols::evidence::ccel::TdvfBoot {
+            kernel_authenticode: [0x31; 48],
+            kernel_len: 1,
+            initrd: Some([0x32; 48]),
+            cmdline: Some("quiet".into()),
+        };
         let (guest, _server) = start_with(SimLaunch::Tdx {
-            sim: tdx,
-            launch: Box::new(TdxLaunch::new([0x21; 48], [0x43; 48])),
+            sim: Arc::clone(&tdx),
+            launch: Box::new(TdxLaunch::new([0x21; 48], [0x43; 48]).with_boot(&boot)),
         });
         let attester = SimDeviceAttester::from_stream(Box::new(guest)).unwrap();
         assert_eq!(attester.kind(), AttesterKind::SimTdx);
         let rd = ReportData([0x65; 64]);
-        let Evidence::Tdx { quote } = attester.evidence(&rd).unwrap() else {
+        let Evidence::Tdx { quote, cc_eventlog } = attester.evidence(&rd).unwrap() else {
             panic!("not tdx")
         };
         let parsed = TdxQuote::parse(&quote).unwrap();
         assert_eq!(parsed.body.mr_td, [0x21; 48]);
         assert_eq!(parsed.body.mr_config_id, [0x43; 48]);
         assert_eq!(parsed.body.report_data, [0x65; 64]);
+        // The log the launcher computed, replaying to the quote's RTMRs.
+        let log = tsuba_protocols::evidence::ccel::EventLog::parse(&cc_eventlog.unwrap()).unwrap();
+        assert_eq!(log, boot.event_log());
+        log.verify(&parsed.body.rtmr, 0..4).unwrap();
+        // A launch without a boot log sends none.
+        let (guest, _server) = start_with(SimLaunch::Tdx {
+            sim: tdx,
+            launch: Box::new(TdxLaunch::new([0x21; 48], [0x43; 48])),
+        });
+        let attester = SimDeviceAttester::from_stream(Box::new(guest)).unwrap();
+        let Evidence::Tdx { cc_eventlog, .. } = attester.evidence(&rd).unwrap() else {
+            panic!("not tdx")
+        };
+        assert_eq!(cc_eventlog, None);
     }
 
     #[test]

@@ -65,7 +65,17 @@ fn evidence_json(evidence: &Evidence) -> Value {
             "report": STANDARD.encode(report),
             "cert_table": cert_table.as_ref().map(|table| STANDARD.encode(table)),
         }),
-        Evidence::Tdx { quote } => serde_json::json!({ "quote": STANDARD.encode(quote) }),
+        Evidence::Tdx {
+            quote,
+            cc_eventlog: None,
+        } => serde_json::json!({ "quote": STANDARD.encode(quote) }),
+        Evidence::Tdx {
+            quote,
+            cc_eventlog: Some(log),
+        } => serde_json::json!({
+            "quote": STANDARD.encode(quote),
+            "cc_eventlog": STANDARD.encode(log),
+        }),
     }
 }
 
@@ -123,7 +133,10 @@ mod tests {
                     report: vec![1, 2, 3],
                     cert_table: None,
                 },
-                _ => Evidence::Tdx { quote: vec![4, 5] },
+                _ => Evidence::Tdx {
+                    quote: vec![4, 5],
+                    cc_eventlog: Some(vec![6]),
+                },
             })
         }
     }
@@ -150,6 +163,14 @@ mod tests {
         assert_eq!(tdx.tee(), "tdx");
         assert_eq!(
             tdx.evidence(&binding).unwrap(),
+            serde_json::json!({"quote": "BAU=", "cc_eventlog": "Bg=="})
+        );
+        // Without an event log, tsuba's original shape.
+        assert_eq!(
+            evidence_json(&Evidence::Tdx {
+                quote: vec![4, 5],
+                cc_eventlog: None
+            }),
             serde_json::json!({"quote": "BAU="})
         );
     }

@@ -12,7 +12,9 @@
 //! client that gave up on an earlier request can skip a late reply. The magic lets the server
 //! find the next frame after garbage. Requests are tiny and bounded by [`MAX_REQUEST_LEN`];
 //! replies by [`MAX_RESPONSE_LEN`]. The guest only ever supplies its 64 bytes of report data
-//! (and, for SNP, the VMPL): everything else in the evidence comes from the launcher.
+//! (and, for SNP, the VMPL): everything else in the evidence comes from the launcher. A TDX guest
+//! also asks for the CC event log that explains its quote's RTMRs (the launcher's, as a TD would
+//! read the CCEL ACPI table).
 //!
 //! This module only encodes and decodes; the I/O is in tee-sim (server) and the attestation
 //! agent (client).
@@ -40,9 +42,11 @@ pub const MAX_BLOB_LEN: usize = 64 * 1024;
 const KIND_INFO: u8 = 0x01;
 const KIND_SNP_REPORT: u8 = 0x02;
 const KIND_TDX_QUOTE: u8 = 0x03;
+const KIND_TDX_EVENT_LOG: u8 = 0x04;
 const KIND_INFO_REPLY: u8 = 0x81;
 const KIND_SNP_REPORT_REPLY: u8 = 0x82;
 const KIND_TDX_QUOTE_REPLY: u8 = 0x83;
+const KIND_TDX_EVENT_LOG_REPLY: u8 = 0x84;
 const KIND_ERROR_REPLY: u8 = 0xFF;
 
 /// Errors from decoding or encoding sim-device frames.
@@ -149,6 +153,8 @@ pub enum Request {
         /// The guest's 64 bytes.
         report_data: ReportData,
     },
+    /// The TD's CC event log.
+    TdxEventLog,
 }
 
 /// The simulator's reply.
@@ -170,6 +176,11 @@ pub enum Response {
     TdxQuote {
         /// The quote.
         quote: Vec<u8>,
+    },
+    /// The CC event log (CCEL format; empty when the launch has none).
+    TdxEventLog {
+        /// The log.
+        log: Vec<u8>,
     },
     /// The request failed.
     Error {
@@ -265,6 +276,7 @@ pub fn encode_request(id: u32, req: &Request) -> Vec<u8> {
             frame(KIND_SNP_REPORT, id, &w.into_vec())
         }
         Request::TdxQuote { report_data } => frame(KIND_TDX_QUOTE, id, report_data.as_bytes()),
+        Request::TdxEventLog => frame(KIND_TDX_EVENT_LOG, id, &[]),
     }
 }
 
@@ -287,6 +299,7 @@ pub fn decode_request(body: &[u8]) -> Result<(u32, Request), SimDevError> {
         KIND_TDX_QUOTE => Request::TdxQuote {
             report_data: ReportData(r.array().ok_or(SimDevError::Malformed("tdx request"))?),
         },
+        KIND_TDX_EVENT_LOG => Request::TdxEventLog,
         other => return Err(SimDevError::UnknownKind(other)),
     };
     finish(&r, "request", (id, req))
@@ -312,6 +325,10 @@ pub fn encode_response(id: u32, resp: &Response) -> Result<Vec<u8>, SimDevError>
         Response::TdxQuote { quote } => {
             blob(&mut w, quote)?;
             KIND_TDX_QUOTE_REPLY
+        }
+        Response::TdxEventLog { log } => {
+            blob(&mut w, log)?;
+            KIND_TDX_EVENT_LOG_REPLY
         }
         Response::Error { code, message } => {
             let mut end = message.len().min(MAX_ERROR_MESSAGE_LEN);
@@ -353,6 +370,9 @@ pub fn decode_response(body: &[u8]) -> Result<(u32, Response), SimDevError> {
         KIND_TDX_QUOTE_REPLY => Response::TdxQuote {
             quote: read_blob(&mut r, "tdx reply")?,
         },
+        KIND_TDX_EVENT_LOG_REPLY => Response::TdxEventLog {
+            log: read_blob(&mut r, "tdx event log reply")?,
+        },
         KIND_ERROR_REPLY => {
             let code = ErrorCode::from_wire(r.u16().ok_or(SimDevError::Malformed("error reply"))?);
             let len = r.u16().ok_or(SimDevError::Malformed("error reply"))?;
@@ -391,6 +411,7 @@ mod tests {
             Request::TdxQuote {
                 report_data: ReportData([9; 64]),
             },
+            Request::TdxEventLog,
         ];
         for (i, req) in reqs.iter().enumerate() {
             let id = 1000 + u32::try_from(i).unwrap();
@@ -412,6 +433,8 @@ mod tests {
             Response::TdxQuote {
                 quote: vec![3; 5000],
             },
+            Response::TdxEventLog { log: vec![4; 1500] },
+            Response::TdxEventLog { log: Vec::new() },
             Response::Error {
                 code: ErrorCode::WrongTee,
                 message: "wrong tee".into(),
@@ -553,6 +576,22 @@ mod tests {
                 }
             ),
             Err(SimDevError::Oversized { .. })
+        ));
+        assert!(matches!(
+            encode_response(
+                1,
+                &Response::TdxEventLog {
+                    log: vec![0; MAX_BLOB_LEN + 1]
+                }
+            ),
+            Err(SimDevError::Oversized { .. })
+        ));
+        // An event-log request carries no payload.
+        let mut long = encode_request(3, &Request::TdxEventLog)[HEADER_LEN..].to_vec();
+        long.push(0);
+        assert!(matches!(
+            decode_request(&long),
+            Err(SimDevError::Malformed(_))
         ));
         let info = encode_response(1, &Response::Info { tee: SimTee::Snp }).unwrap();
         let mut bad = info[HEADER_LEN..].to_vec();
