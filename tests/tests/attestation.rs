@@ -147,7 +147,7 @@ async fn an_oversized_nonce_is_refused_by_the_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sim_tdx_guest_quote_carries_the_predicted_mrtd_and_mrconfigid() {
+async fn a_sim_tdx_guest_quote_carries_the_predicted_mrtd_mrconfigid_and_rtmrs() {
     let a = Artefacts::from_env();
     let work = tempfile::tempdir().unwrap();
     let runs = tempfile::tempdir().unwrap();
@@ -192,6 +192,21 @@ async fn a_sim_tdx_guest_quote_carries_the_predicted_mrtd_and_mrconfigid() {
         String::from_utf8(script.stdout).unwrap().trim(),
         "MRTD = derive-mrtd.py"
     );
+    // RTMR1 (kernel) and RTMR2 (initrd, command line) = tsuba measure's prediction for these
+    // files; RTMR3 is untouched.
+    let boot = expected.boot.as_ref().unwrap();
+    assert_eq!(
+        hex(&quote.body.rtmr[1]),
+        boot.rtmr1,
+        "RTMR1 = tsuba measure"
+    );
+    assert_eq!(
+        hex(&quote.body.rtmr[2]),
+        boot.rtmr2,
+        "RTMR2 = tsuba measure"
+    );
+    assert_eq!(hex(&quote.body.rtmr[0]), boot.rtmr0_sim);
+    assert_eq!(quote.body.rtmr[3], [0; 48]);
     let initdata = config.initdata.as_ref().unwrap();
     assert_eq!(&quote.body.mr_config_id, initdata.mr_config_id().as_bytes());
     assert_eq!(quote.body.report_data, diagnostic_report_data(b"tdx-nonce"));
