@@ -19,7 +19,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use sha2::{Digest, Sha384};
-use tsuba_attestation_agent::kbs::{EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError};
+use tsuba_attestation_agent::kbs::{
+    BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError,
+};
 use tsuba_kbs::{
     AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, Transport,
     VerifierOptions, build_verifiers, router, serve,
@@ -123,8 +125,10 @@ fn setup(refs: &BTreeMap<String, Vec<String>>) -> Setup {
 }
 
 fn client(setup: &Setup, booted: TdvfBoot, logged: TdvfBoot) -> KbsClient {
-    let mut config = KbsClientConfig::new(format!("http://{}", setup.server.local_addr()));
-    config.insecure_allow_plain_http = true;
+    let mut config = KbsClientConfig::new(
+        format!("http://{}", setup.server.local_addr()),
+        BrokerTrust::InsecurePlainHttp,
+    );
     config.attempts = 1;
     config.backoff = Duration::from_millis(10);
     KbsClient::new(
