@@ -169,6 +169,10 @@ pub fn build_verifiers(options: &VerifierOptions) -> Result<VerifierSet, SetupEr
     if let Some(dir) = &options.tdx_collateral_dir {
         tdx = tdx.with_collateral_dir(dir)?;
     }
+    if let Some(path) = &options.sim_roots {
+        // The trust was checked with the SNP roots above.
+        tdx = add_sim_tdx_root(tdx, path)?;
+    }
     for status in &options.tdx_accept_status {
         tdx = tdx.accept_tcb_status(status);
     }
@@ -227,6 +231,59 @@ fn add_sim_roots(snp: SnpVerifier, path: &Path) -> Result<SnpVerifier, SetupErro
 /// Without the `insecure-sim` feature there are no simulated roots to trust.
 #[cfg(not(feature = "insecure-sim"))]
 fn add_sim_roots(_snp: SnpVerifier, _path: &Path) -> Result<SnpVerifier, SetupError> {
+    Err(SetupError::SimulationNotBuilt)
+}
+
+/// Trusts the simulated TDX root CA in the PEM file at `path` (the self-signed certificate that
+/// is not an AMD ARK), when there is one. Its collateral comes from the collateral directory
+/// (`tsuba sim export-roots --tdx-collateral-out`).
+#[cfg(feature = "insecure-sim")]
+fn add_sim_tdx_root(tdx: TdxVerifier, path: &Path) -> Result<TdxVerifier, SetupError> {
+    use std::io::Read;
+
+    use x509_cert::der::Decode;
+
+    /// Largest simulated roots file read.
+    const MAX_SIM_ROOTS_LEN: u64 = 1024 * 1024;
+
+    let file_err = |source| SetupError::SimRootsFile {
+        path: path.into(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SIM_ROOTS_LEN).read_to_end(&mut bytes))
+        .map_err(file_err)?;
+    let mut root = None;
+    for der in rustls_pemfile::certs(&mut &bytes[..]) {
+        let der = der.map_err(file_err)?;
+        let cert = x509_cert::Certificate::from_der(der.as_ref()).map_err(|_| {
+            file_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a certificate",
+            ))
+        })?;
+        if cert.tbs_certificate.issuer == cert.tbs_certificate.subject
+            && SnpProduct::of_ark(&cert).is_none()
+        {
+            root = Some(der.as_ref().to_vec());
+        }
+    }
+    let Some(root) = root else {
+        tracing::warn!(
+            path = %path.display(),
+            "no simulated TDX root in the simulated roots file: sim-tdx evidence is refused \
+             (re-export it with tsuba sim export-roots)"
+        );
+        return Ok(tdx);
+    };
+    tracing::warn!(path = %path.display(), "INSECURE: trusting tee-sim's simulated TDX root");
+    Ok(tdx.insecure_add_simulated_root(root))
+}
+
+/// Without the `insecure-sim` feature there are no simulated roots to trust.
+#[cfg(not(feature = "insecure-sim"))]
+fn add_sim_tdx_root(_tdx: TdxVerifier, _path: &Path) -> Result<TdxVerifier, SetupError> {
     Err(SetupError::SimulationNotBuilt)
 }
 
@@ -318,6 +375,30 @@ mod tests {
             build_verifiers(&options),
             Err(SetupError::SimRootsFile { .. })
         ));
+    }
+
+    #[cfg(feature = "insecure-sim")]
+    #[test]
+    fn the_simulated_tdx_root_comes_from_the_same_pem_when_it_has_one() {
+        let sim_dir = tempfile::tempdir().unwrap();
+        let sp = tsuba_tee_sim::SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path())
+            .unwrap();
+        let tdx = tsuba_tee_sim::SimTdx::open_or_create(sim_dir.path()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let roots = dir.path().join("roots.pem");
+        let snp_only = sp.public_roots_pem().unwrap();
+        let mut options = VerifierOptions::hardware_only();
+        options.trust = EvidenceTrust::InsecureAcceptSimulated;
+        options.sim_roots = Some(roots.clone());
+        // An older export with the SNP roots only: the TDX verifier trusts Intel's root alone.
+        std::fs::write(&roots, &snp_only).unwrap();
+        let set = build_verifiers(&options).unwrap();
+        assert!(!set.get(Tee::Tdx).unwrap().trusts_simulated_roots());
+        // With the TDX root too.
+        std::fs::write(&roots, snp_only + &tdx.public_root_pem().unwrap()).unwrap();
+        let set = build_verifiers(&options).unwrap();
+        assert!(set.get(Tee::Tdx).unwrap().trusts_simulated_roots());
+        assert!(set.get(Tee::Snp).unwrap().trusts_simulated_roots());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! End to end with simulated TDX evidence from tee-sim, through the verifier set that
-//! `tsuba kbs serve --insecure-accept-simulated-evidence --sim-state-dir` builds: the quote's
+//! `tsuba kbs serve --insecure-accept-simulated-evidence --insecure-sim-roots roots.pem
+//! --tdx-collateral-dir D` builds from what `tsuba sim export-roots --tdx-collateral-out
+//! D/sim.json` writes: the quote's
 //! RTMRs and CC event log are those TDVF and the kernel's EFI stub extend for the booted kernel,
 //! initrd and command line, and the default policy compares them with the reference values
 //! `tsuba measure --tee tdx` predicts (the same `TdvfBoot` model).
@@ -92,17 +94,31 @@ fn genuine_refs() -> BTreeMap<String, Vec<String>> {
 fn setup(refs: &BTreeMap<String, Vec<String>>) -> Setup {
     let sim_dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    // The published test roots are quick to load; build_verifiers then opens them.
-    SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap();
+    // What `tsuba sim export-roots` writes: the public roots, and the TDX collateral.
+    let sp = SimAmdSp::open_or_create_with_published_test_roots(sim_dir.path()).unwrap();
+    let sim = Arc::new(SimTdx::open_or_create(sim_dir.path()).unwrap());
+    let public = sim_dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::write(
+        public.join("roots.pem"),
+        sp.public_roots_pem().unwrap() + &sim.public_root_pem().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        public.join("sim.json"),
+        sim.collateral().unwrap().to_json().unwrap(),
+    )
+    .unwrap();
     let mut options = VerifierOptions::hardware_only();
     options.trust = EvidenceTrust::InsecureAcceptSimulated;
-    options.sim_state_dir = Some(sim_dir.path().to_path_buf());
+    options.sim_roots = Some(public.join("roots.pem"));
+    options.tdx_collateral_dir = Some(public);
     let verifiers = build_verifiers(&options).unwrap();
-    let sim = Arc::new(SimTdx::open_or_create(sim_dir.path()).unwrap());
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         state.path().to_path_buf(),
         AdminAuth::new(common::admin_key().verifying_key()),
     );
+    config.insecure_release_to_simulated = true;
     let broker = Arc::new(Broker::new(config, verifiers).unwrap());
     broker.set_reference_values(refs).unwrap();
     broker

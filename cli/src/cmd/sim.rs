@@ -13,9 +13,9 @@ pub(crate) struct SimArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum SimCommand {
-    /// Write tee-sim's PUBLIC root certificates (simulated SNP ARK and ASK) as PEM, for
-    /// `tsuba kbs serve --insecure-sim-roots`. Creates the simulated roots in the state
-    /// directory when it has none (RSA-4096 generation: seconds to minutes).
+    /// Write tee-sim's PUBLIC root certificates (simulated SNP ARK and ASK, simulated TDX root
+    /// CA) as PEM, for `tsuba kbs serve --insecure-sim-roots`. Creates the simulated roots in
+    /// the state directory when it has none (RSA-4096 generation: seconds to minutes).
     ExportRoots {
         /// tee-sim's state directory (the launcher's, TSUBA_TEE_SIM_STATE).
         #[arg(long, env = "TSUBA_TEE_SIM_STATE")]
@@ -23,17 +23,29 @@ enum SimCommand {
         /// Where to write the PEM file.
         #[arg(long)]
         out: PathBuf,
+        /// Also write the simulated TDX platform's DCAP collateral (valid 30 days from now) to
+        /// this JSON file, for `tsuba kbs serve --tdx-collateral-dir`.
+        #[arg(long)]
+        tdx_collateral_out: Option<PathBuf>,
     },
 }
 
 pub(crate) fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        SimCommand::ExportRoots { state_dir, out } => export_roots(&state_dir, &out),
+        SimCommand::ExportRoots {
+            state_dir,
+            out,
+            tdx_collateral_out,
+        } => export_roots(&state_dir, &out, tdx_collateral_out.as_deref()),
     }
 }
 
 #[cfg(feature = "insecure-sim")]
-fn export_roots(state_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
+fn export_roots(
+    state_dir: &Path,
+    out: &Path,
+    tdx_collateral_out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
 
     let sp = tsuba_tee_sim::SimAmdSp::open_or_create(state_dir).with_context(|| {
@@ -42,15 +54,35 @@ fn export_roots(state_dir: &Path, out: &Path) -> anyhow::Result<ExitCode> {
             state_dir.display()
         )
     })?;
+    let tdx = tsuba_tee_sim::SimTdx::open_or_create(state_dir).with_context(|| {
+        format!(
+            "cannot open or create tee-sim's tdx state in {}",
+            state_dir.display()
+        )
+    })?;
     let pem = sp
         .public_roots_pem()
-        .context("cannot encode the simulated roots")?;
+        .context("cannot encode the simulated roots")?
+        + &tdx
+            .public_root_pem()
+            .context("cannot encode the simulated tdx root")?;
     std::fs::write(out, pem).with_context(|| format!("cannot write {}", out.display()))?;
+    if let Some(path) = tdx_collateral_out {
+        let json = tdx
+            .collateral()
+            .and_then(|c| c.to_json().map_err(tsuba_tee_sim::TdxSimError::Json))
+            .context("cannot build the simulated tdx collateral")?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(not(feature = "insecure-sim"))]
-fn export_roots(_state_dir: &Path, _out: &Path) -> anyhow::Result<ExitCode> {
+fn export_roots(
+    _state_dir: &Path,
+    _out: &Path,
+    _tdx_collateral_out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     anyhow::bail!(
         "this tsuba was built without simulation support (cargo feature insecure-sim): build \
          it with default features for development"

@@ -70,10 +70,15 @@ struct TdxEvidence {
     _aa_eventlog: Option<String>,
 }
 
-/// A simulated root CA trusted besides the primary one, with its own collateral.
+/// A simulated root CA trusted besides the primary one (its collateral is among the loaded
+/// ones, e.g. written by `tsuba sim export-roots --tdx-collateral-out` into the collateral
+/// directory).
+#[cfg_attr(
+    not(feature = "insecure-sim"),
+    expect(dead_code, reason = "only an insecure-sim build adds a simulated root")
+)]
 struct SimulatedRoot {
     root_ca_der: Vec<u8>,
-    collateral: QuoteCollateralV3,
 }
 
 /// Verifier for TDX quotes.
@@ -116,18 +121,13 @@ impl TdxVerifier {
         }
     }
 
-    /// Also trusts tee-sim's simulated root CA (DER) with its collateral, besides the primary
-    /// root. Quotes that only it verifies are marked simulated. Only for a broker running with
-    /// simulated evidence explicitly enabled.
-    pub fn insecure_add_simulated_root(
-        mut self,
-        root_ca_der: Vec<u8>,
-        collateral: QuoteCollateralV3,
-    ) -> Self {
-        self.extra_simulated_root = Some(SimulatedRoot {
-            root_ca_der,
-            collateral,
-        });
+    /// Also trusts tee-sim's simulated root CA (DER) besides the primary root, with the same
+    /// collateral set (which must hold the simulated platform's). Quotes that only it verifies
+    /// are marked simulated. Only in a build with the `insecure-sim` feature, for a broker
+    /// running with simulated evidence explicitly enabled.
+    #[cfg(feature = "insecure-sim")]
+    pub fn insecure_add_simulated_root(mut self, root_ca_der: Vec<u8>) -> Self {
+        self.extra_simulated_root = Some(SimulatedRoot { root_ca_der });
         self
     }
 
@@ -209,12 +209,7 @@ impl TdxVerifier {
             (Err(err @ VerifierError::TcbStatus { .. }), _) | (Err(err), None) => Err(err),
             (Err(err), Some(sim)) => {
                 let verifier = QuoteVerifier::new(sim.root_ca_der.clone());
-                match self.verify_with(
-                    &verifier,
-                    std::slice::from_ref(&sim.collateral),
-                    raw,
-                    now_secs,
-                ) {
+                match self.verify_with(&verifier, &self.collaterals, raw, now_secs) {
                     Ok(()) => Ok((quote, true)),
                     // Not signed by the simulated root either: report the primary root's error.
                     Err(VerifierError::Quote(_)) => Err(err),
@@ -666,16 +661,19 @@ mod tests {
     }
 
     /// tee-sim's TDX module, a verifier trusting Intel's root plus tee-sim's, and a boot.
+    #[cfg(feature = "insecure-sim")]
     fn sim() -> (tempfile::TempDir, tsuba_tee_sim::SimTdx, TdxVerifier) {
         let dir = tempfile::tempdir().unwrap();
         let sim = tsuba_tee_sim::SimTdx::open_or_create(dir.path()).unwrap();
         let collateral =
             serde_json::from_str(&sim.collateral().unwrap().to_json().unwrap()).unwrap();
         let verifier = TdxVerifier::with_intel_root()
-            .insecure_add_simulated_root(sim.root_ca_der().to_vec(), collateral);
+            .with_collateral(collateral)
+            .insecure_add_simulated_root(sim.root_ca_der().to_vec());
         (dir, sim, verifier)
     }
 
+    #[cfg(feature = "insecure-sim")]
     fn boot(initrd: &[u8], cmdline: &str) -> tsuba_protocols::evidence::ccel::TdvfBoot {
         use sha2::Digest;
         tsuba_protocols::evidence::ccel::TdvfBoot {
@@ -686,6 +684,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "insecure-sim")]
     fn sim_evidence(
         sim: &tsuba_tee_sim::SimTdx,
         booted: &tsuba_protocols::evidence::ccel::TdvfBoot,
@@ -707,6 +706,7 @@ mod tests {
         })
     }
 
+    #[cfg(feature = "insecure-sim")]
     #[test]
     fn sim_quote_with_its_event_log_gives_boot_claims() {
         let (_dir, sim, verifier) = sim();
@@ -739,6 +739,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "insecure-sim")]
     #[test]
     fn sim_event_log_that_does_not_match_the_quote_is_refused_naming_the_rtmr() {
         let (_dir, sim, verifier) = sim();
@@ -803,6 +804,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "insecure-sim")]
     #[test]
     fn sim_quote_is_refused_without_the_simulated_root() {
         let (_dir, sim, _) = sim();

@@ -262,6 +262,12 @@ impl SimTdx {
         &self.root_der
     }
 
+    /// The simulated root CA certificate as PEM: public, for `tsuba sim export-roots`.
+    pub fn public_root_pem(&self) -> Result<String, TdxSimError> {
+        der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &self.root_der)
+            .map_err(|e| TdxSimError::Cert(CertError::Der(der::Error::from(e))))
+    }
+
     /// Build and sign a quote.
     pub fn quote(&self, req: &TdxQuoteRequest) -> Result<Vec<u8>, TdxSimError> {
         let mut user_data = [0u8; 20];
