@@ -73,10 +73,6 @@ struct TdxEvidence {
 /// A simulated root CA trusted besides the primary one (its collateral is among the loaded
 /// ones, e.g. written by `tsuba sim export-roots --tdx-collateral-out` into the collateral
 /// directory).
-#[cfg_attr(
-    not(feature = "insecure-sim"),
-    expect(dead_code, reason = "only an insecure-sim build adds a simulated root")
-)]
 struct SimulatedRoot {
     root_ca_der: Vec<u8>,
 }
