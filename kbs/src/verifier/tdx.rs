@@ -482,7 +482,8 @@ mod tests {
     #[test]
     fn trustee_cc_event_log_does_not_replay_to_its_quote() {
         // The log Trustee pairs with tdx_quote_4.dat comes from another td-shim boot: RTMR0 and
-        // RTMR1 differ, RTMR2 and RTMR3 (zero in both) agree. See testdata/tdx/PROVENANCE.md.
+        // RTMR1 differ, RTMR2 and RTMR3 (zero in both) agree. See the PROVENANCE.md of
+        // testdata/real-evidence.
         let quote = TdxQuote::parse(&std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap())
             .unwrap();
         let log =
