@@ -180,9 +180,10 @@ pub fn build_verifiers(options: &VerifierOptions) -> Result<VerifierSet, SetupEr
     Ok(set)
 }
 
-/// Trusts the simulated SNP ARK and ASK in the PEM file at `path`.
+/// The certificates of the simulated roots file at `path` (`tsuba sim export-roots`), as DER
+/// and parsed, read with a size bound.
 #[cfg(feature = "insecure-sim")]
-fn add_sim_roots(snp: SnpVerifier, path: &Path) -> Result<SnpVerifier, SetupError> {
+fn read_sim_roots(path: &Path) -> Result<Vec<(Vec<u8>, x509_cert::Certificate)>, SetupError> {
     use std::io::Read;
 
     use x509_cert::der::Decode;
@@ -198,7 +199,7 @@ fn add_sim_roots(snp: SnpVerifier, path: &Path) -> Result<SnpVerifier, SetupErro
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_SIM_ROOTS_LEN).read_to_end(&mut bytes))
         .map_err(file_err)?;
-    let certs = rustls_pemfile::certs(&mut &bytes[..])
+    rustls_pemfile::certs(&mut &bytes[..])
         .map(|der| {
             let der = der?;
             let cert = x509_cert::Certificate::from_der(der.as_ref()).map_err(|_| {
@@ -207,7 +208,13 @@ fn add_sim_roots(snp: SnpVerifier, path: &Path) -> Result<SnpVerifier, SetupErro
             Ok((der.as_ref().to_vec(), cert))
         })
         .collect::<Result<Vec<_>, std::io::Error>>()
-        .map_err(file_err)?;
+        .map_err(file_err)
+}
+
+/// Trusts the simulated SNP ARK and ASK in the PEM file at `path`.
+#[cfg(feature = "insecure-sim")]
+fn add_sim_roots(snp: SnpVerifier, path: &Path) -> Result<SnpVerifier, SetupError> {
+    let certs = read_sim_roots(path)?;
     let no_roots = || SetupError::NoSimSnpRoots { path: path.into() };
     let (ark_der, ark) = certs
         .iter()
@@ -239,36 +246,14 @@ fn add_sim_roots(_snp: SnpVerifier, _path: &Path) -> Result<SnpVerifier, SetupEr
 /// (`tsuba sim export-roots --tdx-collateral-out`).
 #[cfg(feature = "insecure-sim")]
 fn add_sim_tdx_root(tdx: TdxVerifier, path: &Path) -> Result<TdxVerifier, SetupError> {
-    use std::io::Read;
-
-    use x509_cert::der::Decode;
-
-    /// Largest simulated roots file read.
-    const MAX_SIM_ROOTS_LEN: u64 = 1024 * 1024;
-
-    let file_err = |source| SetupError::SimRootsFile {
-        path: path.into(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_SIM_ROOTS_LEN).read_to_end(&mut bytes))
-        .map_err(file_err)?;
-    let mut root = None;
-    for der in rustls_pemfile::certs(&mut &bytes[..]) {
-        let der = der.map_err(file_err)?;
-        let cert = x509_cert::Certificate::from_der(der.as_ref()).map_err(|_| {
-            file_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not a certificate",
-            ))
-        })?;
-        if cert.tbs_certificate.issuer == cert.tbs_certificate.subject
-            && SnpProduct::of_ark(&cert).is_none()
-        {
-            root = Some(der.as_ref().to_vec());
-        }
-    }
+    let root = read_sim_roots(path)?
+        .into_iter()
+        .filter(|(_, cert)| {
+            cert.tbs_certificate.issuer == cert.tbs_certificate.subject
+                && SnpProduct::of_ark(cert).is_none()
+        })
+        .map(|(der, _)| der)
+        .next_back();
     let Some(root) = root else {
         tracing::warn!(
             path = %path.display(),
