@@ -280,11 +280,15 @@ impl Broker {
         // tee-sim's public roots from `sim_state` (the launcher signs with them), exported by
         // `tsuba sim export-roots`: the broker never reads their private keys.
         let roots = dir.join("sim-roots.pem");
+        let collateral = dir.join("tdx-collateral");
+        std::fs::create_dir_all(&collateral).unwrap();
         run(Command::new(&tsuba)
             .args(["sim", "export-roots", "--state-dir"])
             .arg(sim_state)
             .arg("--out")
-            .arg(&roots));
+            .arg(&roots)
+            .arg("--tdx-collateral-out")
+            .arg(collateral.join("sim.json")));
         let admin_key = dir.join("admin.pem");
         let admin_pub = dir.join("admin.pub.pem");
         run(Command::new(&tsuba)
@@ -313,7 +317,9 @@ impl Broker {
                     "genoa=bootloader:10,tee:0,snp:23,microcode:84",
                     "--insecure-sim-roots",
                 ])
-                .arg(&roots),
+                .arg(&roots)
+                .arg("--tdx-collateral-dir")
+                .arg(&collateral),
             &dir.join("kbs.log"),
         );
         process.wait_listening(&format!("127.0.0.1:{port}"));
@@ -342,14 +348,20 @@ impl Broker {
 
     /// Requests this broker counted on `/kbs/v0/auth`, from its metrics.
     fn auth_requests(&self) -> u64 {
+        self.requests("auth")
+    }
+
+    /// Requests this broker counted on an endpoint (`auth`, `attest`, `resource`).
+    fn requests(&self, endpoint: &str) -> u64 {
         let metrics = run(Command::new("curl")
             .args(["--silent", "--show-error", "--fail", "--cacert"])
             .arg(&self.ca)
             .arg(format!("https://127.0.0.1:{}/metrics", self.port)));
+        let prefix = format!("kbs_http_requests_total{{endpoint=\"{endpoint}\"}} ");
         String::from_utf8(metrics)
             .unwrap()
             .lines()
-            .find_map(|l| l.strip_prefix("kbs_http_requests_total{endpoint=\"auth\"} "))
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
             .map_or(0, |n| n.parse().unwrap())
     }
 
@@ -617,6 +629,124 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
 
     real.stop();
     drop(registry);
+    assert_nothing_left(runs.path());
+}
+
+/// A sim-tdx launch config with networking and `extra` kernel arguments, in `dir`. Debian's
+/// plain OVMF carries TDX metadata: it is both what boots and what is measured.
+fn networked_tdx_config(a: &Artefacts, dir: &Path, extra: &str) -> LaunchConfig {
+    let toml = format!(
+        "mode = \"sim-tdx\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\ncmdline = {extra:?}\n\
+         vcpus = 1\nmemory_mib = 256\n[firmware]\nboot = {fw:?}\nmeasured = {fw:?}\n\
+         [network]\nbackend = \"user\"\n",
+        kernel = a.kernel(),
+        initrd = a.initrd(),
+        fw = a.ovmf,
+    );
+    let path = dir.join("launch.toml");
+    std::fs::write(&path, toml).unwrap();
+    LaunchConfig::from_file(&path).unwrap()
+}
+
+/// TDX binds the kernel, initrd and command line through RTMR1 and RTMR2, not MRTD: a guest
+/// booted from the genuine firmware with another command line has the same MRTD, and the
+/// broker must still refuse it, saying which register differs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sim_tdx_guest_with_another_command_line_but_the_same_firmware_is_refused_naming_rtmr2() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let sim_state = work.path().join("tee-sim");
+    let pki = BrokerPki::generate(work.path(), "tdx");
+    let port = free_port();
+    // No registry listens at port 1: a launch the broker accepts gets its policy, then fails at
+    // the registry; that failure is the proof that attestation passed.
+    let cmdline = format!(
+        "tsuba.agent.kbs=https://{HOST_FROM_GUEST}:{port} tsuba.agent.kbs-pin={pin} \
+         tsuba.agent.image-policy={POLICY_ID} tsuba.agent.plain-http-registry={HOST_FROM_GUEST}:1",
+        pin = pki.pin(),
+    );
+    let good_dir = tempfile::tempdir().unwrap();
+    let good = networked_tdx_config(&a, good_dir.path(), &cmdline);
+    let tampered_dir = tempfile::tempdir().unwrap();
+    let tampered = networked_tdx_config(
+        &a,
+        tampered_dir.path(),
+        &format!("{cmdline} tsuba.e2e=tampered"),
+    );
+    let reference = launch_reference_values(&good).unwrap().tdx.unwrap();
+    let other = launch_reference_values(&tampered).unwrap().tdx.unwrap();
+    let boot = reference.boot.as_ref().unwrap();
+    assert_eq!(other.mrtd.0, reference.mrtd.0, "the firmware is the same");
+    assert_eq!(
+        other.boot.as_ref().unwrap().rtmr1,
+        boot.rtmr1,
+        "so is the kernel"
+    );
+    assert_ne!(other.boot.as_ref().unwrap().rtmr2, boot.rtmr2);
+
+    let broker = Broker::start(&work.path().join("kbs"), port, &pki, &sim_state);
+    let policy = work.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+    broker.admin(
+        &["set-resource", "default/security-policy/e2e"],
+        Some(&policy),
+    );
+    let refs = work.path().join("refs.json");
+    std::fs::write(
+        &refs,
+        serde_json::json!({
+            "measurement": [hex_of(&reference.mrtd.0)],
+            "tdx_rtmr1": [boot.rtmr1],
+            "tdx_rtmr2": [boot.rtmr2],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    broker.admin(&["set-reference-values"], Some(&refs));
+    let options = LaunchOptions {
+        tee_sim_state: sim_state.clone(),
+        ..options_in(runs.path())
+    };
+    let image = format!("{HOST_FROM_GUEST}:1/e2e/app:v1");
+
+    // The genuine boot: attested and given its (reject-all) policy; the pull then fails at the
+    // registry, where nothing listens.
+    let (result, console) = boot_and_pull(&good, &options, &image).await;
+    let status = refusal(result, &console);
+    assert_eq!(
+        status.code(),
+        ttrpc::Code::UNAVAILABLE,
+        "{status:?}\n{console}"
+    );
+    assert!(
+        status.message.starts_with("pulling the image failed")
+            && !status.message.contains("broker refused"),
+        "past the broker, stopped at the registry: {}",
+        status.message
+    );
+    assert_eq!(broker.requests("attest"), 1);
+    assert_eq!(broker.requests("resource"), 1);
+
+    // The same firmware and kernel with one more kernel argument: refused at attestation,
+    // naming the register.
+    let (result, console) = boot_and_pull(&tampered, &options, &image).await;
+    let status = refusal(result, &console);
+    assert_eq!(
+        status.code(),
+        ttrpc::Code::PERMISSION_DENIED,
+        "{status:?}\n{console}"
+    );
+    assert!(
+        status
+            .message
+            .contains("rtmr2 (initrd and command line) is not a reference value"),
+        "the broker's reason names RTMR2: {}",
+        status.message
+    );
+    assert_eq!(broker.requests("resource"), 1, "nothing more was released");
+
+    broker.stop();
     assert_nothing_left(runs.path());
 }
 
