@@ -1,7 +1,10 @@
 //! The seed corpus and every past crash, replayed through the targets without AFL: none may
 //! panic, and the seeds that exist to reach deep code do reach it.
 
-#![allow(clippy::unwrap_used, reason = "a test: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is a failed test"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
