@@ -14,12 +14,13 @@ GUEST := out/guest
 # Every recipe that needs the set-up paths sources $(ENV_FILE) (written by scripts/setup).
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 
-.PHONY: help setup agent cli guest demo test lint unit e2e test-firmware bench clean
+.PHONY: help setup agent cli guest demo test lint unit e2e test-firmware bench fuzz fuzz-ci clean
 
 help:
 	@echo "make demo   - install what is missing, build, boot a sim-mode confidential guest"
 	@echo "make test   - install what is missing, run every test (what CI runs)"
 	@echo "make bench  - boot-time and size figures for docs/performance.md"
+	@echo "make fuzz   - every fuzz target under AFL++ for FUZZ_SECONDS each (default 60)"
 
 setup:
 	scripts/setup
@@ -69,6 +70,18 @@ test-firmware:
 
 bench: guest
 	$(WITH_ENV) TSUBA_GUEST_DIR=$(CURDIR)/$(GUEST) bench/boot.sh
+
+# Coverage-guided fuzzing (fuzz/, its own workspace; docs/fuzzing.md): builds the targets with
+# cargo-afl, runs each under AFL++ for a bounded time, prints execs/s and coverage per target and
+# fails on any crash or hang. fuzz-ci is the short run for CI, after replaying the seed corpus and
+# every past crash without AFL (fuzz/tests/corpus.rs; the main target/ holds its dependencies).
+FUZZ_SECONDS ?= 60
+fuzz:
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-ci:
+	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo test --locked
+	fuzz/run.sh 10
 
 clean:
 	rm -rf out

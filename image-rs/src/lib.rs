@@ -29,7 +29,7 @@ pub use layout::{BlobWriter, LayoutError, OciLayout};
 pub use policy::{Policy, PolicyError, Requirement};
 pub use pull::{
     BlobSink, Credentials, ImageVerifier, Progress, ProgressEvent, PullError, Registry,
-    RegistryOptions, ResolvedImage, VerifyFuture,
+    RegistryOptions, ResolvedImage, VerifyFuture, media_type_of,
 };
 pub use signature::SignedIdentity;
 pub use unpack::{

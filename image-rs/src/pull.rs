@@ -734,7 +734,11 @@ fn stream_error(what: &str, e: std::io::Error) -> PullError {
     }
 }
 
-fn media_type_of(bytes: &[u8]) -> Result<String, PullError> {
+/// The media type of a registry's manifest or index document, as [`Registry::resolve`] tells
+/// them apart (its `mediaType`, else an index when it has `manifests`). The entry point of
+/// manifest parsing: `resolve` then reads the bytes as an [`oci::Index`] or [`oci::Manifest`]
+/// (the fuzz targets in `fuzz/` call it so).
+pub fn media_type_of(bytes: &[u8]) -> Result<String, PullError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Probe {

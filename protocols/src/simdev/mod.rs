@@ -34,7 +34,7 @@ pub const VERSION: u8 = 1;
 pub const MAX_REQUEST_LEN: usize = 256;
 /// Largest response body: a quote or a report plus certificate table, each at most 64 KiB.
 pub const MAX_RESPONSE_LEN: usize = 160 * 1024;
-/// Longest error message sent in a reply (longer ones are cut).
+/// Longest error message in a reply: longer ones are cut when encoded and refused when decoded.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 256;
 /// Largest evidence blob (report, certificate table or quote) in a reply.
 pub const MAX_BLOB_LEN: usize = 64 * 1024;
@@ -375,14 +375,21 @@ pub fn decode_response(body: &[u8]) -> Result<(u32, Response), SimDevError> {
         },
         KIND_ERROR_REPLY => {
             let code = ErrorCode::from_wire(r.u16().ok_or(SimDevError::Malformed("error reply"))?);
-            let len = r.u16().ok_or(SimDevError::Malformed("error reply"))?;
-            let msg = r
-                .bytes(usize::from(len))
-                .ok_or(SimDevError::Malformed("error reply"))?;
-            Response::Error {
-                code,
-                message: String::from_utf8_lossy(msg).into_owned(),
+            let len = usize::from(r.u16().ok_or(SimDevError::Malformed("error reply"))?);
+            // The bound and the encoding the encoder keeps: a host cannot hand the guest a
+            // longer message (it ends up in the guest's errors and logs), nor one that
+            // changes on its way through `String::from_utf8_lossy`.
+            if len > MAX_ERROR_MESSAGE_LEN {
+                return Err(SimDevError::Oversized {
+                    len,
+                    max: MAX_ERROR_MESSAGE_LEN,
+                });
             }
+            let msg = r.bytes(len).ok_or(SimDevError::Malformed("error reply"))?;
+            let message = std::str::from_utf8(msg)
+                .map_err(|_| SimDevError::Malformed("error reply"))?
+                .to_owned();
+            Response::Error { code, message }
         }
         other => return Err(SimDevError::UnknownKind(other)),
     };
@@ -449,6 +456,46 @@ mod tests {
             let body = split(&frame, MAX_RESPONSE_LEN);
             assert_eq!(decode_response(body).unwrap(), (5, resp));
         }
+    }
+
+    /// An error reply as a host could send it: code, declared length, message bytes.
+    fn error_body(id: u32, message: &[u8]) -> Vec<u8> {
+        let mut body = vec![VERSION, KIND_ERROR_REPLY];
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&4u16.to_le_bytes());
+        body.extend_from_slice(&u16::try_from(message.len()).unwrap().to_le_bytes());
+        body.extend_from_slice(message);
+        body
+    }
+
+    // Found by the `simdev_frames` fuzz target (fuzz/regressions/simdev_frames/): the guest
+    // accepted a 1,184-byte error message that the encoder never sends, and replaced bytes
+    // that are not UTF-8, so a reply did not decode to what was sent.
+    #[test]
+    fn error_replies_over_the_message_bound_or_not_utf8_are_refused() {
+        let body = error_body(4, &[b'A'; MAX_ERROR_MESSAGE_LEN + 1]);
+        assert_eq!(
+            decode_response(&body),
+            Err(SimDevError::Oversized {
+                len: MAX_ERROR_MESSAGE_LEN + 1,
+                max: MAX_ERROR_MESSAGE_LEN
+            })
+        );
+        assert_eq!(
+            decode_response(&error_body(4, b"wrong \xff tee")),
+            Err(SimDevError::Malformed("error reply"))
+        );
+        let at_bound = "A".repeat(MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(
+            decode_response(&error_body(4, at_bound.as_bytes())),
+            Ok((
+                4,
+                Response::Error {
+                    code: ErrorCode::WrongTee,
+                    message: at_bound
+                }
+            ))
+        );
     }
 
     #[test]

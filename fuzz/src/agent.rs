@@ -1,0 +1,82 @@
+//! The agent API as the guest decodes it: ttrpc frames, the `Request` envelope, and each
+//! method's protobuf message, dispatched to the agent's own service handlers exactly as the
+//! ttrpc server does (`ttrpc::asynchronous::Server` reads a `GenMessage`, converts it to
+//! `Message<Request>`, finds the service and method and calls its handler).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tsuba_agent::{AttestationService, GuestPuller, HealthService, ImageService, PullConfig};
+use tsuba_protocols::agent::{create_attestation, create_health, create_image};
+use ttrpc::asynchronous::{Service, TtrpcContext};
+use ttrpc::proto::{GenMessage, MESSAGE_TYPE_REQUEST, Message, Request};
+
+use crate::block_on;
+
+/// Most frames one input may carry.
+const MAX_FRAMES: usize = 16;
+
+/// The agent's three services, as `tsuba_agent::serve` registers them: the image service has
+/// no broker configured and the attestation service no attester, so nothing leaves the process
+/// (a pull is refused after the request is checked).
+fn services() -> &'static HashMap<String, Service> {
+    static SERVICES: OnceLock<HashMap<String, Service>> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> =
+            Arc::new(HealthService::new(Instant::now(), "none"));
+        let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> = Arc::new(
+            AttestationService::new(Err("no attester in the fuzz target".into())),
+        );
+        let puller = GuestPuller::with_images_dir(
+            PullConfig::default(),
+            Err("no attester in the fuzz target".into()),
+            PathBuf::from("/nonexistent/tsuba-fuzz/images"),
+        );
+        let image: Arc<dyn tsuba_protocols::agent::Image + Send + Sync> =
+            Arc::new(ImageService::new(puller));
+        let mut services = create_health(health);
+        services.extend(create_attestation(attestation));
+        services.extend(create_image(image));
+        services
+    })
+}
+
+/// A byte stream from the host: up to [`MAX_FRAMES`] ttrpc frames, each handled as a request.
+pub(crate) fn agent_request(data: &[u8]) {
+    block_on(async {
+        let mut stream = data;
+        for _ in 0..MAX_FRAMES {
+            let Ok(message) = GenMessage::read_from(&mut stream).await else {
+                return;
+            };
+            if message.header.type_ != MESSAGE_TYPE_REQUEST {
+                continue;
+            }
+            let Ok(request) = Message::<Request>::try_from(message) else {
+                continue;
+            };
+            handle(request).await;
+        }
+    });
+}
+
+async fn handle(request: Message<Request>) {
+    let header = request.header;
+    let req = request.payload;
+    let Some(service) = services().get(&req.service) else {
+        return;
+    };
+    let Some(method) = service.methods.get(&req.method) else {
+        return;
+    };
+    let ctx = TtrpcContext {
+        mh: header,
+        metadata: ttrpc::context::from_pb(&req.metadata),
+        timeout_nano: req.timeout_nano,
+        connection_data: Arc::default(),
+    };
+    // Handlers answer at once here (no broker, no attester): bound them anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(5), method.handler(ctx, req)).await;
+}

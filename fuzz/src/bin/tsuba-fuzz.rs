@@ -1,0 +1,16 @@
+//! Runs one fuzz target under AFL++: `cargo afl fuzz -i corpus/T -o out/T -- tsuba-fuzz T`.
+//! Outside afl-fuzz it runs the target once on standard input (`tsuba-fuzz T < crash`), which
+//! is how a crash is reproduced.
+
+fn main() {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let Some(target) = tsuba_fuzz::target(&name) else {
+        let names: Vec<&str> = tsuba_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
+        #[allow(clippy::print_stderr, reason = "a usage message")]
+        {
+            eprintln!("usage: tsuba-fuzz TARGET; targets: {}", names.join(" "));
+        }
+        std::process::exit(2);
+    };
+    afl::fuzz(true, target);
+}
