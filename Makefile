@@ -48,11 +48,16 @@ lint:
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	# The broker as a production build has it: without the insecure-sim feature.
 	cargo clippy --locked -p tsuba-kbs --all-targets -- -D warnings
+	# The fuzz targets (their own workspace; dependencies shared through target/), without AFL.
+	cd fuzz && cargo fmt --all -- --check
+	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo clippy --locked --all-targets -- -D warnings
 
 unit:
 	cargo nextest run --locked --workspace --exclude tsuba-tests --profile ci
 	# Without the insecure-sim feature the broker refuses every insecure evidence option.
 	cargo test --locked -p tsuba-kbs --lib
+	# Every fuzz seed and every past crash, replayed through the targets without AFL.
+	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo test --locked
 	cargo test --locked --workspace --doc
 
 # End-to-end tests: real QEMU, registry, skopeo. They read the paths below.
@@ -77,9 +82,11 @@ bench: guest
 # every past crash without AFL (fuzz/tests/corpus.rs; the main target/ holds its dependencies).
 FUZZ_SECONDS ?= 60
 fuzz:
+	TSUBA_SETUP_FUZZ=1 scripts/setup
 	fuzz/run.sh $(FUZZ_SECONDS)
 
 fuzz-ci:
+	TSUBA_SETUP_FUZZ=1 scripts/setup
 	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo test --locked
 	fuzz/run.sh 10
 

@@ -25,7 +25,7 @@ fn services() -> &'static HashMap<String, Service> {
     static SERVICES: OnceLock<HashMap<String, Service>> = OnceLock::new();
     SERVICES.get_or_init(|| {
         let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> =
-            Arc::new(HealthService::new(Instant::now(), "none"));
+            Arc::new(HealthService::new(Instant::now(), "none", true));
         let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> = Arc::new(
             AttestationService::new(Err("no attester in the fuzz target".into())),
         );

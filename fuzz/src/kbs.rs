@@ -43,7 +43,7 @@ fn broker() -> &'static Broker {
             config.session_ttl = Duration::from_secs(2);
             config.max_sessions = 100_000;
             let options = VerifierOptions {
-                trust: EvidenceTrust::InsecureAcceptSimulated,
+                trust: EvidenceTrust::InsecureAcceptSimulatedAndSample,
                 ..VerifierOptions::hardware_only()
             };
             let verifiers =
@@ -60,7 +60,7 @@ fn broker() -> &'static Broker {
 
 /// `POST /kbs/v0/auth` body.
 pub(crate) fn auth(data: &[u8]) {
-    if let Ok(response) = broker().auth(data) {
+    if let Ok(response) = broker().auth(None, data) {
         assert!(
             !response.session.nonce.is_empty(),
             "auth issued an empty nonce"
@@ -79,7 +79,7 @@ pub(crate) fn attest(data: &[u8]) {
     };
     let auth = format!(r#"{{"version":"0.4.0","tee":"{tee}","extra-params":""}}"#);
     let session = broker()
-        .auth(auth.as_bytes())
+        .auth(None, auth.as_bytes())
         .unwrap_or_else(|e| panic!("a valid auth request was refused: {e}"));
     let nonce = &session.session.nonce;
     let body = replace(body, NONCE_MARKER, nonce.as_bytes());
