@@ -250,19 +250,28 @@ fn basic_auth_is_used_and_needed() {
         .arg(oci_ref(&t.join("src"), "v1"))
         .arg(reg.docker_ref("private/img:v1")));
     let image = format!("{}/private/img:v1", reg.addr);
-    let with = |credentials| {
+    // The loopback registry is plain HTTP: credentials go to it only when explicitly allowed.
+    let registry = |credentials, insecure_credentials_over_http| {
         Registry::new(RegistryOptions {
             plain_http: vec![reg.addr.clone()],
+            insecure_credentials_over_http,
             credentials,
             request_timeout: Duration::from_secs(10),
             attempts: 1,
             ..RegistryOptions::default()
         })
     };
+    let with = |credentials| registry(credentials, true);
     let basic = |p: &str| tsuba_image_rs::Credentials::Basic {
         username: "tsuba".into(),
         password: p.into(),
     };
+
+    let err = block_on(registry(basic("s3cret"), false).resolve(&image)).unwrap_err();
+    assert!(
+        matches!(&err, PullError::CredentialsInTheClear { registry, .. } if *registry == reg.addr),
+        "{err:?}"
+    );
 
     let rootfs = tempfile::tempdir().unwrap();
     block_on(with(basic("s3cret")).pull(
