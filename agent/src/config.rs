@@ -184,12 +184,6 @@ fn set_flag(slot: &mut bool, key: &'static str, value: &str) -> Result<(), Confi
     Ok(())
 }
 
-fn check_kbs_pin(value: &str) -> Result<(), &'static str> {
-    SpkiPin::parse(value)
-        .map(drop)
-        .map_err(|_| "expected sha256:<64 hex digits>")
-}
-
 fn check_kbs_url(value: &str) -> Result<(), &'static str> {
     let rest = value
         .strip_prefix("https://")
@@ -228,7 +222,6 @@ impl AgentConfig {
             pull: PullConfig::default(),
         };
         let (mut transport_seen, mut log_seen) = (false, false);
-        let mut kbs_pin = None;
         for word in cmdline.split_ascii_whitespace() {
             let Some(option) = word.strip_prefix("tsuba.agent.") else {
                 continue;
@@ -268,7 +261,17 @@ impl AgentConfig {
                     config.net = Some(NetConfig::parse(value)?);
                 }
                 "kbs" => set_once(&mut config.pull.kbs_url, "kbs", value, check_kbs_url)?,
-                "kbs-pin" => set_once(&mut kbs_pin, "kbs-pin", value, check_kbs_pin)?,
+                "kbs-pin" => {
+                    if config.pull.kbs_pin.is_some() {
+                        return Err(ConfigError::Repeated("kbs-pin"));
+                    }
+                    let pin = SpkiPin::parse(value).map_err(|_| ConfigError::PullOption {
+                        key: "kbs-pin",
+                        value: value.chars().take(MAX_OPTION_LEN).collect(),
+                        why: "expected sha256:<64 hex digits>",
+                    })?;
+                    config.pull.kbs_pin = Some(pin);
+                }
                 "insecure-kbs-http" => set_flag(
                     &mut config.pull.insecure_kbs_http,
                     "insecure-kbs-http",
@@ -305,13 +308,6 @@ impl AgentConfig {
                 _ => return Err(ConfigError::UnknownOption(word.to_owned())),
             }
         }
-        config.pull.kbs_pin = kbs_pin
-            .as_deref()
-            .map(SpkiPin::parse)
-            .transpose()
-            .map_err(|_| {
-                ConfigError::BrokerTrust("tsuba.agent.kbs-pin is not sha256:<64 hex digits>")
-            })?;
         config.pull.check_broker_trust()?;
         Ok(config)
     }

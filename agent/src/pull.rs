@@ -356,30 +356,13 @@ mod tests {
     use tsuba_attestation_agent::attester::{AttesterKind, Evidence};
     use tsuba_protocols::evidence::ReportData;
 
-    /// An attester that is never asked: every test here fails before attestation.
+    /// An attester of `kind` that is never asked: every test here fails before attestation.
     #[derive(Debug)]
-    struct NeverAsked;
+    struct NeverAsked(AttesterKind);
 
     impl Attester for NeverAsked {
         fn kind(&self) -> AttesterKind {
-            AttesterKind::SimSnp
-        }
-
-        fn evidence(
-            &self,
-            _report_data: &ReportData,
-        ) -> Result<Evidence, tsuba_attestation_agent::attester::AttesterError> {
-            panic!("attestation must not start")
-        }
-    }
-
-    /// A real-TEE attester that is never asked either.
-    #[derive(Debug)]
-    struct NeverAskedSnp;
-
-    impl Attester for NeverAskedSnp {
-        fn kind(&self) -> AttesterKind {
-            AttesterKind::Snp
+            self.0
         }
 
         fn evidence(
@@ -411,7 +394,7 @@ mod tests {
     #[test]
     fn pulls_need_a_measured_broker_and_policy() {
         let dir = tempfile::tempdir().unwrap();
-        let attester = || Ok(Arc::new(NeverAsked) as Arc<dyn Attester>);
+        let attester = || Ok(Arc::new(NeverAsked(AttesterKind::SimSnp)) as Arc<dyn Attester>);
         let none =
             GuestPuller::with_images_dir(PullConfig::default(), attester(), dir.path().to_owned());
         let err = block_on(none.pull("10.0.2.2:5000/app:1")).unwrap_err();
@@ -445,7 +428,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let puller = GuestPuller::with_images_dir(
             configured(),
-            Ok(Arc::new(NeverAskedSnp)),
+            Ok(Arc::new(NeverAsked(AttesterKind::Snp))),
             dir.path().to_owned(),
         );
         assert!(!puller.is_ready());
@@ -457,8 +440,11 @@ mod tests {
         // Without the measured insecure flag, not even a sim guest takes plain HTTP.
         let mut config = configured();
         config.insecure_kbs_http = false;
-        let puller =
-            GuestPuller::with_images_dir(config, Ok(Arc::new(NeverAsked)), dir.path().to_owned());
+        let puller = GuestPuller::with_images_dir(
+            config,
+            Ok(Arc::new(NeverAsked(AttesterKind::SimSnp))),
+            dir.path().to_owned(),
+        );
         let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();
         assert!(
             matches!(&err, GuestPullError::InsecureBroker(tee) if tee == "sim-snp"),
@@ -467,7 +453,7 @@ mod tests {
         // The sim guest with the flag builds its client.
         let puller = GuestPuller::with_images_dir(
             configured(),
-            Ok(Arc::new(NeverAsked)),
+            Ok(Arc::new(NeverAsked(AttesterKind::SimSnp))),
             dir.path().to_owned(),
         );
         assert!(puller.is_ready());
@@ -479,7 +465,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let puller = GuestPuller::with_images_dir(
             configured(),
-            Ok(Arc::new(NeverAsked)),
+            Ok(Arc::new(NeverAsked(AttesterKind::SimSnp))),
             dir.path().to_owned(),
         );
         puller.next.store(MAX_PULLED_IMAGES, Ordering::Relaxed);
@@ -500,7 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let puller = GuestPuller::with_images_dir(
             configured(),
-            Ok(Arc::new(NeverAsked)),
+            Ok(Arc::new(NeverAsked(AttesterKind::SimSnp))),
             dir.path().to_owned(),
         );
         let long = format!("r/{}", "a".repeat(MAX_IMAGE_REFERENCE));
@@ -517,7 +503,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let puller = GuestPuller::with_images_dir(
             configured(),
-            Ok(Arc::new(NeverAsked)),
+            Ok(Arc::new(NeverAsked(AttesterKind::SimSnp))),
             dir.path().to_owned(),
         );
         let err = block_on(puller.pull("10.0.2.2:5000/app:1")).unwrap_err();

@@ -11,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tsuba_tests::{SnpBoot, sev_snp_measure_digest_with};
+
 /// A path from the environment, else from the env file `scripts/setup` writes.
 fn setup_path(name: &str) -> PathBuf {
     if let Some(value) = std::env::var_os(name).filter(|v| !v.is_empty()) {
@@ -81,40 +83,6 @@ fn tsuba_digest(config: &Path) -> String {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     json["snp"]["launch_digest"].as_str().unwrap().to_owned()
-}
-
-/// What QEMU is given for one launch, as sev-snp-measure takes it.
-struct Launch<'a> {
-    firmware: &'a Path,
-    kernel: &'a Path,
-    initrd: &'a Path,
-    append: &'a str,
-    vcpus: u8,
-    vcpu_type: &'a str,
-}
-
-fn python_digest(l: &Launch<'_>) -> String {
-    let out = Command::new(sev_snp_measure())
-        .args(["--mode", "snp", "--output-format", "hex", "--vcpus"])
-        .arg(l.vcpus.to_string())
-        .arg("--vcpu-type")
-        .arg(l.vcpu_type)
-        .arg("--ovmf")
-        .arg(l.firmware)
-        .arg("--kernel")
-        .arg(l.kernel)
-        .arg("--initrd")
-        .arg(l.initrd)
-        .arg("--append")
-        .arg(l.append)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sev-snp-measure: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 const INITDATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"a\" = \"b\"\n";
@@ -194,15 +162,17 @@ fn tsuba_measure_of_a_launch_config_equals_sev_snp_measure_of_what_qemu_boots() 
         )
         .unwrap();
         let ours = tsuba_digest(&config);
-        let theirs = python_digest(&Launch {
-            firmware: &amdsev,
-            kernel: &kernel,
-            initrd: &dir.path().join(initrd_name),
-            append,
-            vcpus,
-            vcpu_type,
-        });
-        assert_eq!(theirs.len(), 96, "a SHA-384 in hex: {theirs}");
+        let theirs = sev_snp_measure_digest_with(
+            &sev_snp_measure(),
+            &SnpBoot {
+                firmware: &amdsev,
+                kernel: &kernel,
+                initrd: &dir.path().join(initrd_name),
+                append,
+                vcpus,
+                vcpu_type,
+            },
+        );
         assert_eq!(ours, theirs, "case {i}: {lines}");
         digests.push(ours);
     }

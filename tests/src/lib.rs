@@ -78,8 +78,12 @@ pub struct SnpBoot<'a> {
 /// (`$TSUBA_SEV_SNP_MEASURE`, pinned and installed by scripts/setup), computes for `boot`: a
 /// check of a guest's measurement that shares no code with tsuba.
 pub fn sev_snp_measure_digest(boot: &SnpBoot<'_>) -> String {
-    let tool = env_path("TSUBA_SEV_SNP_MEASURE");
-    let out = std::process::Command::new(&tool)
+    sev_snp_measure_digest_with(&env_path("TSUBA_SEV_SNP_MEASURE"), boot)
+}
+
+/// As [`sev_snp_measure_digest`], with the tool at `tool`.
+pub fn sev_snp_measure_digest_with(tool: &Path, boot: &SnpBoot<'_>) -> String {
+    let out = std::process::Command::new(tool)
         .args(["--mode", "snp", "--output-format", "hex", "--vcpus"])
         .arg(boot.vcpus.to_string())
         .arg("--vcpu-type")
