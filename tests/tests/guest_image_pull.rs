@@ -373,12 +373,12 @@ impl Broker {
 
 /// The measured command-line keys that point the guest at the broker on `broker_port`, known
 /// by the key `pin`, and at the registry.
-fn guest_cmdline(broker_port: u16, pin: &str, registry: &Registry) -> String {
+fn guest_cmdline(broker_port: u16, pin: &str, registry_port: u16) -> String {
     format!(
         "tsuba.agent.kbs=https://{HOST_FROM_GUEST}:{broker_port} tsuba.agent.kbs-pin={pin} \
          tsuba.agent.image-policy={POLICY_ID} \
          tsuba.agent.plain-http-registry={HOST_FROM_GUEST}:{reg}",
-        reg = registry.port,
+        reg = registry_port,
     )
 }
 
@@ -424,13 +424,16 @@ async fn timed_pull(sandbox: &Sandbox, image: &str) -> PullResult {
     result
 }
 
-/// The ttrpc status of a refused pull.
-fn refusal(result: PullResult, console: &str) -> ttrpc::proto::Status {
+/// The ttrpc status of a pull refused with `code`.
+fn refusal(result: PullResult, console: &str, code: ttrpc::Code) -> ttrpc::proto::Status {
     match result {
         Err(AgentClientError::Rpc {
             source: ttrpc::Error::RpcStatus(status),
             ..
-        }) => status,
+        }) => {
+            assert_eq!(status.code(), code, "{status:?}\n{console}");
+            status
+        }
         other => panic!("the pull must be refused, got {other:?}\n{console}"),
     }
 }
@@ -444,7 +447,7 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
     let registry = Registry::start(work.path());
     let real_pki = BrokerPki::generate(work.path(), "real");
     let broker_port = free_port();
-    let cmdline = guest_cmdline(broker_port, &real_pki.pin(), &registry);
+    let cmdline = guest_cmdline(broker_port, &real_pki.pin(), registry.port);
 
     // The owner's side: a two-layer image, encrypted in the key-provider form, pushed.
     let files = |layer: usize, n: usize| -> Vec<(String, Vec<u8>)> {
@@ -540,12 +543,7 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
         .unwrap();
     let result = timed_pull(&sandbox, &image).await;
     let console = sandbox.vm().console_tail();
-    let status = refusal(result, &console);
-    assert_eq!(
-        status.code(),
-        ttrpc::Code::UNAUTHENTICATED,
-        "{status:?}\n{console}"
-    );
+    let status = refusal(result, &console, ttrpc::Code::UNAUTHENTICATED);
     assert!(
         status.message.contains("is not the trusted key broker")
             && status.message.contains(&format!(
@@ -613,12 +611,7 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
         reference.launch_digest.0
     );
     let (result, console) = boot_and_pull(&tampered, &options, &image).await;
-    let status = refusal(result, &console);
-    assert_eq!(
-        status.code(),
-        ttrpc::Code::PERMISSION_DENIED,
-        "{status:?}\n{console}"
-    );
+    let status = refusal(result, &console, ttrpc::Code::PERMISSION_DENIED);
     assert!(
         status
             .message
@@ -661,11 +654,7 @@ async fn a_sim_tdx_guest_with_another_command_line_but_the_same_firmware_is_refu
     let port = free_port();
     // No registry listens at port 1: a launch the broker accepts gets its policy, then fails at
     // the registry; that failure is the proof that attestation passed.
-    let cmdline = format!(
-        "tsuba.agent.kbs=https://{HOST_FROM_GUEST}:{port} tsuba.agent.kbs-pin={pin} \
-         tsuba.agent.image-policy={POLICY_ID} tsuba.agent.plain-http-registry={HOST_FROM_GUEST}:1",
-        pin = pki.pin(),
-    );
+    let cmdline = guest_cmdline(port, &pki.pin(), 1);
     let good_dir = tempfile::tempdir().unwrap();
     let good = networked_tdx_config(&a, good_dir.path(), &cmdline);
     let tampered_dir = tempfile::tempdir().unwrap();
@@ -713,12 +702,7 @@ async fn a_sim_tdx_guest_with_another_command_line_but_the_same_firmware_is_refu
     // The genuine boot: attested and given its (reject-all) policy; the pull then fails at the
     // registry, where nothing listens.
     let (result, console) = boot_and_pull(&good, &options, &image).await;
-    let status = refusal(result, &console);
-    assert_eq!(
-        status.code(),
-        ttrpc::Code::UNAVAILABLE,
-        "{status:?}\n{console}"
-    );
+    let status = refusal(result, &console, ttrpc::Code::UNAVAILABLE);
     assert!(
         status.message.starts_with("pulling the image failed")
             && !status.message.contains("broker refused"),
@@ -731,12 +715,7 @@ async fn a_sim_tdx_guest_with_another_command_line_but_the_same_firmware_is_refu
     // The same firmware and kernel with one more kernel argument: refused at attestation,
     // naming the register.
     let (result, console) = boot_and_pull(&tampered, &options, &image).await;
-    let status = refusal(result, &console);
-    assert_eq!(
-        status.code(),
-        ttrpc::Code::PERMISSION_DENIED,
-        "{status:?}\n{console}"
-    );
+    let status = refusal(result, &console, ttrpc::Code::PERMISSION_DENIED);
     assert!(
         status
             .message
