@@ -26,24 +26,44 @@ mod generated {
 }
 
 pub use generated::agent::{
-    CheckRequest, CheckResponse, DiagnosticReportRequest, DiagnosticReportResponse,
-    PullImageRequest, PullImageResponse, VersionRequest, VersionResponse,
-    check_response::ServingStatus,
+    CheckRequest, CheckResponse, CloseStdinRequest, CreateContainerRequest,
+    CreateContainerResponse, DiagnosticReportRequest, DiagnosticReportResponse, Empty,
+    ExecProcessRequest, ExecProcessResponse, GetOOMEventRequest, ListProcessesRequest,
+    ListProcessesResponse, OOMEvent, PullImageRequest, PullImageResponse, ReadStreamRequest,
+    ReadStreamResponse, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
+    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, VersionRequest,
+    VersionResponse, WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
+    WriteStreamResponse, check_response::ServingStatus,
 };
 pub use generated::agent_ttrpc::{
-    Attestation, AttestationClient, Health, HealthClient, Image, ImageClient, create_attestation,
-    create_health, create_image,
+    Attestation, AttestationClient, Container, ContainerClient, Health, HealthClient, Image,
+    ImageClient, create_attestation, create_container, create_health, create_image,
 };
 
+/// Is `id` a valid container or exec ID: 1 to [`MAX_ID_LEN`] bytes of `[A-Za-z0-9_.-]`, starting
+/// with a letter or digit (containerd's identifier rule). The empty exec ID, naming a container's
+/// init process, is checked by the caller.
+pub fn is_valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    match bytes.first() {
+        Some(first) if first.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    bytes.len() <= MAX_ID_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// Version of the agent API that this crate defines (`VersionResponse.protocol_version`).
-pub const PROTOCOL_VERSION: u32 = 0;
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The bytes the agent writes first on every new transport connection, before any ttrpc frame.
 ///
 /// A virtio-serial port gives the host no signal when the guest opens its end, so the host waits
 /// for these bytes before it sends anything; the same handshake runs over vsock so both transports
 /// share one client. The trailing version digit changes with incompatible protocol changes.
-pub const HELLO: &[u8; 16] = b"tsuba-agent/v0\r\n";
+pub const HELLO: &[u8; 16] = b"tsuba-agent/v1\r\n";
 
 /// Name of the virtio-serial port that carries the agent API when vsock is not used.
 pub const SERIAL_PORT_NAME: &str = "tsuba.agent";
@@ -53,6 +73,15 @@ pub const VSOCK_PORT: u32 = 1024;
 
 /// Longest image reference a pull request may carry.
 pub const MAX_IMAGE_REFERENCE: usize = 512;
+
+/// Longest OCI runtime spec (or OCI `process` of an exec) a request may carry, in bytes.
+pub const MAX_OCI_SPEC: usize = 1 << 20;
+
+/// Most bytes one stdin write may carry, and one stdout/stderr read may return.
+pub const MAX_STDIO_CHUNK: usize = 1 << 20;
+
+/// Longest container or exec ID (containerd's identifier limit).
+pub const MAX_ID_LEN: usize = 76;
 
 /// Longest nonce a diagnostic report request may carry.
 pub const MAX_DIAGNOSTIC_NONCE: usize = 64;
@@ -74,6 +103,21 @@ pub fn diagnostic_report_data(nonce: &[u8]) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_follow_containerds_identifier_rule() {
+        assert!(is_valid_id("a"));
+        assert!(is_valid_id("pod-1_web.0"));
+        assert!(is_valid_id(&"a".repeat(MAX_ID_LEN)));
+        assert!(!is_valid_id(&"a".repeat(MAX_ID_LEN + 1)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("-a"));
+        assert!(!is_valid_id(".."));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id("../etc"));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("é"));
+    }
 
     #[test]
     fn diagnostic_report_data_is_domain_separated_and_nonce_bound() {

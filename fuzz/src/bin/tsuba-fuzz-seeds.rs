@@ -384,25 +384,25 @@ fn agent(w: &Writer) -> Result<()> {
             Ok(out)
         };
     let mut check = CheckRequest::new();
-    check.service = "tsuba.agent.v0.Image".into();
+    check.service = "tsuba.agent.v1.Image".into();
     let mut diag = DiagnosticReportRequest::new();
     diag.nonce = b"fuzz-nonce".to_vec();
     let mut pull = PullImageRequest::new();
     pull.image = "registry.example:5000/app:1".into();
-    let check = frame(1, "tsuba.agent.v0.Health", "Check", check.write_to_bytes()?)?;
+    let check = frame(1, "tsuba.agent.v1.Health", "Check", check.write_to_bytes()?)?;
     let version = frame(
         3,
-        "tsuba.agent.v0.Health",
+        "tsuba.agent.v1.Health",
         "Version",
         VersionRequest::new().write_to_bytes()?,
     )?;
     let diag = frame(
         5,
-        "tsuba.agent.v0.Attestation",
+        "tsuba.agent.v1.Attestation",
         "GetDiagnosticReport",
         diag.write_to_bytes()?,
     )?;
-    let pull = frame(7, "tsuba.agent.v0.Image", "Pull", pull.write_to_bytes()?)?;
+    let pull = frame(7, "tsuba.agent.v1.Image", "Pull", pull.write_to_bytes()?)?;
     w.put("agent_request", "check", &check)?;
     w.put("agent_request", "version", &version)?;
     w.put("agent_request", "diagnostic-report", &diag)?;
