@@ -26,7 +26,7 @@ pub use configfs::{CONFIGFS_TSM_REPORT, ConfigfsTsm, TsmEntries, TsmError};
 pub use detect::{DetectError, DetectPaths, detect, open_attester};
 pub use sim::{SIM_DEVICE_NAME, SimDeviceAttester, SimDeviceError};
 pub use snp::{SEV_GUEST_DEVICE, SnpAttester};
-pub use tdx::TdxAttester;
+pub use tdx::{CCEL_DATA, TdxAttester};
 
 /// The attesters there are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +130,15 @@ pub enum AttesterError {
     /// The TEE returned a malformed TDX quote.
     #[error("malformed tdx quote")]
     TdxQuote(#[from] TdxQuoteError),
+    /// The CC event log exists but cannot be read.
+    #[error("cannot read the cc event log {}", .0.display())]
+    EventLog(std::path::PathBuf, #[source] std::io::Error),
+    /// The CC event log is not one the broker could replay.
+    #[error("the cc event log {} is malformed", .0.display())]
+    MalformedEventLog(
+        std::path::PathBuf,
+        #[source] tsuba_protocols::evidence::ccel::EventLogError,
+    ),
     /// The TEE returned evidence whose report data is not what was asked for.
     #[error("evidence does not carry the requested report data")]
     ReportDataMismatch,
