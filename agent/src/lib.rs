@@ -23,5 +23,5 @@ pub use net::{GUEST_INTERFACE, NetError, bring_up as bring_up_network};
 pub use pull::{GuestPullError, GuestPuller, PullSummary};
 pub use reaper::reap_children;
 pub use service::{AttestationService, HealthService, ImageService, ServiceError, serve};
-pub use tls_roots::{SYSTEM_CA_BUNDLE, TlsRootsError, install_tls_roots};
+pub use tls_roots::registry_tls_roots;
 pub use transport::{TransportError, find_serial_port, listener};

@@ -45,10 +45,6 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
     if is_init {
         tsuba_agent::load_modules(Path::new(MODULES_DIR), Path::new(MODULES_LOAD_ORDER))?;
     }
-    if is_init && config.pull.kbs_url.is_some() {
-        let roots = tsuba_agent::install_tls_roots(Path::new(tsuba_agent::SYSTEM_CA_BUNDLE))?;
-        tracing::debug!(roots, "TLS roots installed");
-    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -277,8 +277,10 @@ impl GuestPuller {
             insecure_credentials_over_http: self.config.insecure_registry_credentials_over_http,
             credentials,
             spool_dir: spool.clone(),
+            tls_roots: crate::registry_tls_roots(),
             ..RegistryOptions::default()
-        });
+        })
+        .map_err(GuestPullError::Pull)?;
         let decrypt = DecryptConfig {
             jwe_keys: Vec::new(),
             provider: Some(Arc::new(KbsKeyProvider::new(client))),

@@ -69,10 +69,14 @@ impl Registry {
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let timeout = self.options.request_timeout.min(Duration::from_secs(30));
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(timeout)
             .https_only(true)
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let client = self
+            .options
+            .tls_roots
+            .apply(builder)?
             .build()
             .map_err(|e| probe_error(&e.to_string()))?;
         let response = client
@@ -122,6 +126,7 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             ..RegistryOptions::default()
         })
+        .unwrap()
     }
 
     fn basic() -> Credentials {

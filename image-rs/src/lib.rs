@@ -17,6 +17,7 @@ pub mod ocicrypt;
 mod policy;
 mod pull;
 pub mod signature;
+mod tls;
 mod unpack;
 
 pub use copy::CopyError;
@@ -32,6 +33,7 @@ pub use pull::{
     RegistryOptions, ResolvedImage, VerifyFuture, media_type_of,
 };
 pub use signature::SignedIdentity;
+pub use tls::{TlsRoots, TlsRootsError};
 pub use unpack::{
     Compression, DeviceNodes, LayerStats, Ownership, RootfsError, UnpackError, UnpackOptions,
     unpack_layer, unpack_layer_sniffed,

@@ -280,7 +280,11 @@ impl Policy {
                         Some(s) => s,
                         None => signatures.insert(
                             self.lookaside
-                                .signatures(&pulled, &image.signed_digest)
+                                .signatures(
+                                    &pulled,
+                                    &image.signed_digest,
+                                    &registry.options.tls_roots,
+                                )
                                 .await
                                 .map_err(|source| PolicyError::Lookaside {
                                     image: name.to_owned(),
@@ -516,7 +520,7 @@ mod tests {
     }
 
     fn check(p: &Policy, reference: &str) -> Result<(), PolicyError> {
-        let registry = Registry::new(crate::RegistryOptions::default());
+        let registry = Registry::new(crate::RegistryOptions::default()).unwrap();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

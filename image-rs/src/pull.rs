@@ -23,6 +23,7 @@ use crate::digest::Digest;
 use crate::image::{ImageError, ImageStats, apply_layer, layer_key};
 use crate::oci::{self, Descriptor, ImageConfig, Index, MAX_JSON_DOCUMENT, Manifest};
 use crate::ocicrypt::DecryptConfig;
+use crate::tls::{TlsRoots, TlsRootsError};
 use crate::unpack::UnpackOptions;
 
 /// Credentials for a registry. Debug output never shows secrets.
@@ -75,6 +76,9 @@ pub struct RegistryOptions {
     pub insecure_credentials_over_http: bool,
     /// Credentials.
     pub credentials: Credentials,
+    /// The CAs that HTTPS registries, their token services and signature lookaside stores are
+    /// checked against.
+    pub tls_roots: TlsRoots,
     /// Largest blob accepted (the descriptor's size is checked before fetching).
     pub max_blob_bytes: u64,
     /// Time for one manifest request, or between two reads of a blob.
@@ -93,6 +97,7 @@ impl Default for RegistryOptions {
             plain_http: Vec::new(),
             insecure_credentials_over_http: false,
             credentials: Credentials::Anonymous,
+            tls_roots: TlsRoots::System,
             max_blob_bytes: 8 << 30,
             request_timeout: Duration::from_secs(30),
             blob_timeout: Duration::from_secs(3600),
@@ -117,6 +122,12 @@ pub enum PullError {
         #[source]
         source: oci_client::errors::OciDistributionError,
     },
+    /// The TLS roots cannot be used.
+    #[error(transparent)]
+    TlsRoots(#[from] TlsRootsError),
+    /// The registry client cannot be built.
+    #[error("cannot build the registry client")]
+    Client(#[source] oci_client::errors::OciDistributionError),
     /// The registry did not answer in time.
     #[error("registry timed out on {0} after {1:?}")]
     Timeout(String, Duration),
@@ -268,8 +279,10 @@ const MANIFEST_TYPES: [&str; 4] = [
 ];
 
 impl Registry {
-    /// A client with `options`.
-    pub fn new(options: RegistryOptions) -> Self {
+    /// A client with `options`. It trusts exactly `options.tls_roots`: a client that cannot be
+    /// built with them is an error (oci-client's own `Client::new` would fall back to a default
+    /// client with other roots).
+    pub fn new(options: RegistryOptions) -> Result<Self, PullError> {
         // rustls with ring; a provider installed earlier by the process is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = oci_client::client::ClientConfig {
@@ -277,8 +290,10 @@ impl Registry {
             read_timeout: Some(options.request_timeout),
             connect_timeout: Some(options.request_timeout),
             platform_resolver: None,
+            tls_certs_only: options.tls_roots.oci_certs_only()?,
             ..Default::default()
         };
+        let client = oci_client::Client::try_from(config).map_err(PullError::Client)?;
         let auth = match &options.credentials {
             Credentials::Anonymous => RegistryAuth::Anonymous,
             Credentials::Basic { username, password } => {
@@ -286,12 +301,12 @@ impl Registry {
             }
             Credentials::Bearer(t) => RegistryAuth::Bearer(t.clone()),
         };
-        Self {
-            client: oci_client::Client::new(config),
+        Ok(Self {
+            client,
             auth,
             options,
             credentials_checked: std::sync::Mutex::default(),
-        }
+        })
     }
 
     /// Runs `op` up to `attempts` times with a growing pause, each bounded by `timeout`.

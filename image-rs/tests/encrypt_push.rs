@@ -22,6 +22,7 @@ fn registry_for(reg: &TestRegistry) -> Registry {
         attempts: 1,
         ..RegistryOptions::default()
     })
+    .unwrap()
 }
 
 #[test]

@@ -234,6 +234,7 @@ impl Setup {
             attempts: 1,
             ..RegistryOptions::default()
         })
+        .unwrap()
     }
 
     /// Pulls `repo` under `policy`; the result and the progress events seen.

@@ -16,7 +16,7 @@ use common::*;
 use tsuba_image_rs::ocicrypt::DecryptConfig;
 use tsuba_image_rs::{
     ImageError, ImageVerifier, OciLayout, PullError, Registry, RegistryOptions, ResolvedImage,
-    UnpackOptions, VerifyFuture,
+    TlsRoots, UnpackOptions, VerifyFuture,
 };
 
 /// Accepts everything: these tests are about transport, not signatures.
@@ -34,6 +34,7 @@ fn registry_for(reg: &TestRegistry) -> Registry {
         request_timeout: Duration::from_secs(10),
         ..RegistryOptions::default()
     })
+    .unwrap()
 }
 
 fn push_encrypted(reg: &TestRegistry, t: &std::path::Path, keys: &[&KeyPair], repo: &str) {
@@ -219,7 +220,8 @@ fn a_stalled_registry_times_out() {
         request_timeout: Duration::from_millis(700),
         attempts: 2,
         ..RegistryOptions::default()
-    });
+    })
+    .unwrap();
     let start = Instant::now();
     let err = block_on(registry.resolve(&format!("{addr}/any/img:v1"))).unwrap_err();
     let took = start.elapsed();
@@ -260,6 +262,7 @@ fn basic_auth_is_used_and_needed() {
             attempts: 1,
             ..RegistryOptions::default()
         })
+        .unwrap()
     };
     let with = |credentials| registry(credentials, true);
     let basic = |p: &str| tsuba_image_rs::Credentials::Basic {
@@ -295,6 +298,71 @@ fn basic_auth_is_used_and_needed() {
 }
 
 /// Peak resident memory of this process since the last reset, in KiB.
+/// A CA, and a certificate it issued for 127.0.0.1: (CA DER, chain PEM, key PEM).
+fn ca_and_server_cert() -> (Vec<u8>, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "tsuba test registry CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.der().to_vec(), leaf.pem(), key.serialize_pem())
+}
+
+fn is_certificate_failure(err: &PullError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if format!("{e:?}").contains("InvalidCertificate") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[test]
+fn an_https_registry_is_trusted_only_through_the_roots_given() {
+    let (ca, cert, key) = ca_and_server_cert();
+    let (other_ca, _, _) = ca_and_server_cert();
+    let reg = TestRegistry::start_tls(&cert, &key);
+    let resolve = |roots: TlsRoots| {
+        let registry = Registry::new(RegistryOptions {
+            tls_roots: roots,
+            request_timeout: Duration::from_secs(10),
+            attempts: 1,
+            ..RegistryOptions::default()
+        })
+        .unwrap();
+        block_on(registry.resolve(&format!("{}/absent:1", reg.addr)))
+    };
+    // Its CA: the TLS handshake succeeds and the registry itself answers (no such image).
+    let err = resolve(TlsRoots::Only(vec![ca])).unwrap_err();
+    assert!(!is_certificate_failure(&err), "{err:?}");
+    let answer = format!("{err:?}");
+    assert!(
+        answer.contains("ManifestUnknown") && answer.contains("url: \"https://"),
+        "{answer}"
+    );
+    // Another CA (of the same name), or the system's roots: refused at the handshake.
+    let err = resolve(TlsRoots::Only(vec![other_ca])).unwrap_err();
+    assert!(is_certificate_failure(&err), "{err:?}");
+    let err = resolve(TlsRoots::System).unwrap_err();
+    assert!(is_certificate_failure(&err), "{err:?}");
+    // An empty explicit list is refused, not read as "the system's".
+    assert!(matches!(
+        Registry::new(RegistryOptions {
+            tls_roots: TlsRoots::Only(Vec::new()),
+            ..RegistryOptions::default()
+        }),
+        Err(PullError::TlsRoots(_))
+    ));
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -353,7 +421,8 @@ fn pull_200mb_figure() {
         plain_http: vec![reg.addr.clone()],
         spool_dir: t.to_path_buf(),
         ..RegistryOptions::default()
-    });
+    })
+    .unwrap();
     let cfg = DecryptConfig {
         jwe_keys: vec![ec.private_key()],
         provider: None,

@@ -161,6 +161,7 @@ impl Env {
             attempts: 1,
             ..RegistryOptions::default()
         })
+        .unwrap()
     }
 
     fn manifest_digest(&self, repo_tag: &str) -> Digest {

@@ -399,7 +399,7 @@ async fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
             insecure_credentials_over_http: a.login.insecure_credentials_over_http,
             credentials,
             ..RegistryOptions::default()
-        });
+        })?;
         let progress: tsuba_image_rs::Progress =
             Arc::new(|e| tracing::info!(event = ?e, "pull progress"));
         registry
@@ -517,7 +517,7 @@ async fn encrypt(a: &EncryptArgs) -> anyhow::Result<ExitCode> {
             credentials: credentials(&login, None)?,
             spool_dir: scratch.path().to_path_buf(),
             ..RegistryOptions::default()
-        }))
+        })?)
     };
     let (src, src_ref) = match &from {
         Location::Layout(dir, reference) => (OciLayout::open(dir)?, reference.clone()),

@@ -105,7 +105,7 @@ async fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         insecure_credentials_over_http: a.login.insecure_credentials_over_http,
         credentials,
         ..RegistryOptions::default()
-    });
+    })?;
     let image = a.image.strip_prefix("docker://").unwrap_or(&a.image);
     let signed = sign_image(&registry, image, &key)
         .await

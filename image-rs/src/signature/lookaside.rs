@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::signature::identity::DockerReference;
+use crate::tls::TlsRoots;
 
 /// Largest signature file accepted.
 pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
@@ -51,6 +52,9 @@ pub enum LookasideError {
     /// An HTTP request failed (other than 404).
     #[error("fetching signature {0}")]
     Http(String, #[source] reqwest::Error),
+    /// The HTTP client for a store cannot trust the configured roots.
+    #[error("signature store {0}")]
+    TlsRoots(String, #[source] crate::tls::TlsRootsError),
     /// The server answered with an unexpected status.
     #[error("fetching signature {url}: HTTP status {status}")]
     Status {
@@ -207,10 +211,12 @@ impl Lookaside {
 
     /// The signatures stored for `manifest` of `image`, in order (`signature-1` first), at
     /// most [`MAX_SIGNATURES`]. No signatures is an empty list, not an error.
+    /// HTTPS stores are checked against `roots`, the registry client's.
     pub async fn signatures(
         &self,
         image: &DockerReference,
         manifest: &Digest,
+        roots: &TlsRoots,
     ) -> Result<Vec<Vec<u8>>, LookasideError> {
         let base = self
             .config
@@ -220,7 +226,7 @@ impl Lookaside {
         // One parse and, for HTTP stores, one client (one connection pool) for every file.
         let store = match parse_base(base)? {
             Base::File(root) => Store::File(root),
-            Base::Http(url) => Store::Http(http_client(&url)?, url),
+            Base::Http(url) => Store::Http(http_client(&url, roots)?, url),
         };
         let mut out = Vec::new();
         for n in 1..=MAX_SIGNATURES {
@@ -240,23 +246,17 @@ impl Lookaside {
 }
 
 /// The HTTP client for a lookaside store at `base`.
-fn http_client(base: &reqwest::Url) -> Result<reqwest::Client, LookasideError> {
+fn http_client(base: &reqwest::Url, roots: &TlsRoots) -> Result<reqwest::Client, LookasideError> {
     // rustls with ring, as for the registry client; a provider installed earlier is kept.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = || {
-        reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(HTTP_TIMEOUT)
-    };
-    // Without system roots (a guest) the platform verifier cannot be built: then no roots
-    // at all, so http:// still works and https:// fails its certificate check.
-    match builder().build() {
-        Ok(c) => Ok(c),
-        Err(_) => builder()
-            .tls_certs_only(std::iter::empty())
-            .build()
-            .map_err(|e| LookasideError::Http(base.to_string(), e)),
-    }
+    let builder = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(HTTP_TIMEOUT);
+    roots
+        .apply(builder)
+        .map_err(|e| LookasideError::TlsRoots(base.to_string(), e))?
+        .build()
+        .map_err(|e| LookasideError::Http(base.to_string(), e))
 }
 
 /// `leaf` under `base`: `None` when the store has no such file.
@@ -411,11 +411,20 @@ mod tests {
         std::fs::write(sigdir.join("signature-4"), b"four").unwrap();
         let url = format!("file://{}/", dir.path().display());
         let store = Lookaside::new(LookasideConfig::default().with_default(&url));
-        let sigs = block_on(store.signatures(&reference("reg.io/team/app:v1"), &digest)).unwrap();
+        let sigs = block_on(store.signatures(
+            &reference("reg.io/team/app:v1"),
+            &digest,
+            &TlsRoots::System,
+        ))
+        .unwrap();
         assert_eq!(sigs, vec![b"one".to_vec(), b"two".to_vec()]);
         // Another manifest has none.
-        let none = block_on(store.signatures(&reference("reg.io/team/app:v1"), &Digest::of(b"x")))
-            .unwrap();
+        let none = block_on(store.signatures(
+            &reference("reg.io/team/app:v1"),
+            &Digest::of(b"x"),
+            &TlsRoots::System,
+        ))
+        .unwrap();
         assert!(none.is_empty());
         // Oversized files are refused, not truncated.
         std::fs::write(
@@ -424,19 +433,32 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            block_on(store.signatures(&reference("reg.io/team/app:v1"), &digest)),
+            block_on(store.signatures(
+                &reference("reg.io/team/app:v1"),
+                &digest,
+                &TlsRoots::System
+            )),
             Err(LookasideError::TooLarge(_))
         ));
         // The number read is bounded.
         for n in 1..=MAX_SIGNATURES + 3 {
             std::fs::write(sigdir.join(format!("signature-{n}")), b"s").unwrap();
         }
-        let many = block_on(store.signatures(&reference("reg.io/team/app:v1"), &digest)).unwrap();
+        let many = block_on(store.signatures(
+            &reference("reg.io/team/app:v1"),
+            &digest,
+            &TlsRoots::System,
+        ))
+        .unwrap();
         assert_eq!(many.len(), MAX_SIGNATURES);
         // Nothing configured for the image.
         let unconfigured = Lookaside::new(LookasideConfig::default());
         assert!(matches!(
-            block_on(unconfigured.signatures(&reference("reg.io/a:v1"), &digest)),
+            block_on(unconfigured.signatures(
+                &reference("reg.io/a:v1"),
+                &digest,
+                &TlsRoots::System
+            )),
             Err(LookasideError::NotConfigured(_))
         ));
     }
@@ -491,15 +513,18 @@ mod tests {
                 Lookaside::new(LookasideConfig::default().with_default(&format!("{base}/sigs")));
             let image = reference("reg.io/team/app:v1");
             assert_eq!(
-                store.signatures(&image, &digest).await.unwrap(),
+                store
+                    .signatures(&image, &digest, &TlsRoots::System)
+                    .await
+                    .unwrap(),
                 vec![b"one".to_vec(), b"two".to_vec()]
             );
             assert!(matches!(
-                store.signatures(&image, &other).await,
+                store.signatures(&image, &other, &TlsRoots::System).await,
                 Err(LookasideError::Status { status: 500, .. })
             ));
             assert!(matches!(
-                store.signatures(&image, &big).await,
+                store.signatures(&image, &big, &TlsRoots::System).await,
                 Err(LookasideError::TooLarge(_))
             ));
             task.abort();

@@ -195,6 +195,19 @@ impl TestRegistry {
 
     /// With `htpasswd` (a bcrypt htpasswd file's contents), the registry asks for basic auth.
     pub(crate) fn start_with_auth(htpasswd: Option<&str>) -> Self {
+        Self::start_with(htpasswd, None)
+    }
+
+    /// Over HTTPS with `tls` (certificate chain PEM, private key PEM).
+    #[allow(
+        dead_code,
+        reason = "used by some of the test binaries that share this module"
+    )]
+    pub(crate) fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(None, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(htpasswd: Option<&str>, tls: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -207,6 +220,16 @@ impl TestRegistry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert_path, cert).unwrap();
+            std::fs::write(&key_path, key).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert_path.display(),
+                key_path.display()
+            ));
+        }
         if let Some(h) = htpasswd {
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, h).unwrap();
