@@ -48,14 +48,20 @@ lint:
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	# The broker as a production build has it: without the insecure-sim feature.
 	cargo clippy --locked -p tsuba-kbs --all-targets -- -D warnings
+	# The agent, launcher and CLI without their simulated TEE (production builds).
+	cargo clippy --locked -p tsuba-agent -p tsuba-attestation-agent -p tsuba-vmm-tee -p tsuba-cli \
+		--no-default-features --all-targets -- -D warnings
 	# The fuzz targets (their own workspace; dependencies shared through target/), without AFL.
 	cd fuzz && cargo fmt --all -- --check
 	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo clippy --locked --all-targets -- -D warnings
 
 unit:
 	cargo nextest run --locked --workspace --exclude tsuba-tests --profile ci
-	# Without the insecure-sim feature the broker refuses every insecure evidence option.
+	# Without the insecure-sim feature the broker refuses every insecure evidence option, the
+	# launcher every sim mode, and the agent every simulated attester.
 	cargo test --locked -p tsuba-kbs --lib
+	cargo test --locked -p tsuba-agent -p tsuba-attestation-agent -p tsuba-vmm-tee \
+		--no-default-features --lib
 	# Every fuzz seed and every past crash, replayed through the targets without AFL.
 	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/target cargo test --locked
 	cargo test --locked --workspace --doc

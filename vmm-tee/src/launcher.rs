@@ -14,13 +14,10 @@ use tokio::process::{Child, Command};
 use tracing::{debug, info, warn};
 
 use crate::accel::{self, Accel, AccelError, HostVirt};
-use std::sync::Arc;
-
-use tsuba_tee_sim::{SimAmdSp, SimLaunch, SimTdx, SnpLaunch, TdxLaunch};
-
 use crate::config::{AgentTransport, LaunchConfig, Mode};
-use crate::measure::{MeasureError, launch_reference_values};
+use crate::measure::MeasureError;
 use crate::qemu::{RunPaths, command_line};
+use crate::sim_device::SimDevice;
 
 /// How long QEMU may take to create its sockets before the launch is declared failed.
 const QEMU_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -115,12 +112,15 @@ pub enum LaunchError {
     /// The launch measurement tee-sim must sign could not be computed.
     #[error("cannot compute the launch measurement for the simulated TEE")]
     Measure(#[from] MeasureError),
-    /// tee-sim's roots of trust could not be loaded or created.
-    #[error("cannot open tee-sim's simulated AMD-SP state in {0}")]
-    TeeSim(PathBuf, #[source] tsuba_tee_sim::AmdSpError),
-    /// tee-sim's simulated TDX module could not be loaded or created.
-    #[error("cannot open tee-sim's simulated TDX module state in {0}")]
-    TeeSimTdx(PathBuf, #[source] tsuba_tee_sim::TdxSimError),
+    /// tee-sim's simulated AMD-SP or TDX module state could not be loaded or created.
+    #[error("cannot open tee-sim's simulated TEE state in {}: {}", .0.display(), .1)]
+    TeeSim(PathBuf, String),
+    /// A sim mode in a build without the simulator.
+    #[error(
+        "mode {0} needs the simulated TEE, which this build leaves out: build with the \
+         insecure-sim feature for development and CI, or use snp or tdx"
+    )]
+    SimulationNotBuilt(Mode),
 }
 
 /// A running guest VM.
@@ -145,13 +145,8 @@ impl Vm {
     /// client, which waits for its hello).
     pub async fn launch(config: &LaunchConfig, options: &LaunchOptions) -> Result<Vm, LaunchError> {
         let accel = accel::resolve(config.accel, config.mode, options.host)?;
-        // In sim modes, decide what the simulated TEE signs before anything runs: only the
-        // launcher computes the measurement, and nothing the guest sends can change it.
-        let sim_launch = match config.mode {
-            Mode::SimSnp => Some(sim_snp_launch(config, &options.tee_sim_state)?),
-            Mode::SimTdx => Some(sim_tdx_launch(config, &options.tee_sim_state)?),
-            Mode::Snp | Mode::Tdx | Mode::None => None,
-        };
+        // In sim modes, decide what the simulated TEE signs before anything runs.
+        let sim_device = SimDevice::for_launch(config, &options.tee_sim_state)?;
         let run_dir = tempfile::Builder::new()
             .prefix("tsuba-vm-")
             .tempdir_in(&options.run_dir_parent)
@@ -160,7 +155,7 @@ impl Vm {
         let paths = RunPaths {
             console_log: dir.join("console.log"),
             agent_socket: dir.join("agent.sock"),
-            teesim_socket: sim_launch.is_some().then(|| dir.join("teesim.sock")),
+            teesim_socket: sim_device.is_some().then(|| dir.join("teesim.sock")),
             vsock_cid: (config.agent_transport == AgentTransport::Vsock)
                 .then_some(options.vsock_cid),
         };
@@ -202,13 +197,9 @@ impl Vm {
             let socket = vm.paths.agent_socket.clone();
             vm.agent_stream = Some(vm.connect_port(&socket).await?);
         }
-        if let (Some(socket), Some(launch)) = (vm.paths.teesim_socket.clone(), sim_launch) {
+        if let (Some(socket), Some(device)) = (vm.paths.teesim_socket.clone(), sim_device) {
             let stream = vm.connect_port(&socket).await?;
-            vm.tee_sim = Some(tokio::spawn(async move {
-                if let Err(error) = tsuba_tee_sim::serve(stream, launch).await {
-                    warn!(%error, "tee-sim device stopped");
-                }
-            }));
+            vm.tee_sim = Some(device.serve(stream));
         }
         Ok(vm)
     }
@@ -335,47 +326,6 @@ impl Drop for Vm {
             }
         }
     }
-}
-
-/// What tee-sim signs for a sim-snp launch: the measurement of exactly these files, and the
-/// initdata digest as HOST_DATA.
-fn sim_snp_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, LaunchError> {
-    let values = launch_reference_values(config)?;
-    let snp = values.snp.ok_or(MeasureError::NotMeasured)?;
-    let host_data = snp.host_data.map_or([0; 32], |h| *h.as_bytes());
-    let sp = SimAmdSp::open_or_create(state).map_err(|e| LaunchError::TeeSim(state.into(), e))?;
-    info!(
-        measurement = %snp.launch_digest.to_hex(),
-        "sim-snp: tee-sim signs this launch measurement"
-    );
-    Ok(SimLaunch::Snp {
-        sp: Arc::new(sp),
-        launch: SnpLaunch::new(snp.launch_digest.0, host_data),
-    })
-}
-
-/// What tee-sim signs for a sim-tdx launch: the MRTD of the measured firmware, the initdata
-/// digest as MRCONFIGID, and the RTMRs (with their event log) that TDVF and the kernel's EFI
-/// stub would extend for exactly the booted kernel, initrd and command line.
-fn sim_tdx_launch(config: &LaunchConfig, state: &Path) -> Result<SimLaunch, LaunchError> {
-    let values = launch_reference_values(config)?;
-    let tdx = values.tdx.ok_or(MeasureError::NotMeasured)?;
-    let mr_config_id = tdx.mr_config_id.map_or([0; 48], |m| *m.as_bytes());
-    let sim = SimTdx::open_or_create(state).map_err(|e| LaunchError::TeeSimTdx(state.into(), e))?;
-    let mut launch = TdxLaunch::new(tdx.mrtd.0, mr_config_id);
-    if let Some(boot) = &tdx.boot {
-        launch = launch.with_boot(&boot.events);
-    }
-    info!(
-        mrtd = %hex::encode(tdx.mrtd.0),
-        rtmr1 = %hex::encode(launch.rtmr[1]),
-        rtmr2 = %hex::encode(launch.rtmr[2]),
-        "sim-tdx: tee-sim signs this MRTD and these RTMRs"
-    );
-    Ok(SimLaunch::Tdx {
-        sim: Arc::new(sim),
-        launch: Box::new(launch),
-    })
 }
 
 /// The last [`TAIL_BYTES`] of a log file, from a line start, lossily decoded.

@@ -13,6 +13,7 @@ mod launcher;
 mod measure;
 mod probe;
 mod qemu;
+mod sim_device;
 
 pub use accel::{Accel, AccelError, HostVirt, cpuinfo_has_virt, resolve as resolve_accel};
 pub use config::{

@@ -2,14 +2,17 @@
 //! Detection never guesses: no TEE, or signs of more than one (e.g. a sim device inside a real
 //! SNP guest), is an error that asks for explicit configuration.
 
+#[cfg(any(test, feature = "insecure-sim"))]
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 use tracing::info;
+#[cfg(feature = "insecure-sim")]
 use tsuba_protocols::simdev::SimTee;
 
 use super::configfs::{CONFIGFS_TSM_REPORT, ConfigfsTsm};
+#[cfg(feature = "insecure-sim")]
 use super::sim::{SIM_DEVICE_NAME, SimDeviceAttester, SimDeviceError};
 use super::snp::{SEV_GUEST_DEVICE, system_snp};
 use super::tdx::TdxAttester;
@@ -61,6 +64,7 @@ impl DetectPaths {
     }
 
     /// The sim device node, if the launcher exposed the port.
+    #[cfg(feature = "insecure-sim")]
     pub fn sim_device(&self) -> Option<PathBuf> {
         let named = self.virtio_ports_dev.join(SIM_DEVICE_NAME);
         if named.exists() {
@@ -96,6 +100,7 @@ pub enum DetectError {
     #[error("the tsuba.teesim device is not present")]
     NoSimDevice,
     /// The sim device simulates the other TEE.
+    #[cfg(feature = "insecure-sim")]
     #[error("the sim device simulates {found:?}, configuration asks for {wanted}")]
     SimMismatch {
         /// What the device simulates.
@@ -107,8 +112,15 @@ pub enum DetectError {
     #[error("configfs-tsm is not present at {0}")]
     NoConfigfsTsm(PathBuf),
     /// Talking to the sim device failed.
+    #[cfg(feature = "insecure-sim")]
     #[error("sim device")]
     SimDevice(#[from] SimDeviceError),
+    /// Configuration names a simulated attester, and this build has none.
+    #[error(
+        "the {0} attester is not in this build (it needs the insecure-sim feature); a real \
+         guest uses snp or tdx"
+    )]
+    SimulationNotBuilt(AttesterKind),
 }
 
 /// Detect which attester this guest has.
@@ -120,7 +132,11 @@ pub fn detect(paths: &DetectPaths) -> Result<AttesterKind, DetectError> {
     if paths.tdx_guest.exists() {
         found.push("tdx");
     }
+    // A build without simulated attesters does not look for the device: it cannot use one.
+    #[cfg(feature = "insecure-sim")]
     let sim = paths.sim_device();
+    #[cfg(not(feature = "insecure-sim"))]
+    let sim: Option<PathBuf> = None;
     if sim.is_some() {
         found.push("sim");
     }
@@ -128,6 +144,7 @@ pub fn detect(paths: &DetectPaths) -> Result<AttesterKind, DetectError> {
         ([], _) => return Err(DetectError::NoTee),
         (["snp"], _) => AttesterKind::Snp,
         (["tdx"], _) => AttesterKind::Tdx,
+        #[cfg(feature = "insecure-sim")]
         (["sim"], Some(path)) => match SimDeviceAttester::open(&path)?.tee() {
             SimTee::Snp => AttesterKind::SimSnp,
             SimTee::Tdx => AttesterKind::SimTdx,
@@ -152,6 +169,9 @@ pub fn open_attester(
             }
             Ok(Box::new(TdxAttester::new(Box::new(tsm))))
         }
+        #[cfg(not(feature = "insecure-sim"))]
+        AttesterKind::SimSnp | AttesterKind::SimTdx => Err(DetectError::SimulationNotBuilt(kind)),
+        #[cfg(feature = "insecure-sim")]
         AttesterKind::SimSnp | AttesterKind::SimTdx => {
             let path = paths.sim_device().ok_or(DetectError::NoSimDevice)?;
             let attester = SimDeviceAttester::open(&path)?;
@@ -180,6 +200,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let paths = DetectPaths::under(root.path());
         assert!(matches!(detect(&paths), Err(DetectError::NoTee)));
+        #[cfg(feature = "insecure-sim")]
         assert!(matches!(
             open_attester(AttesterKind::SimSnp, &paths),
             Err(DetectError::NoSimDevice)
@@ -202,6 +223,25 @@ mod tests {
         assert_eq!(detect(&paths).unwrap(), AttesterKind::Tdx);
     }
 
+    /// Without the simulated attesters a sim port is not a TEE: beside SEV it changes nothing,
+    /// alone it is "no TEE", and naming a sim attester is refused by name.
+    #[cfg(not(feature = "insecure-sim"))]
+    #[test]
+    fn a_build_without_simulation_ignores_the_sim_device_and_refuses_sim_attesters() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = DetectPaths::under(root.path());
+        touch(&paths.virtio_ports_dev.join("tsuba.teesim"));
+        assert!(matches!(detect(&paths), Err(DetectError::NoTee)));
+        touch(&paths.sev_guest);
+        assert_eq!(detect(&paths).unwrap(), AttesterKind::Snp);
+        for kind in [AttesterKind::SimSnp, AttesterKind::SimTdx] {
+            let err = open_attester(kind, &paths).err().unwrap();
+            assert!(matches!(err, DetectError::SimulationNotBuilt(k) if k == kind));
+            assert!(err.to_string().contains("insecure-sim"), "{err}");
+        }
+    }
+
+    #[cfg(feature = "insecure-sim")]
     #[test]
     fn a_sim_device_beside_a_real_tee_is_ambiguous() {
         let root = tempfile::tempdir().unwrap();
@@ -214,6 +254,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "insecure-sim")]
     #[test]
     fn the_sim_port_is_found_by_name_or_through_sysfs() {
         let root = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@
 
 mod configfs;
 mod detect;
+#[cfg(feature = "insecure-sim")]
 mod sim;
 mod snp;
 mod tdx;
@@ -24,6 +25,7 @@ use tsuba_protocols::evidence::{
 
 pub use configfs::{CONFIGFS_TSM_REPORT, ConfigfsTsm, TsmEntries, TsmError};
 pub use detect::{DetectError, DetectPaths, detect, open_attester};
+#[cfg(feature = "insecure-sim")]
 pub use sim::{SIM_DEVICE_NAME, SimDeviceAttester, SimDeviceError};
 pub use snp::{SEV_GUEST_DEVICE, SnpAttester};
 pub use tdx::{CCEL_DATA, TdxAttester};
@@ -122,6 +124,7 @@ pub enum AttesterError {
     #[error("/dev/sev-guest")]
     SevGuest(#[source] std::io::Error),
     /// The sim device failed.
+    #[cfg(feature = "insecure-sim")]
     #[error("sim device")]
     SimDevice(#[from] SimDeviceError),
     /// The TEE returned a malformed SNP report.

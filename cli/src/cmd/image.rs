@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tsuba_attestation_agent::attester::{
-    Attester, AttesterKind, DetectPaths, SimDeviceAttester, open_attester,
-};
+use tsuba_attestation_agent::attester::{Attester, AttesterKind, DetectPaths, open_attester};
 use tsuba_attestation_agent::kbs::{
     AttesterEvidence, BrokerTrust, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
     SpkiPin, fetch_registry_credentials,
@@ -300,17 +298,23 @@ fn open(kind: AttesterKind, sim_device: Option<PathBuf>) -> anyhow::Result<Arc<d
         return Ok(Arc::from(open_attester(kind, &DetectPaths::default())?));
     }
     let path = sim_device.with_context(|| format!("the {kind} attester needs --sim-device"))?;
+    open_simulated(kind, &path)
+}
+
+#[cfg(feature = "insecure-sim")]
+fn open_simulated(kind: AttesterKind, path: &std::path::Path) -> anyhow::Result<Arc<dyn Attester>> {
+    use tsuba_attestation_agent::attester::SimDeviceAttester;
     let is_socket = std::os::unix::fs::FileTypeExt::is_socket(
-        &std::fs::metadata(&path)
+        &std::fs::metadata(path)
             .with_context(|| format!("sim device {}", path.display()))?
             .file_type(),
     );
     let attester = if is_socket {
-        let stream = std::os::unix::net::UnixStream::connect(&path)
+        let stream = std::os::unix::net::UnixStream::connect(path)
             .with_context(|| format!("connecting to sim device {}", path.display()))?;
         SimDeviceAttester::from_stream(Box::new(stream))?
     } else {
-        SimDeviceAttester::open(&path)?
+        SimDeviceAttester::open(path)?
     };
     if attester.kind() != kind {
         bail!(
@@ -321,6 +325,11 @@ fn open(kind: AttesterKind, sim_device: Option<PathBuf>) -> anyhow::Result<Arc<d
     }
     tracing::warn!(attester = %kind, "using SIMULATED evidence: only a broker in insecure sim mode accepts it");
     Ok(Arc::new(attester))
+}
+
+#[cfg(not(feature = "insecure-sim"))]
+fn open_simulated(kind: AttesterKind, _: &std::path::Path) -> anyhow::Result<Arc<dyn Attester>> {
+    bail!("the {kind} attester is not in this build of tsuba (it needs the insecure-sim feature)")
 }
 
 fn decrypt_config(a: &PullArgs, kbs: Option<&Arc<KbsClient>>) -> anyhow::Result<DecryptConfig> {
