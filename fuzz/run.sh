@@ -7,7 +7,7 @@
 # Exits non-zero when a target crashed or hung: its inputs are in fuzz/out/<target>/default/
 # crashes/ (or hangs/); reproduce one with `fuzz/target/release/tsuba-fuzz <target> < FILE`.
 # Needs cargo-afl (scripts/setup installs it). Environment: FUZZ_TIMEOUT_MS (per input, default
-# 5000), CARGO_BUILD_JOBS.
+# 5000), CARGO_BUILD_JOBS, CARGO_TARGET_DIR (default fuzz/target; make fuzz-ci keeps it in the cache).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +22,7 @@ command -v cargo-afl >/dev/null || { log "cargo-afl is missing: run scripts/setu
 start=$(date +%s)
 log "building the instrumented targets (cargo afl build --release)"
 cargo afl build --release --locked --features afl --bin tsuba-fuzz 2>&1 | tail -n 3 >&2
-binary="$here/target/release/tsuba-fuzz"
+binary="${CARGO_TARGET_DIR:-$here/target}/release/tsuba-fuzz"
 built=$(date +%s)
 log "built in $((built - start)) s"
 
