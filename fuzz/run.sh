@@ -5,7 +5,7 @@
 #   fuzz/run.sh SECONDS [TARGET...]      (all targets when none is named)
 #
 # Exits non-zero when a target crashed or hung: its inputs are in fuzz/out/<target>/default/
-# crashes/ (or hangs/); reproduce one with `fuzz/target/release/tsuba-fuzz <target> < FILE`.
+# crashes/ (or hangs/); reproduce one with `$CARGO_TARGET_DIR/release/tsuba-fuzz <target> < FILE`.
 # Needs cargo-afl (scripts/setup installs it). Environment: FUZZ_TIMEOUT_MS (per input, default
 # 5000), CARGO_BUILD_JOBS, CARGO_TARGET_DIR (default fuzz/target; make fuzz-ci keeps it in the cache).
 set -euo pipefail

@@ -12,5 +12,9 @@ fn main() {
         }
         std::process::exit(2);
     };
+    // Run once before the fork server starts, so the target's one-time set-up (keys generated
+    // into a OnceLock, such as jwe_tee_key's RSA key) happens in the parent that every child is
+    // forked from, instead of again in every child, where it exceeds AFL's time per input.
+    target(&[]);
     afl::fuzz(true, target);
 }
