@@ -18,7 +18,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, OnceCell, mpsc, watch};
 use tracing::{info, warn};
 
-pub use cgroup::{CGROUP_MOUNT, CgroupError, CgroupRoot};
+pub use cgroup::{CGROUP_MOUNT, CGROUP_PARENT, CgroupError, CgroupRoot};
 pub(crate) use cgroup::{Cgroup, CgroupStats};
 pub use image_config::ImageDefaults;
 pub use rootfs::RootfsError;
