@@ -303,6 +303,24 @@ async fn containers_run_with_their_output_exit_codes_exec_signals_stdin_and_tty(
     assert!(f.output("c3", "e1").await.starts_with("exec-"));
     assert_eq!(f.wait("c3", "e1").await, 3);
 
+    // Another user: the container's root is readable by it, it holds no capability, and
+    // no_new_privileges holds.
+    let mut user = process(&["sh", "-c", "id -u; cat /proc/self/status"], false);
+    user["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    user["noNewPrivileges"] = serde_json::json!(true);
+    exec.exec_id = "user".into();
+    exec.process = serde_json::to_vec(&user).unwrap();
+    f.client.exec_process(ctx(), &exec).await.unwrap();
+    let out = f.output("c3", "user").await;
+    assert!(out.starts_with("1000\n"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(
+        out.contains("CapBnd:\t0000000000000020"),
+        "only CAP_KILL: {out}"
+    );
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(f.wait("c3", "user").await, 0);
+
     exec.exec_id = "cat".into();
     exec.process = serde_json::to_vec(&process(&["cat"], false)).unwrap();
     f.client.exec_process(ctx(), &exec).await.unwrap();
