@@ -59,6 +59,7 @@ struct Fixture {
     client: ContainerClient,
     _server: ttrpc::asynchronous::Server,
     cgroup_parent: PathBuf,
+    root_holder: PathBuf,
     state: tempfile::TempDir,
     _image: tempfile::TempDir,
 }
@@ -66,6 +67,7 @@ struct Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.cgroup_parent);
+        let _ = std::fs::remove_dir(&self.root_holder);
     }
 }
 
@@ -98,6 +100,8 @@ async fn fixture() -> Option<Fixture> {
     let reaper = Reaper::new();
     tokio::spawn(tsuba_agent::reap_children(Arc::clone(&reaper)));
     let state = tempfile::tempdir().unwrap();
+    // The runner moves each root through a folder on the root mount: this test's own.
+    let root_holder = PathBuf::from(format!("/.tsuba-test-root-{}", std::process::id()));
     let subtree = format!("tsuba-test-{}", std::process::id());
     let cgroups = CgroupRoot::setup(cgroup_mount, &subtree).unwrap();
     let cgroup_parent = cgroups.path().to_owned();
@@ -111,6 +115,7 @@ async fn fixture() -> Option<Fixture> {
         Runner::new(
             PathBuf::from(env!("CARGO_BIN_EXE_tsuba-agent")),
             state.path().join("control"),
+            root_holder.clone(),
             reaper,
         ),
         Ok(cgroups),
@@ -153,6 +158,7 @@ async fn fixture() -> Option<Fixture> {
         client,
         _server: server,
         cgroup_parent,
+        root_holder,
         state,
         _image: image,
     })

@@ -402,6 +402,7 @@ impl Containers {
                 masked_paths: plan.masked_paths.clone(),
                 readonly_paths: plan.readonly_paths.clone(),
                 hostname: plan.hostname.clone(),
+                holder: self.runner.root_holder().to_owned(),
             }),
             join: None,
             namespaces: plan.namespaces,
