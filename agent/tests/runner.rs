@@ -65,7 +65,28 @@ struct Fixture {
 }
 
 impl Drop for Fixture {
+    /// Even when the test failed half-way: kill what runs, unmount the layers, remove the
+    /// cgroups and the root holder.
     fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.cgroup_parent) {
+            for cgroup in entries.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::write(cgroup.path().join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if std::fs::remove_dir(cgroup.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.state.path().join("containers")) {
+            for container in entries.flatten() {
+                let _ = nix::mount::umount2(
+                    &container.path().join("rootfs"),
+                    nix::mount::MntFlags::MNT_DETACH,
+                );
+            }
+        }
         let _ = std::fs::remove_dir(&self.cgroup_parent);
         let _ = std::fs::remove_dir(&self.root_holder);
     }
