@@ -665,3 +665,130 @@ async fn the_database_connection_is_tls_verified_against_the_given_ca() {
         refused.log()
     );
 }
+
+/// `tsuba kbs <args>` with the at-rest key given (or not) in the environment.
+fn tsuba_kbs(args: &[&str], at_rest_env: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tsuba"));
+    cmd.arg("kbs")
+        .args(args)
+        .env_remove("TSUBA_KBS_DATABASE")
+        .env_remove("TSUBA_KBS_AT_REST_KEY");
+    if let Some(key) = at_rest_env {
+        cmd.env("TSUBA_KBS_AT_REST_KEY", key);
+    }
+    encrypt_support::run_bounded(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_key_and_at_rest_key_rotate_without_losing_anything() {
+    let f = fleet(2);
+    let (a, b) = (&f.replicas[0].url, &f.replicas[1].url);
+    provision(a, &f.keys).await;
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(a).await;
+    let token = guest
+        .attest(a, &cookie, &guest.attestation(&nonce))
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_key = f.keys.at_rest.display().to_string();
+    let url = f.pg.url();
+
+    // The token key: replaced in the database; both running replicas refuse the old token at
+    // once and sign new ones with the new key.
+    let out = tsuba_kbs(
+        &[
+            "rotate-token-key",
+            "--database",
+            &url,
+            "--at-rest-key-file",
+            &old_key,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for url in [a, b] {
+        let (reply, plain) = guest
+            .resource(url, Auth::Token(&token), "default/key/1")
+            .await;
+        assert_eq!(
+            (reply.status, reply.kind().as_str(), plain),
+            (401, "TokenVerification", None)
+        );
+    }
+    let (cookie, nonce) = guest.auth(b).await;
+    let fresh = guest
+        .attest(b, &cookie, &guest.attestation(&nonce))
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (reply, _) = guest
+        .resource(a, Auth::Token(&fresh), "default/key/1")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.detail());
+
+    // The at-rest key: the new one from the environment, the old one as previous.
+    let new_key = "c3".repeat(32);
+    let reseal = |expect: &str| {
+        let out = tsuba_kbs(
+            &[
+                "reseal",
+                "--database",
+                &url,
+                "--at-rest-previous-key-file",
+                &old_key,
+            ],
+            Some(&new_key),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+    };
+    // One resource and the token key; then nothing is left under the old key.
+    reseal("2 values re-sealed under the current at-rest key\n");
+    reseal("0 values re-sealed under the current at-rest key\n");
+    drop(f.replicas);
+    let new_file = f.dir.path().join("new.key");
+    std::fs::write(&new_file, &new_key).unwrap();
+    let new_keys = f.keys.with_at_rest(&new_file);
+    let replica = Replica::start(
+        Backend::Database(&f.pg),
+        &new_keys,
+        &f.dir.path().join("new.log"),
+    );
+    assert_eq!(
+        Guest::new().fetch(&replica.url, "default/key/1").await,
+        SECRET
+    );
+    // The old key alone no longer opens anything: a replica with it does not start.
+    let log = f.dir.path().join("old.log");
+    let mut stale = Replica::spawn(Backend::Database(&f.pg), &f.keys, &log, &[]);
+    assert!(!stale.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        stale.log().contains(
+            "stored setting/token-key cannot be decrypted with the configured at-rest keys"
+        ),
+        "{}",
+        stale.log()
+    );
+    // And no key at all is refused with what to do.
+    let out = tsuba_kbs(&["reseal", "--database", &url], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("give --at-rest-key-file or set TSUBA_KBS_AT_REST_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -354,6 +354,16 @@ impl Keys {
         }
     }
 
+    /// The same administrator with another at-rest key file.
+    pub(crate) fn with_at_rest(&self, at_rest: &Path) -> Self {
+        Self {
+            admin: self.admin.clone(),
+            admin_pub: self.admin_pub.clone(),
+            admin_private: self.admin_private.clone(),
+            at_rest: at_rest.to_path_buf(),
+        }
+    }
+
     /// A fresh single-use admin bearer token.
     pub(crate) fn bearer(&self) -> String {
         let now = std::time::SystemTime::now()
