@@ -792,3 +792,192 @@ async fn token_key_and_at_rest_key_rotate_without_losing_anything() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Why one handshake attempt did not complete.
+enum Failure {
+    /// No HTTP answer (connection refused or reset): retry on another replica.
+    Transport,
+    /// An HTTP answer other than 200: a failed handshake.
+    Refused(String),
+}
+
+async fn try_send(request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
+    let response = request.send().await.map_err(|_| Failure::Transport)?;
+    let status = response.status().as_u16();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| Failure::Transport)?
+        .to_vec();
+    let reply = Reply {
+        status,
+        cookie,
+        body,
+    };
+    if status == 200 {
+        Ok(reply)
+    } else {
+        Err(Failure::Refused(format!("{status} {}", reply.detail())))
+    }
+}
+
+/// One step sent to the replicas in turn from `first`, until one answers (as a client behind a
+/// load balancer would see it); the number of replicas that did not answer is added to `retries`.
+async fn step(
+    urls: &[String],
+    first: usize,
+    retries: &mut u32,
+    request: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<Reply, String> {
+    for offset in 0..urls.len() {
+        match try_send(request(&urls[(first + offset) % urls.len()])).await {
+            Ok(reply) => return Ok(reply),
+            Err(Failure::Transport) => *retries += 1,
+            Err(Failure::Refused(why)) => return Err(why),
+        }
+    }
+    Err("no replica answered".into())
+}
+
+/// auth, attest and resource, each step starting on another replica.
+async fn spread_handshake(
+    guest: &Guest,
+    urls: &[String],
+    first: usize,
+    retries: &mut u32,
+) -> Result<Vec<u8>, String> {
+    let client = http();
+    let auth = step(urls, first, retries, |url| {
+        client.post(format!("{url}/kbs/v0/auth")).body(AUTH)
+    })
+    .await?;
+    let cookie = auth.cookie.clone().ok_or("no cookie")?;
+    let nonce = auth.json()["nonce"].as_str().unwrap_or("").to_owned();
+    let body = guest.attestation(&nonce);
+    step(urls, first + 1, retries, |url| {
+        client
+            .post(format!("{url}/kbs/v0/attest"))
+            .header("cookie", &cookie)
+            .body(body.clone())
+    })
+    .await?;
+    let resource = step(urls, first + 2, retries, |url| {
+        client
+            .get(format!("{url}/kbs/v0/resource/default/key/1"))
+            .header("cookie", &cookie)
+    })
+    .await?;
+    guest
+        .key
+        .decrypt(&resource.body)
+        .map(|plain| plain.to_vec())
+        .map_err(|e| format!("decrypt: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_write() {
+    let mut f = fleet(3);
+    provision(&f.replicas[0].url, &f.keys).await;
+    let urls: Vec<String> = f.replicas.iter().map(|r| r.url.clone()).collect();
+    let run_for = Duration::from_secs(6);
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..12usize {
+        let urls = urls.clone();
+        clients.push(tokio::spawn(async move {
+            let guest = Guest::new();
+            let (mut done, mut failed, mut retries) = (0u32, Vec::new(), 0u32);
+            let mut round = client;
+            while start.elapsed() < run_for {
+                round += 1;
+                let before = retries;
+                let mut result = spread_handshake(&guest, &urls, round, &mut retries).await;
+                // An attest cut off by the kill may have taken the nonce: like any client, start
+                // again from auth. Only after a transport failure in this very handshake.
+                if retries > before
+                    && matches!(&result, Err(why) if why.contains("session nonce already used"))
+                {
+                    result = spread_handshake(&guest, &urls, round + 1, &mut retries).await;
+                }
+                match result {
+                    Ok(plain) if plain == SECRET => done += 1,
+                    Ok(_) => failed.push("wrong plaintext".to_owned()),
+                    Err(why) => failed.push(why),
+                }
+            }
+            (done, failed, retries)
+        }));
+    }
+    // A writer: uploads through the replicas in turn; remembers what was acknowledged.
+    let writer = {
+        let urls = urls.clone();
+        let bearer = f.keys.admin.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0usize;
+            while start.elapsed() < run_for {
+                n += 1;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let token = format!(
+                    "Bearer {}",
+                    tsuba_kbs::sign_admin_token(&bearer, now, now + 300)
+                );
+                let url = &urls[n % urls.len()];
+                let path = format!("/kbs/v0/resource/written/key/{n}");
+                if let Ok(reply) = try_send(
+                    http()
+                        .post(format!("{url}{path}"))
+                        .header("authorization", token)
+                        .body(n.to_string()),
+                )
+                .await
+                {
+                    assert_eq!(reply.status, 200);
+                    acknowledged.push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(run_for / 2).await;
+    f.replicas[1].kill();
+    let (mut done, mut failed, mut retries) = (0, Vec::new(), 0);
+    for client in clients {
+        let (d, fl, r) = client.await.unwrap();
+        done += d;
+        failed.extend(fl);
+        retries += r;
+    }
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed handshakes: {failed:?}",
+        failed.len()
+    );
+    assert!(done > 20, "only {done} handshakes");
+    println!("kbs-fault: {done} handshakes, {retries} retried after the kill, 0 failed");
+    // Every acknowledged write is there, read back through a surviving replica.
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(&urls[2]).await;
+    let attested = guest
+        .attest(&urls[0], &cookie, &guest.attestation(&nonce))
+        .await;
+    assert_eq!(attested.status, 200);
+    for n in &acknowledged {
+        let path = format!("written/key/{n}");
+        let (reply, plain) = guest.resource(&urls[2], Auth::Cookie(&cookie), &path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.detail());
+        assert_eq!(plain.unwrap(), n.to_string().into_bytes());
+    }
+    assert!(acknowledged.len() > 10, "{acknowledged:?}");
+}

@@ -475,6 +475,12 @@ impl Replica {
         }
     }
 
+    /// SIGKILL: the replica dies with whatever it had in flight.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Waits for the process to exit (bounded) and returns its status.
     pub(crate) fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
