@@ -405,9 +405,13 @@ async fn a_database_outage_is_503_with_the_reason_and_recovers_without_restart()
         (503, "StoreUnavailable")
     );
     let ready = send(http().get(format!("{b}/ready"))).await;
-    assert_eq!(
-        (ready.status, ready.kind().as_str()),
-        (503, "StoreUnavailable")
+    assert_eq!((ready.status, ready.kind().as_str()), (503, "NotReady"));
+    assert!(
+        ready
+            .detail()
+            .starts_with("not ready: state database is unavailable: "),
+        "{}",
+        ready.detail()
     );
     let health = send(http().get(format!("{b}/health"))).await;
     assert_eq!(health.status, 200);

@@ -201,7 +201,7 @@ impl Broker {
     /// Whether the broker can serve now: its store is reachable (and, for a database,
     /// migrated to this broker's schema).
     pub fn ready(&self) -> Result<(), KbsError> {
-        self.store.check_ready().map_err(KbsError::Store)
+        self.store.check_ready().map_err(KbsError::NotReady)
     }
 
     /// Policies and token key as of `generation` of a shared store: what is loaded, or, when the

@@ -93,6 +93,9 @@ pub enum KbsError {
     /// The broker's storage failed.
     #[error("storage failed")]
     Store(#[source] StoreError),
+    /// The broker cannot serve now (`GET /ready`): its store is unreachable or not migrated.
+    #[error("not ready")]
+    NotReady(#[source] StoreError),
     /// Encrypting the resource failed.
     #[error("resource encryption failed")]
     Encrypt(#[source] JweError),
@@ -148,6 +151,7 @@ impl KbsError {
             E::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuth"),
             E::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "InvalidPolicy"),
             E::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "NotReady"),
             E::Store(StoreError::Unavailable { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable")
             }
@@ -158,12 +162,17 @@ impl KbsError {
     }
 
     /// The message with its chain of causes. Internal errors say only what failed: their causes
-    /// (paths, crypto details) are logged, not sent; a 503 says why, so that the client knows to
-    /// retry elsewhere or later.
+    /// (paths, crypto details) are logged, not sent; an unreachable database (503) says why, so
+    /// that the client knows to retry elsewhere or later.
     fn detail(&self) -> String {
         let mut detail = self.to_string();
         let (status, _) = self.status_and_type();
-        if !status.is_server_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+        let says_why = matches!(
+            self,
+            KbsError::Store(StoreError::Unavailable { .. })
+                | KbsError::NotReady(StoreError::Unavailable { .. })
+        );
+        if !status.is_server_error() || says_why {
             let mut source = std::error::Error::source(self);
             while let Some(cause) = source {
                 detail.push_str(": ");
