@@ -143,10 +143,18 @@ fn unavailable(reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// A statement error: a refusal by the server is a database error; anything else (connection
-/// lost, refused, closed) means the database is unavailable.
+/// A statement error: a refusal of the statement by the server is a database error; anything
+/// else (connection lost, refused, closed, the server shutting down) means the database is
+/// unavailable.
 fn db_error(err: tokio_postgres::Error) -> StoreError {
-    if err.as_db_error().is_some() {
+    if let Some(db) = err.as_db_error() {
+        // Connection exceptions (08), too little memory or too many connections (53), and the
+        // server shutting down or restarting (57): the database is unavailable, not refusing
+        // the statement.
+        let class = db.code().code().get(..2).unwrap_or("");
+        if matches!(class, "08" | "53" | "57") {
+            return unavailable(format!("{}: {}", db.severity(), db.message()));
+        }
         StoreError::Database(err)
     } else {
         // The chain of causes says what went wrong (refused, TLS certificate, ...); it holds no
