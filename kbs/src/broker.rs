@@ -88,6 +88,16 @@ struct Loaded {
     signer: TokenSigner,
 }
 
+/// An attested session's token claims, or why there are none.
+type SessionClaims = Result<TokenClaims, SessionError>;
+
+/// A resource read ahead of the policy decision (still sealed), or not read yet.
+enum Prefetched {
+    No,
+    #[cfg(feature = "postgres")]
+    Sealed(Option<Vec<u8>>),
+}
+
 /// Where sessions and used admin tokens live: in this process, or in the database that every
 /// replica shares.
 enum Exchange {
@@ -377,23 +387,26 @@ impl Broker {
         authorization: Option<&str>,
         path: &ResourcePath,
     ) -> Result<FlattenedJwe, KbsError> {
-        let (claims, loaded) = match (authorization, session) {
+        // With a database, the session (or generation) and the sealed resource are read in one
+        // statement: the policy applied is the one current when the resource was read.
+        let (claims, loaded, prefetched) = match (authorization, session) {
             (Some(header), _) => {
                 let token = header
                     .strip_prefix("Bearer ")
                     .ok_or(KbsError::TokenNotFound)?
                     .trim();
-                let loaded = self.current_now()?;
+                let (generation, prefetched) = self.generation_and_resource(path)?;
+                let loaded = self.current(generation)?;
                 let claims = loaded
                     .signer
                     .verify(token, unix(SystemTime::now()))
                     .map_err(KbsError::Token)?;
-                (claims, loaded)
+                (claims, loaded, prefetched)
             }
             (None, Some(session)) => {
-                let (attested, generation) = self.attested_session(session)?;
+                let (attested, generation, prefetched) = self.attested_session(session, path)?;
                 let claims = attested.map_err(|_| KbsError::TokenNotFound)?;
-                (claims, self.current(generation)?)
+                (claims, self.current(generation)?, prefetched)
             }
             (None, None) => return Err(KbsError::TokenNotFound),
         };
@@ -412,31 +425,69 @@ impl Broker {
         if let Decision::Deny(reasons) = decision {
             return Err(KbsError::PolicyDeny { reasons });
         }
-        let bytes = self
-            .store
-            .resource(path)
-            .map_err(KbsError::Store)?
-            .ok_or(KbsError::ResourceNotFound)?;
+        let bytes = match prefetched {
+            Prefetched::No => self.store.resource(path),
+            #[cfg(feature = "postgres")]
+            Prefetched::Sealed(None) => Ok(None),
+            #[cfg(feature = "postgres")]
+            Prefetched::Sealed(Some(sealed)) => match &self.exchange {
+                Exchange::Shared(db) => db.open_resource(path, &sealed).map(Some),
+                Exchange::Memory(_) => self.store.resource(path),
+            },
+        }
+        .map_err(KbsError::Store)?
+        .ok_or(KbsError::ResourceNotFound)?;
         let key = TeePubKey::deserialize(&claims.tee_pubkey).map_err(KbsError::MalformedRequest)?;
         let jwe = jwe::encrypt(&key, &bytes).map_err(KbsError::Encrypt)?;
         tracing::info!(resource = %path, tee = %claims.tee, "resource released");
         Ok(jwe)
     }
 
-    /// The claims of an attested session (or why not), with the store generation.
+    /// The claims of an attested session (or why not), with the store generation and, from a
+    /// database, the sealed resource.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(unused_variables, reason = "only a database reads the resource ahead")
+    )]
     fn attested_session(
         &self,
         session: &SessionId,
-    ) -> Result<(Result<TokenClaims, SessionError>, Option<i64>), KbsError> {
+        path: &ResourcePath,
+    ) -> Result<(SessionClaims, Option<i64>, Prefetched), KbsError> {
         match &self.exchange {
             Exchange::Memory(sessions) => Ok((
                 sessions.attested(session, Instant::now()),
                 self.store.generation().map_err(KbsError::Store)?,
+                Prefetched::No,
             )),
             #[cfg(feature = "postgres")]
             Exchange::Shared(db) => {
-                let (attested, generation) = db.attested(session).map_err(KbsError::Store)?;
-                Ok((attested, Some(generation)))
+                let (attested, generation, sealed) =
+                    db.attested(session, path).map_err(KbsError::Store)?;
+                Ok((attested, Some(generation), Prefetched::Sealed(sealed)))
+            }
+        }
+    }
+
+    /// The store generation and, from a database, the sealed resource.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(unused_variables, reason = "only a database reads the resource ahead")
+    )]
+    fn generation_and_resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<(Option<i64>, Prefetched), KbsError> {
+        match &self.exchange {
+            Exchange::Memory(_) => Ok((
+                self.store.generation().map_err(KbsError::Store)?,
+                Prefetched::No,
+            )),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let (generation, sealed) =
+                    db.generation_and_resource(path).map_err(KbsError::Store)?;
+                Ok((Some(generation), Prefetched::Sealed(sealed)))
             }
         }
     }

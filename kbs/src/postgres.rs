@@ -93,6 +93,9 @@ const REFERENCE_VALUES: &str = "reference-values";
 /// A session's TEE and nonce, or why they cannot be taken.
 pub(crate) type TakenNonce = Result<(Tee, String), SessionError>;
 
+/// A session's claims (or why not), the generation and a sealed resource, read together.
+pub(crate) type AttestedRead = (Result<TokenClaims, SessionError>, i64, Option<Vec<u8>>);
+
 /// How to reach the database.
 #[derive(Debug)]
 pub struct PgOptions {
@@ -466,18 +469,23 @@ impl PgStore {
         })
     }
 
-    /// The claims of an attested, live session, with the current generation.
+    /// The claims of an attested, live session (or why not), the current generation and, in
+    /// the same statement, the sealed resource at `path` (opened only once the policy allowed
+    /// it, with [`PgStore::open_resource`]).
     pub(crate) fn attested(
         &self,
         id: &SessionId,
-    ) -> Result<(Result<TokenClaims, SessionError>, i64), StoreError> {
+        path: &ResourcePath,
+    ) -> Result<AttestedRead, StoreError> {
         let id = id.as_str().to_owned();
+        let path = path.to_string();
         self.run(move |db, _| async move {
             let row = db
                 .query_one(
-                    "SELECT s.state, s.claims, s.expires > now(), m.generation \
-                     FROM tsuba_kbs_meta m LEFT JOIN tsuba_kbs_sessions s ON s.id = $1",
-                    &[&id],
+                    "SELECT s.state, s.claims, s.expires > now(), m.generation, r.sealed \
+                     FROM tsuba_kbs_meta m LEFT JOIN tsuba_kbs_sessions s ON s.id = $1 \
+                     LEFT JOIN tsuba_kbs_resources r ON r.path = $2",
+                    &[&id, &path],
                 )
                 .await
                 .map_err(db_error)?;
@@ -485,6 +493,7 @@ impl PgStore {
             let claims: Option<String> = row.get(1);
             let live: Option<bool> = row.get(2);
             let generation: i64 = row.get(3);
+            let sealed: Option<Vec<u8>> = row.get(4);
             let result = match (state, live, claims) {
                 (None, _, _) => Err(SessionError::NotFound),
                 (Some(_), Some(false) | None, _) => Err(SessionError::Expired),
@@ -494,8 +503,37 @@ impl PgStore {
                     })?),
                 _ => Err(SessionError::NotAttested),
             };
-            Ok((result, generation))
+            Ok((result, generation, sealed))
         })
+    }
+
+    /// The current generation and, in the same statement, the sealed resource at `path`.
+    pub(crate) fn generation_and_resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<(i64, Option<Vec<u8>>), StoreError> {
+        let path = path.to_string();
+        self.run(move |db, _| async move {
+            let row = db
+                .query_one(
+                    "SELECT m.generation, r.sealed FROM tsuba_kbs_meta m \
+                     LEFT JOIN tsuba_kbs_resources r ON r.path = $1",
+                    &[&path],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok((row.get(0), row.get(1)))
+        })
+    }
+
+    /// Opens a sealed resource read by [`PgStore::attested`] or
+    /// [`PgStore::generation_and_resource`].
+    pub(crate) fn open_resource(
+        &self,
+        path: &ResourcePath,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        self.inner.keys.open(&resource_name(path), sealed)
     }
 
     /// Remembers an admin token until `exp`; false if it was already remembered (a replay,
