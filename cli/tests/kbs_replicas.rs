@@ -985,3 +985,38 @@ async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_writ
     }
     assert!(acknowledged.len() > 10, "{acknowledged:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nonce_sent_to_three_replicas_at_once_is_taken_once() {
+    let f = fleet(3);
+    provision(&f.replicas[0].url, &f.keys).await;
+    let guest = Guest::new();
+    for _ in 0..5 {
+        let (cookie, nonce) = guest.auth(&f.replicas[0].url).await;
+        let body = guest.attestation(&nonce);
+        let (a, b, c) = tokio::join!(
+            guest.attest(&f.replicas[0].url, &cookie, &body),
+            guest.attest(&f.replicas[1].url, &cookie, &body),
+            guest.attest(&f.replicas[2].url, &cookie, &body),
+        );
+        let mut outcomes: Vec<(u16, String)> = [a, b, c]
+            .iter()
+            .map(|reply| (reply.status, reply.detail()))
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            vec![
+                (200, String::new()),
+                (
+                    401,
+                    "session is not usable: session nonce already used".into()
+                ),
+                (
+                    401,
+                    "session is not usable: session nonce already used".into()
+                ),
+            ]
+        );
+    }
+}
