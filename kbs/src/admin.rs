@@ -122,6 +122,25 @@ impl AdminAuth {
     /// Checks the value of an `Authorization` header at `now` (Unix seconds), and remembers
     /// the token so that it is refused if it comes again before it expires.
     pub fn check(&self, authorization: Option<&str>, now: u64) -> Result<(), AdminAuthError> {
+        let (id, exp) = self.verify(authorization, now)?;
+        self.remember(id, exp, now)
+    }
+
+    /// Remembers an accepted token's identity in this process until `exp`.
+    pub(crate) fn remember(&self, id: [u8; 32], exp: u64, now: u64) -> Result<(), AdminAuthError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(id, exp, now)
+    }
+
+    /// Checks the token's signature and times without remembering it; returns its identity
+    /// and expiry, for a replay set shared by replicas.
+    pub(crate) fn verify(
+        &self,
+        authorization: Option<&str>,
+        now: u64,
+    ) -> Result<([u8; 32], u64), AdminAuthError> {
         let token = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(AdminAuthError::Missing)?
@@ -154,11 +173,7 @@ impl AdminAuth {
             Some(exp) if exp > now && not_before <= now.saturating_add(SKEW) => exp,
             _ => return Err(AdminAuthError::Expired),
         };
-        let id = token_identity(claims.jti.as_deref(), token);
-        self.seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remember(id, exp, now)
+        Ok((token_identity(claims.jti.as_deref(), token), exp))
     }
 }
 

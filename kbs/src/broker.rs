@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -18,8 +18,10 @@ use crate::binding::{BindingDigest, REPORT_DATA_LEN};
 use crate::error::KbsError;
 use crate::jwe::{self, FlattenedJwe};
 use crate::policy::{self, Decision, Policy};
-use crate::session::{NewSession, SessionId, Sessions, client_key};
-use crate::store::{ResourcePath, Store};
+#[cfg(feature = "postgres")]
+use crate::postgres::PgStore;
+use crate::session::{NewSession, SessionError, SessionId, Sessions, client_key};
+use crate::store::{ResourcePath, StateStore, Store, StoreError};
 use crate::token::{self, TokenClaims, TokenSigner};
 use crate::verifier::VerifierSet;
 
@@ -76,14 +78,43 @@ struct Policies {
     resource: Policy,
 }
 
+/// What the broker derives from its store: compiled policies and the token key, as of one
+/// generation of a shared store.
+struct Loaded {
+    /// The shared store's generation these were read at (`None`: a store only this process
+    /// writes, kept current by the admin calls themselves).
+    generation: Option<i64>,
+    policies: Policies,
+    signer: TokenSigner,
+}
+
+/// An attested session's token claims, or why there are none.
+type SessionClaims = Result<TokenClaims, SessionError>;
+
+/// A resource read ahead of the policy decision (still sealed), or not read yet.
+enum Prefetched {
+    No,
+    #[cfg(feature = "postgres")]
+    Sealed(Option<Vec<u8>>),
+}
+
+/// Where sessions and used admin tokens live: in this process, or in the database that every
+/// replica shares.
+enum Exchange {
+    Memory(Sessions),
+    #[cfg(feature = "postgres")]
+    Shared(Arc<PgStore>),
+}
+
 /// A running broker's state.
 pub struct Broker {
     config: BrokerConfig,
     verifiers: VerifierSet,
-    sessions: Sessions,
-    signer: TokenSigner,
-    store: Store,
-    policies: RwLock<Policies>,
+    exchange: Exchange,
+    store: Arc<dyn StateStore>,
+    /// The trust mode the token key must belong to.
+    mode: String,
+    loaded: RwLock<Arc<Loaded>>,
     /// Serialises admin updates so policy recompilation sees a consistent store.
     admin_lock: std::sync::Mutex<()>,
 }
@@ -120,8 +151,41 @@ impl Broker {
     /// Opens the state directory (creating the token key on first start) and loads policies.
     pub fn new(config: BrokerConfig, verifiers: VerifierSet) -> Result<Self, KbsError> {
         let store = Store::open(&config.state_dir).map_err(KbsError::Store)?;
+        let sessions = Sessions::new(
+            config.session_ttl,
+            config.max_sessions,
+            config.max_sessions_per_client,
+        );
+        Self::build(
+            config,
+            verifiers,
+            Arc::new(store),
+            Exchange::Memory(sessions),
+        )
+    }
+
+    /// A replica on a PostgreSQL store shared with other replicas: sessions, nonces and used
+    /// admin tokens live in the database too (`config.state_dir` is not used).
+    #[cfg(feature = "postgres")]
+    pub fn with_postgres(
+        config: BrokerConfig,
+        verifiers: VerifierSet,
+        store: Arc<PgStore>,
+    ) -> Result<Self, KbsError> {
+        let shared: Arc<dyn StateStore> = store.clone();
+        Self::build(config, verifiers, shared, Exchange::Shared(store))
+    }
+
+    fn build(
+        config: BrokerConfig,
+        verifiers: VerifierSet,
+        store: Arc<dyn StateStore>,
+        exchange: Exchange,
+    ) -> Result<Self, KbsError> {
         let mode = trust_mode(&verifiers, &config);
-        let signer = token_signer(&store, &mode)?;
+        ensure_token_key(store.as_ref(), &mode)?;
+        let generation = store.generation().map_err(KbsError::Store)?;
+        let loaded = load(store.as_ref(), &mode, generation)?;
         if verifiers.trust().is_insecure() {
             tracing::warn!(
                 options = ?verifiers.trust().insecure_options(),
@@ -133,20 +197,53 @@ impl Broker {
                 "INSECURE: the default resource policy releases resources to simulated guests"
             );
         }
-        let policies = load_policies(&store)?;
         Ok(Self {
-            sessions: Sessions::new(
-                config.session_ttl,
-                config.max_sessions,
-                config.max_sessions_per_client,
-            ),
             config,
             verifiers,
-            signer,
+            exchange,
             store,
-            policies: RwLock::new(policies),
+            mode,
+            loaded: RwLock::new(Arc::new(loaded)),
             admin_lock: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether the broker can serve now: its store is reachable (and, for a database,
+    /// migrated to this broker's schema).
+    pub fn ready(&self) -> Result<(), KbsError> {
+        self.store.check_ready().map_err(KbsError::NotReady)
+    }
+
+    /// Policies and token key as of `generation` of a shared store: what is loaded, or, when the
+    /// store has moved on, freshly read from it. Never older than `generation`.
+    fn current(&self, generation: Option<i64>) -> Result<Arc<Loaded>, KbsError> {
+        let loaded = Arc::clone(&self.read_loaded());
+        match generation {
+            Some(generation) if loaded.generation != Some(generation) => {
+                let fresh = Arc::new(load(self.store.as_ref(), &self.mode, Some(generation))?);
+                *self.write_loaded() = Arc::clone(&fresh);
+                tracing::info!(
+                    generation,
+                    "shared state changed: policies and token key reloaded"
+                );
+                Ok(fresh)
+            }
+            _ => Ok(loaded),
+        }
+    }
+
+    /// What is current now.
+    fn current_now(&self) -> Result<Arc<Loaded>, KbsError> {
+        let generation = self.store.generation().map_err(KbsError::Store)?;
+        self.current(generation)
+    }
+
+    /// After an admin change: reload from the store.
+    fn reload_after_change(&self) -> Result<(), KbsError> {
+        let generation = self.store.generation().map_err(KbsError::Store)?;
+        let fresh = Arc::new(load(self.store.as_ref(), &self.mode, generation)?);
+        *self.write_loaded() = fresh;
+        Ok(())
     }
 
     /// `POST /kbs/v0/auth` from `client` (the peer's address, when the transport knows it).
@@ -165,14 +262,33 @@ impl Broker {
         if !self.verifiers.accepts(tee) {
             return Err(unsupported());
         }
-        let session = self
-            .sessions
-            .create(tee, client_key(client), Instant::now())
-            .map_err(KbsError::Session)?;
+        let session = match &self.exchange {
+            Exchange::Memory(sessions) => sessions
+                .create(tee, client_key(client), Instant::now())
+                .map_err(KbsError::Session)?,
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let session = NewSession {
+                    id: SessionId::generate(),
+                    nonce: crate::session::fresh_nonce(),
+                };
+                db.create_session(
+                    &session.id,
+                    tee,
+                    &session.nonce,
+                    client_key(client),
+                    self.config.session_ttl,
+                    self.config.max_sessions_per_client,
+                )
+                .map_err(KbsError::Store)?
+                .map_err(KbsError::Session)?;
+                session
+            }
+        };
         let challenge = serde_json::json!({"nonce": session.nonce, "extra-params": ""});
         Ok(AuthResponse {
             session,
-            expires: SystemTime::now() + self.sessions.ttl(),
+            expires: SystemTime::now() + self.config.session_ttl,
             challenge,
         })
     }
@@ -183,10 +299,19 @@ impl Broker {
         let raw: Value = serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
         let attestation = Attestation::deserialize(&raw).map_err(KbsError::MalformedRequest)?;
         // The nonce is gone from the session from here on, whatever happens next.
-        let (tee, nonce) = self
-            .sessions
-            .take_nonce(session, Instant::now())
-            .map_err(KbsError::Session)?;
+        let ((tee, nonce), generation) = match &self.exchange {
+            Exchange::Memory(sessions) => (
+                sessions
+                    .take_nonce(session, Instant::now())
+                    .map_err(KbsError::Session)?,
+                self.store.generation().map_err(KbsError::Store)?,
+            ),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let (taken, generation) = db.take_nonce(session).map_err(KbsError::Store)?;
+                (taken.map_err(KbsError::Session)?, Some(generation))
+            }
+        };
         if attestation.runtime_data.nonce != nonce {
             return Err(KbsError::NonceMismatch);
         }
@@ -219,8 +344,9 @@ impl Broker {
             "expected_report_data": expected_report_data,
             "init_data": init_data_input(attestation.init_data.as_ref()),
         });
-        let decision = self
-            .read_policies()
+        let loaded = self.current(generation)?;
+        let decision = loaded
+            .policies
             .attestation
             .evaluate(input)
             .map_err(KbsError::PolicyEval)?;
@@ -238,9 +364,18 @@ impl Broker {
             tee_pubkey: raw_key.clone(),
             claims: claims_json,
         };
-        let token = self.signer.issue(&token_claims).map_err(KbsError::Issue)?;
+        let token = loaded
+            .signer
+            .issue(&token_claims)
+            .map_err(KbsError::Issue)?;
+        match &self.exchange {
+            Exchange::Memory(sessions) => sessions.set_attested(session, token_claims),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => db
+                .set_attested(session, &token_claims)
+                .map_err(KbsError::Store)?,
+        }
         tracing::info!(tee = %claims.tee, simulated, measurement = %claims.measurement, "attestation affirmed");
-        self.sessions.set_attested(session, token_claims);
         Ok(token)
     }
 
@@ -252,20 +387,27 @@ impl Broker {
         authorization: Option<&str>,
         path: &ResourcePath,
     ) -> Result<FlattenedJwe, KbsError> {
-        let claims = match (authorization, session) {
+        // With a database, the session (or generation) and the sealed resource are read in one
+        // statement: the policy applied is the one current when the resource was read.
+        let (claims, loaded, prefetched) = match (authorization, session) {
             (Some(header), _) => {
                 let token = header
                     .strip_prefix("Bearer ")
                     .ok_or(KbsError::TokenNotFound)?
                     .trim();
-                self.signer
+                let (generation, prefetched) = self.generation_and_resource(path)?;
+                let loaded = self.current(generation)?;
+                let claims = loaded
+                    .signer
                     .verify(token, unix(SystemTime::now()))
-                    .map_err(KbsError::Token)?
+                    .map_err(KbsError::Token)?;
+                (claims, loaded, prefetched)
             }
-            (None, Some(session)) => self
-                .sessions
-                .attested(session, Instant::now())
-                .map_err(|_| KbsError::TokenNotFound)?,
+            (None, Some(session)) => {
+                let (attested, generation, prefetched) = self.attested_session(session, path)?;
+                let claims = attested.map_err(|_| KbsError::TokenNotFound)?;
+                (claims, self.current(generation)?, prefetched)
+            }
             (None, None) => return Err(KbsError::TokenNotFound),
         };
         let input = serde_json::json!({
@@ -275,31 +417,105 @@ impl Broker {
             "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
             "broker": {"insecure_release_to_simulated": self.config.insecure_release_to_simulated},
         });
-        let decision = self
-            .read_policies()
+        let decision = loaded
+            .policies
             .resource
             .evaluate(input)
             .map_err(KbsError::PolicyEval)?;
         if let Decision::Deny(reasons) = decision {
             return Err(KbsError::PolicyDeny { reasons });
         }
-        let bytes = self
-            .store
-            .resource(path)
-            .map_err(KbsError::Store)?
-            .ok_or(KbsError::ResourceNotFound)?;
+        let bytes = match prefetched {
+            Prefetched::No => self.store.resource(path),
+            #[cfg(feature = "postgres")]
+            Prefetched::Sealed(None) => Ok(None),
+            #[cfg(feature = "postgres")]
+            Prefetched::Sealed(Some(sealed)) => match &self.exchange {
+                Exchange::Shared(db) => db.open_resource(path, &sealed).map(Some),
+                Exchange::Memory(_) => self.store.resource(path),
+            },
+        }
+        .map_err(KbsError::Store)?
+        .ok_or(KbsError::ResourceNotFound)?;
         let key = TeePubKey::deserialize(&claims.tee_pubkey).map_err(KbsError::MalformedRequest)?;
         let jwe = jwe::encrypt(&key, &bytes).map_err(KbsError::Encrypt)?;
         tracing::info!(resource = %path, tee = %claims.tee, "resource released");
         Ok(jwe)
     }
 
-    /// Checks an admin request's `Authorization` header.
+    /// The claims of an attested session (or why not), with the store generation and, from a
+    /// database, the sealed resource.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(unused_variables, reason = "only a database reads the resource ahead")
+    )]
+    fn attested_session(
+        &self,
+        session: &SessionId,
+        path: &ResourcePath,
+    ) -> Result<(SessionClaims, Option<i64>, Prefetched), KbsError> {
+        match &self.exchange {
+            Exchange::Memory(sessions) => Ok((
+                sessions.attested(session, Instant::now()),
+                self.store.generation().map_err(KbsError::Store)?,
+                Prefetched::No,
+            )),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let (attested, generation, sealed) =
+                    db.attested(session, path).map_err(KbsError::Store)?;
+                Ok((attested, Some(generation), Prefetched::Sealed(sealed)))
+            }
+        }
+    }
+
+    /// The store generation and, from a database, the sealed resource.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(unused_variables, reason = "only a database reads the resource ahead")
+    )]
+    fn generation_and_resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<(Option<i64>, Prefetched), KbsError> {
+        match &self.exchange {
+            Exchange::Memory(_) => Ok((
+                self.store.generation().map_err(KbsError::Store)?,
+                Prefetched::No,
+            )),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let (generation, sealed) =
+                    db.generation_and_resource(path).map_err(KbsError::Store)?;
+                Ok((Some(generation), Prefetched::Sealed(sealed)))
+            }
+        }
+    }
+
+    /// Checks an admin request's `Authorization` header. A token is accepted once: by this
+    /// process, or by all replicas of a shared store.
     pub fn check_admin(&self, authorization: Option<&str>) -> Result<(), KbsError> {
-        self.config
-            .admin
-            .check(authorization, unix(SystemTime::now()))
-            .map_err(KbsError::AdminAuth)
+        let now = unix(SystemTime::now());
+        match &self.exchange {
+            Exchange::Memory(_) => self
+                .config
+                .admin
+                .check(authorization, now)
+                .map_err(KbsError::AdminAuth),
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => {
+                let (id, exp) = self
+                    .config
+                    .admin
+                    .verify(authorization, now)
+                    .map_err(KbsError::AdminAuth)?;
+                if db.remember_admin_token(id, exp).map_err(KbsError::Store)? {
+                    Ok(())
+                } else {
+                    Err(KbsError::AdminAuth(crate::AdminAuthError::Replayed))
+                }
+            }
+        }
     }
 
     /// Stores a resource (admin).
@@ -317,13 +533,22 @@ impl Broker {
         Ok(paths.iter().map(ToString::to_string).collect())
     }
 
-    /// The current policy text (admin).
+    /// The policy text this replica has loaded.
     pub fn policy(&self, kind: PolicyKind) -> String {
-        let policies = self.read_policies();
+        let loaded = self.read_loaded();
         match kind {
-            PolicyKind::Attestation => policies.attestation.text().to_owned(),
-            PolicyKind::Resource => policies.resource.text().to_owned(),
+            PolicyKind::Attestation => loaded.policies.attestation.text().to_owned(),
+            PolicyKind::Resource => loaded.policies.resource.text().to_owned(),
         }
+    }
+
+    /// The current policy text (admin): of a shared store, as it is now.
+    pub fn current_policy(&self, kind: PolicyKind) -> Result<String, KbsError> {
+        let loaded = self.current_now()?;
+        Ok(match kind {
+            PolicyKind::Attestation => loaded.policies.attestation.text().to_owned(),
+            PolicyKind::Resource => loaded.policies.resource.text().to_owned(),
+        })
     }
 
     /// Replaces a policy (admin). The policy is compiled before it is stored.
@@ -333,17 +558,9 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let refs = self.store.reference_values().map_err(KbsError::Store)?;
-        let compiled = Policy::compile(text, &refs).map_err(KbsError::InvalidPolicy)?;
-        match kind {
-            PolicyKind::Attestation => self.store.set_attestation_policy(text),
-            PolicyKind::Resource => self.store.set_resource_policy(text),
-        }
-        .map_err(KbsError::Store)?;
-        let mut policies = self.write_policies();
-        match kind {
-            PolicyKind::Attestation => policies.attestation = compiled,
-            PolicyKind::Resource => policies.resource = compiled,
-        }
+        Policy::compile(text, &refs).map_err(KbsError::InvalidPolicy)?;
+        self.store.set_policy(kind, text).map_err(KbsError::Store)?;
+        self.reload_after_change()?;
         tracing::info!(?kind, "policy replaced");
         Ok(())
     }
@@ -365,20 +582,19 @@ impl Broker {
         self.store
             .set_reference_values(values)
             .map_err(KbsError::Store)?;
-        let policies = load_policies(&self.store)?;
-        *self.write_policies() = policies;
+        self.reload_after_change()?;
         tracing::info!(names = values.len(), "reference values replaced");
         Ok(())
     }
 
-    fn read_policies(&self) -> std::sync::RwLockReadGuard<'_, Policies> {
-        self.policies
+    fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, Arc<Loaded>> {
+        self.loaded
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write_policies(&self) -> std::sync::RwLockWriteGuard<'_, Policies> {
-        self.policies
+    fn write_loaded(&self) -> std::sync::RwLockWriteGuard<'_, Arc<Loaded>> {
+        self.loaded
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -398,34 +614,72 @@ fn trust_mode(verifiers: &VerifierSet, config: &BrokerConfig) -> String {
     }
 }
 
-/// The stored token signing key if it was made in `mode`; otherwise a new key, stored with
-/// `mode`, so that every token issued in another trust mode is refused from now on.
-fn token_signer(store: &Store, mode: &str) -> Result<TokenSigner, KbsError> {
-    let stored_mode = store.token_mode().map_err(KbsError::Store)?;
-    let key = store.token_key().map_err(KbsError::Store)?;
-    if let (Some(pem), Some(stored)) = (&key, &stored_mode)
-        && stored == mode
-    {
-        return TokenSigner::from_pkcs8_pem(pem).map_err(KbsError::Issue);
-    }
-    if key.is_some() {
-        tracing::warn!(
-            from = stored_mode.as_deref().unwrap_or("unknown"),
+/// Makes sure the store holds a token signing key made in `mode`: keeps the stored one if so,
+/// otherwise stores a new key with `mode`, so that every token issued in another trust mode is
+/// refused from now on.
+fn ensure_token_key(store: &dyn StateStore, mode: &str) -> Result<(), KbsError> {
+    let stored = store.token_key().map_err(KbsError::Store)?;
+    match &stored {
+        Some((_, stored_mode)) if stored_mode == mode => return Ok(()),
+        Some((_, stored_mode)) => tracing::warn!(
+            from = stored_mode.as_str(),
             to = mode,
             "trust mode changed: new token signing key, tokens issued before are no longer accepted"
-        );
+        ),
+        None => {}
     }
     let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
     let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
-    store.set_token_key(&pem).map_err(KbsError::Store)?;
-    store.set_token_mode(mode).map_err(KbsError::Store)?;
-    Ok(signer)
+    store.set_token_key(&pem, mode).map_err(KbsError::Store)
 }
 
-fn load_policies(store: &Store) -> Result<Policies, KbsError> {
+/// Replaces the stored token signing key with a new one of the same trust mode (`tsuba kbs
+/// rotate-token-key`). Replicas on a shared store pick it up with their next request; tokens
+/// signed with the old key are refused from then on, and clients attest again.
+pub fn rotate_token_key(store: &dyn StateStore) -> Result<(), KbsError> {
+    let Some((_, mode)) = store.token_key().map_err(KbsError::Store)? else {
+        return Err(KbsError::Store(StoreError::Malformed {
+            what: "token key (missing: start a broker on this store first)".into(),
+        }));
+    };
+    let signer = TokenSigner::generate().map_err(KbsError::Issue)?;
+    let pem = signer.to_pkcs8_pem().map_err(KbsError::Issue)?;
+    store.set_token_key(&pem, &mode).map_err(KbsError::Store)
+}
+
+/// Reads policies and the token key (which must belong to `mode`) from the store.
+fn load(store: &dyn StateStore, mode: &str, generation: Option<i64>) -> Result<Loaded, KbsError> {
+    let signer = match store.token_key().map_err(KbsError::Store)? {
+        Some((pem, stored)) if stored == mode => {
+            TokenSigner::from_pkcs8_pem(&pem).map_err(KbsError::Issue)?
+        }
+        Some((_, stored)) => {
+            return Err(KbsError::Store(StoreError::TrustModeMismatch {
+                stored,
+                ours: mode.into(),
+            }));
+        }
+        None => {
+            return Err(KbsError::Store(StoreError::Malformed {
+                what: "token key (missing)".into(),
+            }));
+        }
+    };
+    Ok(Loaded {
+        generation,
+        policies: load_policies(store)?,
+        signer,
+    })
+}
+
+fn load_policies(store: &dyn StateStore) -> Result<Policies, KbsError> {
     let refs = store.reference_values().map_err(KbsError::Store)?;
-    let attestation = store.attestation_policy().map_err(KbsError::Store)?;
-    let resource = store.resource_policy().map_err(KbsError::Store)?;
+    let attestation = store
+        .policy(PolicyKind::Attestation)
+        .map_err(KbsError::Store)?;
+    let resource = store
+        .policy(PolicyKind::Resource)
+        .map_err(KbsError::Store)?;
     let compile = |text: Option<String>, default: &str| {
         Policy::compile(text.as_deref().unwrap_or(default), &refs).map_err(KbsError::PolicyEval)
     };

@@ -93,6 +93,9 @@ pub enum KbsError {
     /// The broker's storage failed.
     #[error("storage failed")]
     Store(#[source] StoreError),
+    /// The broker cannot serve now (`GET /ready`): its store is unreachable or not migrated.
+    #[error("not ready")]
+    NotReady(#[source] StoreError),
     /// Encrypting the resource failed.
     #[error("resource encryption failed")]
     Encrypt(#[source] JweError),
@@ -148,6 +151,10 @@ impl KbsError {
             E::AdminAuth(_) => (StatusCode::UNAUTHORIZED, "AdminAuth"),
             E::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "InvalidPolicy"),
             E::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "NotReady"),
+            E::Store(StoreError::Unavailable { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable")
+            }
             E::PolicyEval(_) | E::Store(_) | E::Encrypt(_) | E::Issue(_) | E::Task(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }
@@ -155,11 +162,17 @@ impl KbsError {
     }
 
     /// The message with its chain of causes. Internal errors say only what failed: their causes
-    /// (paths, crypto details) are logged, not sent.
+    /// (paths, crypto details) are logged, not sent; an unreachable database (503) says why, so
+    /// that the client knows to retry elsewhere or later.
     fn detail(&self) -> String {
         let mut detail = self.to_string();
         let (status, _) = self.status_and_type();
-        if !status.is_server_error() {
+        let says_why = matches!(
+            self,
+            KbsError::Store(StoreError::Unavailable { .. })
+                | KbsError::NotReady(StoreError::Unavailable { .. })
+        );
+        if !status.is_server_error() || says_why {
             let mut source = std::error::Error::source(self);
             while let Some(cause) = source {
                 detail.push_str(": ");
@@ -223,6 +236,22 @@ mod tests {
             refused.detail(),
             "evidence verification failed: snp report refused: milan reported tcb snp svn 8 is \
              below the minimum 9"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_store_is_503_with_its_reason() {
+        let down = KbsError::Store(StoreError::Unavailable {
+            reason: "error connecting to server: Connection refused (os error 111)".into(),
+        });
+        assert_eq!(
+            down.status_and_type(),
+            (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable")
+        );
+        assert_eq!(
+            down.detail(),
+            "storage failed: state database is unavailable: error connecting to server: \
+             Connection refused (os error 111)"
         );
     }
 

@@ -12,18 +12,28 @@
 //! crate's report form with its certificate list; the quote with its event log). Admin tokens
 //! are single-use within their lifetime. The router serves per-endpoint request counts, failures
 //! by status class and latency histograms at `GET /metrics` (Prometheus text), and
-//! [`RunningServer::run_until`] stops the server gracefully on a signal.
+//! [`RunningServer::run_until`] stops the server gracefully on a signal. `GET /health` answers
+//! while the process runs, `GET /ready` only while its store can serve.
+//!
+//! State lives behind [`StateStore`]: a local folder ([`FolderStore`], the default) or, with the
+//! `postgres` feature, a PostgreSQL database shared by any number of replicas (`PgStore`), where
+//! sessions, nonces and used admin tokens live too, so that any step of the exchange can land
+//! on any replica.
 
 #![forbid(unsafe_code)]
 
 mod admin;
 mod admin_client;
+#[cfg(feature = "postgres")]
+mod at_rest;
 mod binding;
 mod broker;
 mod error;
 mod http;
 mod jwe;
 mod policy;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod server;
 mod session;
 mod setup;
@@ -33,18 +43,22 @@ mod verifier;
 
 pub use admin::{AdminAuth, AdminAuthError, sign_admin_token};
 pub use admin_client::{AdminClient, AdminClientError, generate_admin_key};
+#[cfg(feature = "postgres")]
+pub use at_rest::{AtRestKeyError, AtRestKeys};
 pub use binding::{BindingDigest, REPORT_DATA_LEN};
-pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind};
+pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind, rotate_token_key};
 pub use error::KbsError;
 pub use http::{HttpLimits, router};
 pub use jwe::{FlattenedJwe, JweError};
 /// TEE types of the KBS protocol (re-exported from `kbs-types`).
 pub use kbs_types::Tee;
 pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION};
 pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
 pub use setup::{SetupError, SnpTcbOption, VerifierOptions, build_verifiers};
-pub use store::{ResourcePath, StoreError};
+pub use store::{ResourcePath, StateStore, Store as FolderStore, StoreError, copy_state};
 pub use token::{TokenClaims, TokenError};
 pub use verifier::{
     Claims, EvidenceTrust, SimulatedRootsRefused, SnpCrlError, SnpMinTcbError, SnpProduct,

@@ -28,7 +28,7 @@ pub(crate) const COOKIE_NAME: &str = "kbs-session-id";
 pub struct SessionId(String);
 
 impl SessionId {
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let mut bytes = [0u8; 16];
         OsRng.fill_bytes(&mut bytes);
         Self(hex::encode(bytes))
@@ -96,6 +96,13 @@ pub(crate) fn client_key(addr: Option<IpAddr>) -> ClientKey {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
     })
+}
+
+/// A fresh challenge nonce: standard base64 of 32 random bytes.
+pub(crate) fn fresh_nonce() -> String {
+    let mut nonce = [0u8; 32];
+    OsRng.fill_bytes(&mut nonce);
+    STANDARD.encode(nonce)
 }
 
 /// A new session: its id, the nonce of its challenge and when it expires.
@@ -199,11 +206,6 @@ impl Sessions {
         }
     }
 
-    /// How long a session lives.
-    pub(crate) fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// Starts a session for `tee` with a fresh nonce, asked for by `client`. A client with
     /// `max_per_client` sessions waiting for attestation gets none; when the table is full, the
     /// oldest session waiting for attestation (of any client) makes room, never an attested
@@ -214,9 +216,7 @@ impl Sessions {
         client: ClientKey,
         now: Instant,
     ) -> Result<NewSession, SessionError> {
-        let mut nonce = [0u8; 32];
-        OsRng.fill_bytes(&mut nonce);
-        let nonce = STANDARD.encode(nonce);
+        let nonce = fresh_nonce();
         let id = SessionId::generate();
         let mut table = self.lock();
         if table.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {

@@ -1,7 +1,10 @@
 //! Persistent state of the broker: resources, reference values, policies and the token signing
-//! key, as files under one directory. Every write is atomic (temporary file in the same directory,
-//! fsync, rename, fsync of the directory), so a broker killed at any moment leaves either the old
-//! or the new content, never a torn file.
+//! key, behind one trait ([`StateStore`]) with two backends: a local folder ([`Store`], the
+//! embedded default) and PostgreSQL (`crate::postgres`, feature `postgres`, shared by replicas).
+//!
+//! In the folder every write is atomic (temporary file in the same directory, fsync, rename,
+//! fsync of the directory), so a broker killed at any moment leaves either the old or the new
+//! content, never a torn file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,6 +27,55 @@ const RESOURCES: &str = "resources";
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The state database cannot be reached or did not answer in time: the request is refused
+    /// (503) rather than answered from partial state.
+    #[error("state database is unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong, without credentials.
+        reason: String,
+    },
+    /// The database holds a schema newer than this broker knows.
+    #[error(
+        "database schema version {found} is newer than this broker's {known}: run a broker \
+         release that knows it"
+    )]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i32,
+        /// The newest version this broker knows.
+        known: i32,
+    },
+    /// A database statement failed.
+    #[cfg(feature = "postgres")]
+    #[error("database statement failed")]
+    Database(#[source] tokio_postgres::Error),
+    /// The database URL or its TLS settings are not usable.
+    #[error("database configuration is not usable: {0}")]
+    DatabaseConfig(String),
+    /// A stored value could not be opened with the at-rest keys.
+    #[error("stored {what} cannot be decrypted with the configured at-rest keys")]
+    Sealed {
+        /// Which value.
+        what: String,
+    },
+    /// A stored value is not what this broker wrote.
+    #[error("stored {what} is malformed")]
+    Malformed {
+        /// Which value.
+        what: String,
+    },
+    /// The token signing key in the shared store belongs to another trust mode: replicas run
+    /// with different insecure options.
+    #[error(
+        "the shared token key was made for trust mode {stored:?}, this replica runs {ours:?}: \
+         give every replica the same insecure options"
+    )]
+    TrustModeMismatch {
+        /// The stored key's mode.
+        stored: String,
+        /// This replica's mode.
+        ours: String,
+    },
     /// A file system operation failed.
     #[error("{op} {path}")]
     Io {
@@ -111,9 +163,68 @@ impl std::fmt::Display for ResourcePath {
     }
 }
 
+use crate::broker::PolicyKind;
+
+/// Where the broker's persistent state lives. Every method is synchronous (the PostgreSQL
+/// backend runs its queries on its own runtime, bounded in time); call them off the async I/O
+/// threads.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The stored token signing key (PKCS#8 PEM) and the trust mode it was made for, if any.
+    fn token_key(&self) -> Result<Option<(zeroize::Zeroizing<String>, String)>, StoreError>;
+    /// Stores the token signing key with its trust mode (one change as seen by readers).
+    fn set_token_key(&self, pem: &str, mode: &str) -> Result<(), StoreError>;
+    /// The reference values (name → accepted values).
+    fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError>;
+    /// Replaces the reference values.
+    fn set_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), StoreError>;
+    /// A stored policy, if one was set.
+    fn policy(&self, kind: PolicyKind) -> Result<Option<String>, StoreError>;
+    /// Stores a policy.
+    fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), StoreError>;
+    /// A resource's bytes, if it exists; wiped from memory when dropped.
+    fn resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError>;
+    /// Stores a resource.
+    fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Lists stored resource paths, sorted.
+    fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError>;
+    /// For a store shared by replicas: a number that changes with every change of policies,
+    /// reference values or the token key, so that a replica knows when to reload them. `None`
+    /// for a store only this process writes.
+    fn generation(&self) -> Result<Option<i64>, StoreError>;
+    /// Whether the store can serve requests now (reachable, schema migrated).
+    fn check_ready(&self) -> Result<(), StoreError>;
+}
+
+/// Copies every resource, both policies, the reference values and the token key from `from`
+/// to `to` (`tsuba kbs export` / `import`). Returns the number of resources copied.
+pub fn copy_state(from: &dyn StateStore, to: &dyn StateStore) -> Result<usize, StoreError> {
+    let paths = from.list_resources()?;
+    for path in &paths {
+        if let Some(bytes) = from.resource(path)? {
+            to.set_resource(path, &bytes)?;
+        }
+    }
+    for kind in [PolicyKind::Attestation, PolicyKind::Resource] {
+        if let Some(text) = from.policy(kind)? {
+            to.set_policy(kind, &text)?;
+        }
+    }
+    to.set_reference_values(&from.reference_values()?)?;
+    if let Some((pem, mode)) = from.token_key()? {
+        to.set_token_key(&pem, &mode)?;
+    }
+    Ok(paths.len())
+}
+
 /// The broker's state directory.
 #[derive(Debug, Clone)]
-pub(crate) struct Store {
+pub struct Store {
     root: PathBuf,
 }
 
@@ -121,7 +232,7 @@ impl Store {
     /// Opens (creating if needed) the state directory at `root`. The directory and its
     /// `resources` folder are made private (mode 0700) whatever the umask, and an existing
     /// state directory is narrowed to 0700: it holds the token key and the resources.
-    pub(crate) fn open(root: &Path) -> Result<Self, StoreError> {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
         let resources = root.join(RESOURCES);
@@ -146,116 +257,10 @@ impl Store {
         Ok(Self { root: root.into() })
     }
 
-    /// The stored token signing key (PKCS#8 PEM), if any.
-    pub(crate) fn token_key(&self) -> Result<Option<String>, StoreError> {
-        self.read_string(&self.root.join(TOKEN_KEY))
-    }
-
-    /// Stores the token signing key.
-    pub(crate) fn set_token_key(&self, pem: &str) -> Result<(), StoreError> {
-        write_atomic(&self.root.join(TOKEN_KEY), pem.as_bytes())
-    }
-
-    /// The trust mode the token signing key was made for, if recorded.
-    pub(crate) fn token_mode(&self) -> Result<Option<String>, StoreError> {
+    fn token_mode(&self) -> Result<Option<String>, StoreError> {
         Ok(self
             .read_string(&self.root.join(TOKEN_MODE))?
             .map(|mode| mode.trim().to_owned()))
-    }
-
-    /// Records the trust mode of the token signing key (after the key is stored).
-    pub(crate) fn set_token_mode(&self, mode: &str) -> Result<(), StoreError> {
-        write_atomic(&self.root.join(TOKEN_MODE), mode.as_bytes())
-    }
-
-    /// The reference values (name → accepted values).
-    pub(crate) fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
-        match self.read_string(&self.root.join(REFERENCE_VALUES))? {
-            Some(text) => serde_json::from_str(&text).map_err(StoreError::ReferenceValues),
-            None => Ok(BTreeMap::new()),
-        }
-    }
-
-    /// Replaces the reference values.
-    pub(crate) fn set_reference_values(
-        &self,
-        values: &BTreeMap<String, Vec<String>>,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(values).map_err(StoreError::ReferenceValues)?;
-        write_atomic(&self.root.join(REFERENCE_VALUES), &json)
-    }
-
-    /// The stored attestation policy, if one was set.
-    pub(crate) fn attestation_policy(&self) -> Result<Option<String>, StoreError> {
-        self.read_string(&self.root.join(ATTESTATION_POLICY))
-    }
-
-    /// Stores the attestation policy.
-    pub(crate) fn set_attestation_policy(&self, text: &str) -> Result<(), StoreError> {
-        write_atomic(&self.root.join(ATTESTATION_POLICY), text.as_bytes())
-    }
-
-    /// The stored resource policy, if one was set.
-    pub(crate) fn resource_policy(&self) -> Result<Option<String>, StoreError> {
-        self.read_string(&self.root.join(RESOURCE_POLICY))
-    }
-
-    /// Stores the resource policy.
-    pub(crate) fn set_resource_policy(&self, text: &str) -> Result<(), StoreError> {
-        write_atomic(&self.root.join(RESOURCE_POLICY), text.as_bytes())
-    }
-
-    /// A resource's bytes, if it exists; wiped from memory when dropped.
-    pub(crate) fn resource(
-        &self,
-        path: &ResourcePath,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
-        let file = self.resource_file(path);
-        match fs::read(&file) {
-            Ok(bytes) => Ok(Some(zeroize::Zeroizing::new(bytes))),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io {
-                op: "read",
-                path: file,
-                source,
-            }),
-        }
-    }
-
-    /// Stores a resource.
-    pub(crate) fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), StoreError> {
-        if bytes.len() > MAX_RESOURCE_LEN {
-            return Err(StoreError::ResourceTooLarge);
-        }
-        let file = self.resource_file(path);
-        if let Some(dir) = file.parent() {
-            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
-                .create(dir)
-                .map_err(|source| StoreError::Io {
-                    op: "create directory",
-                    path: dir.into(),
-                    source,
-                })?;
-        }
-        write_atomic(&file, bytes)
-    }
-
-    /// Lists stored resource paths.
-    pub(crate) fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError> {
-        let mut out = Vec::new();
-        let root = self.root.join(RESOURCES);
-        for repo in read_dir_names(&root)? {
-            for kind in read_dir_names(&root.join(&repo))? {
-                for tag in read_dir_names(&root.join(&repo).join(&kind))? {
-                    // Skip temporary files of interrupted writes and anything not a valid path.
-                    if let Ok(path) = ResourcePath::new(&repo, &kind, &tag) {
-                        out.push(path);
-                    }
-                }
-            }
-        }
-        out.sort_by_key(ToString::to_string);
-        Ok(out)
     }
 
     fn resource_file(&self, path: &ResourcePath) -> PathBuf {
@@ -276,6 +281,120 @@ impl Store {
                 source,
             }),
         }
+    }
+}
+
+impl StateStore for Store {
+    fn token_key(&self) -> Result<Option<(zeroize::Zeroizing<String>, String)>, StoreError> {
+        let key = self.read_string(&self.root.join(TOKEN_KEY))?;
+        let mode = self.token_mode()?;
+        Ok(key.map(|pem| {
+            (
+                zeroize::Zeroizing::new(pem),
+                mode.unwrap_or_else(|| "unknown".into()),
+            )
+        }))
+    }
+
+    /// The mode is written after the key: a broker killed in between finds the old mode and
+    /// makes a new key, never the new key under the old mode's name.
+    fn set_token_key(&self, pem: &str, mode: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(TOKEN_KEY), pem.as_bytes())?;
+        write_atomic(&self.root.join(TOKEN_MODE), mode.as_bytes())
+    }
+
+    fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        match self.read_string(&self.root.join(REFERENCE_VALUES))? {
+            Some(text) => serde_json::from_str(&text).map_err(StoreError::ReferenceValues),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    fn set_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(values).map_err(StoreError::ReferenceValues)?;
+        write_atomic(&self.root.join(REFERENCE_VALUES), &json)
+    }
+
+    fn policy(&self, kind: PolicyKind) -> Result<Option<String>, StoreError> {
+        self.read_string(&self.root.join(policy_file(kind)))
+    }
+
+    fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), StoreError> {
+        write_atomic(&self.root.join(policy_file(kind)), text.as_bytes())
+    }
+
+    fn resource(
+        &self,
+        path: &ResourcePath,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
+        let file = self.resource_file(path);
+        match fs::read(&file) {
+            Ok(bytes) => Ok(Some(zeroize::Zeroizing::new(bytes))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                op: "read",
+                path: file,
+                source,
+            }),
+        }
+    }
+
+    fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.len() > MAX_RESOURCE_LEN {
+            return Err(StoreError::ResourceTooLarge);
+        }
+        let file = self.resource_file(path);
+        if let Some(dir) = file.parent() {
+            std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+                .create(dir)
+                .map_err(|source| StoreError::Io {
+                    op: "create directory",
+                    path: dir.into(),
+                    source,
+                })?;
+        }
+        write_atomic(&file, bytes)
+    }
+
+    fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError> {
+        let mut out = Vec::new();
+        let root = self.root.join(RESOURCES);
+        for repo in read_dir_names(&root)? {
+            for kind in read_dir_names(&root.join(&repo))? {
+                for tag in read_dir_names(&root.join(&repo).join(&kind))? {
+                    // Skip temporary files of interrupted writes and anything not a valid path.
+                    if let Ok(path) = ResourcePath::new(&repo, &kind, &tag) {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(ToString::to_string);
+        Ok(out)
+    }
+
+    fn generation(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    fn check_ready(&self) -> Result<(), StoreError> {
+        fs::metadata(self.root.join(RESOURCES))
+            .map(|_| ())
+            .map_err(|source| StoreError::Io {
+                op: "stat",
+                path: self.root.join(RESOURCES),
+                source,
+            })
+    }
+}
+
+fn policy_file(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::Attestation => ATTESTATION_POLICY,
+        PolicyKind::Resource => RESOURCE_POLICY,
     }
 }
 
@@ -357,18 +476,20 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             store.set_resource(&path, b"v1").unwrap();
             store.set_resource(&path, b"v2").unwrap();
-            store.set_token_key("pem").unwrap();
-            store.set_attestation_policy("a").unwrap();
-            store.set_resource_policy("r").unwrap();
+            store.set_token_key("pem", "secure").unwrap();
+            store.set_policy(PolicyKind::Attestation, "a").unwrap();
+            store.set_policy(PolicyKind::Resource, "r").unwrap();
             store
                 .set_reference_values(&BTreeMap::from([("measurement".into(), vec!["ab".into()])]))
                 .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.resource(&path).unwrap().unwrap().as_slice(), b"v2");
-        assert_eq!(store.token_key().unwrap().unwrap(), "pem");
-        assert_eq!(store.attestation_policy().unwrap().unwrap(), "a");
-        assert_eq!(store.resource_policy().unwrap().unwrap(), "r");
+        let (pem, mode) = store.token_key().unwrap().unwrap();
+        assert_eq!((pem.as_str(), mode.as_str()), ("pem", "secure"));
+        assert_eq!(store.policy(PolicyKind::Attestation).unwrap().unwrap(), "a");
+        assert_eq!(store.policy(PolicyKind::Resource).unwrap().unwrap(), "r");
+        assert_eq!(store.generation().unwrap(), None);
         assert_eq!(
             store.reference_values().unwrap()["measurement"],
             vec!["ab".to_owned()]

@@ -829,3 +829,31 @@ async fn replayed_admin_token_is_refused_and_a_fresh_one_accepted() {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn health_is_liveness_and_ready_follows_the_store() {
+    let f = fixture(Duration::from_secs(60));
+    let health = call(&f.app, get("/health", &[])).await;
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let ready = call(&f.app, get("/ready", &[])).await;
+    assert_eq!(
+        (ready.status, ready.body.clone()),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    // The state folder's resources are gone: not ready; still alive.
+    std::fs::remove_dir_all(f._state.path().join("resources")).unwrap();
+    let ready = call(&f.app, get("/ready", &[])).await;
+    assert_eq!(
+        (ready.status, kind(&ready)),
+        (StatusCode::SERVICE_UNAVAILABLE, "NotReady")
+    );
+    // Internal causes (a path here) are logged, not sent.
+    assert_eq!(ready.body["detail"], "not ready");
+    assert_eq!(
+        call(&f.app, get("/health", &[])).await.status,
+        StatusCode::OK
+    );
+}

@@ -27,6 +27,10 @@ pub(crate) struct KbsArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only move the bytes"
+)]
 enum KbsCommand {
     /// Run the key broker until SIGTERM or SIGINT, then finish requests in flight and exit.
     Serve(ServeArgs),
@@ -41,6 +45,40 @@ enum KbsCommand {
         #[arg(long)]
         public: PathBuf,
     },
+    /// Copy a PostgreSQL store's state (resources, policies, reference values, token key) into
+    /// a new state directory, the format `serve --state-dir` runs on: a backup in clear, or a
+    /// move back to the folder backend. The directory is made private (0700).
+    Export {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The state directory to write; must not exist or be empty.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Copy a state directory (of `serve --state-dir`, or written by `export`) into a
+    /// PostgreSQL store; what the store already holds under the same names is replaced.
+    Import {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The state directory to read.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Re-seal every resource and the token key of a PostgreSQL store under the current
+    /// at-rest key (give the old one with --at-rest-previous-key-file), after a key rotation.
+    Reseal {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Replace the token signing key of a store (replicas pick it up with their next request;
+    /// tokens signed before are refused, clients attest again).
+    RotateTokenKey {
+        /// A state directory (when no --database is given).
+        #[arg(long, conflicts_with = "database")]
+        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Print the public-key pin of a broker's TLS certificate or of its CA (the first PEM
     /// certificate in the file), for a guest's measured `tsuba.agent.kbs-pin=` or `--kbs-pin`.
     Pin {
@@ -50,11 +88,43 @@ enum KbsCommand {
     },
 }
 
+/// Where a PostgreSQL store is and how to open it.
+#[derive(Debug, clap::Args)]
+struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://kbs@db.example/kbs?sslmode=require. A database that is
+    /// not on loopback or a Unix socket needs sslmode=require and --database-ca. Prefer the
+    /// environment variable when the URL holds a password.
+    #[arg(long, env = "TSUBA_KBS_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// CA certificates (PEM) the database server's TLS certificate must chain to.
+    #[arg(long)]
+    database_ca: Option<PathBuf>,
+    /// File holding the at-rest key (64 hex characters, e.g. `openssl rand -hex 32`) that seals
+    /// resources and the token key in the database. Without it, the key is read from the
+    /// environment variable TSUBA_KBS_AT_REST_KEY.
+    #[arg(long)]
+    at_rest_key_file: Option<PathBuf>,
+    /// An older at-rest key (file, repeatable): values sealed under it can still be read, and
+    /// `reseal` moves them to the current key.
+    #[arg(long)]
+    at_rest_previous_key_file: Vec<PathBuf>,
+    /// How long to wait for the database at start, in seconds.
+    #[arg(long, default_value_t = 30)]
+    database_wait: u64,
+}
+
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Directory for resources, policies, reference values and the token signing key.
-    #[arg(long)]
-    state_dir: PathBuf,
+    /// Directory for resources, policies, reference values and the token signing key (the
+    /// single-broker default), unless --database is given.
+    #[arg(
+        long,
+        required_unless_present = "database",
+        conflicts_with = "database"
+    )]
+    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -203,6 +273,50 @@ pub(crate) fn run(args: KbsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KbsCommand::Serve(serve) => runtime()?.block_on(serve_until_interrupted(serve)),
+        KbsCommand::Export { database, to } => {
+            let db = open_database(&database)?;
+            if std::fs::read_dir(&to).is_ok_and(|mut entries| entries.next().is_some()) {
+                bail!("{} is not empty: export into a new directory", to.display());
+            }
+            let folder = tsuba_kbs::FolderStore::open(&to)
+                .with_context(|| format!("cannot create {}", to.display()))?;
+            let count = tsuba_kbs::copy_state(db.as_ref(), &folder).context("export failed")?;
+            println!(
+                "exported {count} resources, policies, reference values and the token key to {}",
+                to.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KbsCommand::Import { database, from } => {
+            if !from.join("resources").is_dir() {
+                bail!(
+                    "{} is not a broker state directory (no resources/)",
+                    from.display()
+                );
+            }
+            let folder = tsuba_kbs::FolderStore::open(&from)
+                .with_context(|| format!("cannot open {}", from.display()))?;
+            let db = open_database(&database)?;
+            let count = tsuba_kbs::copy_state(&folder, db.as_ref()).context("import failed")?;
+            println!("imported {count} resources, policies, reference values and the token key");
+            Ok(ExitCode::SUCCESS)
+        }
+        KbsCommand::Reseal { database } => reseal(&database),
+        KbsCommand::RotateTokenKey {
+            state_dir,
+            database,
+        } => {
+            let store: Arc<dyn tsuba_kbs::StateStore> = match state_dir {
+                Some(dir) => Arc::new(
+                    tsuba_kbs::FolderStore::open(&dir)
+                        .with_context(|| format!("cannot open {}", dir.display()))?,
+                ),
+                None => open_database(&database)?,
+            };
+            tsuba_kbs::rotate_token_key(store.as_ref()).context("token key rotation failed")?;
+            println!("new token signing key stored; tokens signed before are no longer accepted");
+            Ok(ExitCode::SUCCESS)
+        }
         KbsCommand::Admin(admin) => runtime()?.block_on(admin_call(admin)),
     }
 }
@@ -252,12 +366,15 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tdx_collateral_dir: args.tdx_collateral_dir,
         tdx_accept_status: args.tdx_accept_status,
     })?;
-    let mut config = BrokerConfig::new(args.state_dir, admin);
+    let mut config = BrokerConfig::new(args.state_dir.clone().unwrap_or_default(), admin);
     config.session_ttl = Duration::from_secs(args.session_ttl);
     config.max_sessions_per_client = args.max_sessions_per_client;
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.insecure_release_to_simulated = args.insecure_release_resources_to_simulated;
-    let broker = Arc::new(Broker::new(config, verifiers)?);
+    let broker = Arc::new(match args.state_dir {
+        Some(_) => Broker::new(config, verifiers)?,
+        None => broker_on_database(config, verifiers, &args.database)?,
+    });
     let transport = match (args.tls_cert, args.tls_key, args.insecure_plain_http) {
         (Some(cert), Some(key), false) => {
             let cert =
@@ -352,4 +469,100 @@ async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
         .write_all(out.as_bytes())
         .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator's at-rest keys: --at-rest-key-file, else TSUBA_KBS_AT_REST_KEY; older keys
+/// from --at-rest-previous-key-file.
+#[cfg(feature = "postgres")]
+fn at_rest_keys(args: &DatabaseArgs) -> anyhow::Result<tsuba_kbs::AtRestKeys> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path)
+            .map(zeroize::Zeroizing::new)
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    let current = match &args.at_rest_key_file {
+        Some(path) => read(path)?,
+        None => zeroize::Zeroizing::new(std::env::var("TSUBA_KBS_AT_REST_KEY").map_err(|_| {
+            anyhow::anyhow!(
+                "a database store needs the at-rest key: give --at-rest-key-file or set \
+                 TSUBA_KBS_AT_REST_KEY (64 hex characters, e.g. from `openssl rand -hex 32`)"
+            )
+        })?),
+    };
+    let previous = args
+        .at_rest_previous_key_file
+        .iter()
+        .map(read)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let previous: Vec<&str> = previous.iter().map(|key| key.as_str()).collect();
+    Ok(tsuba_kbs::AtRestKeys::from_hex(&current, &previous)?)
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(args: &DatabaseArgs) -> anyhow::Result<Arc<tsuba_kbs::PgStore>> {
+    let Some(url) = &args.database else {
+        bail!("give --database postgres://… (or set TSUBA_KBS_DATABASE)");
+    };
+    let ca_pem = args
+        .database_ca
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .transpose()?;
+    let options = tsuba_kbs::PgOptions {
+        url: url.clone(),
+        ca_pem,
+        keys: at_rest_keys(args)?,
+    };
+    let store = tsuba_kbs::PgStore::connect(options, Duration::from_secs(args.database_wait))
+        .context("cannot open the state database")?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(feature = "postgres")]
+fn open_database(args: &DatabaseArgs) -> anyhow::Result<Arc<dyn tsuba_kbs::StateStore>> {
+    Ok(open_postgres(args)?)
+}
+
+#[cfg(feature = "postgres")]
+fn broker_on_database(
+    config: BrokerConfig,
+    verifiers: tsuba_kbs::VerifierSet,
+    args: &DatabaseArgs,
+) -> anyhow::Result<Broker> {
+    Ok(Broker::with_postgres(
+        config,
+        verifiers,
+        open_postgres(args)?,
+    )?)
+}
+
+#[cfg(feature = "postgres")]
+fn reseal(args: &DatabaseArgs) -> anyhow::Result<ExitCode> {
+    let store = open_postgres(args)?;
+    let changed = store.reseal().context("reseal failed")?;
+    println!("{changed} values re-sealed under the current at-rest key");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "postgres"))]
+const NO_POSTGRES: &str =
+    "this tsuba was built without PostgreSQL support (cargo feature `postgres`)";
+
+#[cfg(not(feature = "postgres"))]
+fn open_database(_: &DatabaseArgs) -> anyhow::Result<Arc<dyn tsuba_kbs::StateStore>> {
+    bail!(NO_POSTGRES)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn broker_on_database(
+    _: BrokerConfig,
+    _: tsuba_kbs::VerifierSet,
+    _: &DatabaseArgs,
+) -> anyhow::Result<Broker> {
+    bail!(NO_POSTGRES)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn reseal(_: &DatabaseArgs) -> anyhow::Result<ExitCode> {
+    bail!(NO_POSTGRES)
 }

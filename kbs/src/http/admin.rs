@@ -30,7 +30,7 @@ pub(super) async fn set_resource(
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(&headers))?;
+    check_admin(&broker, &headers).await?;
     let path = ResourcePath::new(&repo, &kind, &tag).map_err(KbsError::ResourcePath)?;
     let request = body(request)?;
     tokio::task::spawn_blocking(move || broker.set_resource(&path, &request))
@@ -43,8 +43,11 @@ pub(super) async fn list_resources(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(&headers))?;
-    Ok(Json(broker.list_resources()?).into_response())
+    check_admin(&broker, &headers).await?;
+    let list = tokio::task::spawn_blocking(move || broker.list_resources())
+        .await
+        .map_err(KbsError::Task)??;
+    Ok(Json(list).into_response())
 }
 
 async fn set_policy(
@@ -53,7 +56,7 @@ async fn set_policy(
     headers: &HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(headers))?;
+    check_admin(&broker, headers).await?;
     let request = body(request)?;
     let upload: PolicyUpload =
         serde_json::from_slice(&request).map_err(KbsError::MalformedRequest)?;
@@ -64,13 +67,16 @@ async fn set_policy(
     Ok(().into_response())
 }
 
-fn get_policy(
-    broker: &Broker,
+async fn get_policy(
+    broker: Arc<Broker>,
     kind: PolicyKind,
     headers: &HeaderMap,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(headers))?;
-    let policy = URL_SAFE_NO_PAD.encode(broker.policy(kind));
+    check_admin(&broker, headers).await?;
+    let text = tokio::task::spawn_blocking(move || broker.current_policy(kind))
+        .await
+        .map_err(KbsError::Task)??;
+    let policy = URL_SAFE_NO_PAD.encode(text);
     Ok(Json(serde_json::json!({ "policy": policy })).into_response())
 }
 
@@ -86,7 +92,7 @@ pub(super) async fn get_resource_policy(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,
 ) -> Result<Response, KbsError> {
-    get_policy(&broker, PolicyKind::Resource, &headers)
+    get_policy(broker, PolicyKind::Resource, &headers).await
 }
 
 pub(super) async fn set_attestation_policy(
@@ -101,7 +107,7 @@ pub(super) async fn get_attestation_policy(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,
 ) -> Result<Response, KbsError> {
-    get_policy(&broker, PolicyKind::Attestation, &headers)
+    get_policy(broker, PolicyKind::Attestation, &headers).await
 }
 
 pub(super) async fn set_reference_values(
@@ -109,7 +115,7 @@ pub(super) async fn set_reference_values(
     headers: HeaderMap,
     request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(&headers))?;
+    check_admin(&broker, &headers).await?;
     let request = body(request)?;
     let values: BTreeMap<String, Vec<String>> =
         serde_json::from_slice(&request).map_err(KbsError::MalformedRequest)?;
@@ -123,6 +129,18 @@ pub(super) async fn get_reference_values(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,
 ) -> Result<Response, KbsError> {
-    broker.check_admin(authorization(&headers))?;
-    Ok(Json(broker.reference_values()?).into_response())
+    check_admin(&broker, &headers).await?;
+    let values = tokio::task::spawn_blocking(move || broker.reference_values())
+        .await
+        .map_err(KbsError::Task)??;
+    Ok(Json(values).into_response())
+}
+
+/// Checks the admin token off the I/O threads (a shared store records it in the database).
+async fn check_admin(broker: &Arc<Broker>, headers: &HeaderMap) -> Result<(), KbsError> {
+    let broker = Arc::clone(broker);
+    let header = authorization(headers).map(str::to_owned);
+    tokio::task::spawn_blocking(move || broker.check_admin(header.as_deref()))
+        .await
+        .map_err(KbsError::Task)?
 }

@@ -46,6 +46,8 @@ pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
         .route(metrics::METRICS_PATH, get(metrics::serve))
         .with_state(Arc::clone(&metrics));
     Router::new()
+        .route("/health", get(protocol::health))
+        .route("/ready", get(protocol::ready))
         .route("/kbs/v0/auth", post(protocol::auth))
         .route("/kbs/v0/attest", post(protocol::attest))
         .route(

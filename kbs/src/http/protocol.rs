@@ -26,7 +26,10 @@ pub(super) async fn auth(
     let client = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
-    let response = broker.auth(client, &request)?;
+    // A shared store is a database round trip: keep it off the I/O threads.
+    let response = tokio::task::spawn_blocking(move || broker.auth(client, &request))
+        .await
+        .map_err(KbsError::Task)??;
     let cookie = format!(
         "{COOKIE_NAME}={}; Expires={}",
         response.session.id.as_str(),
@@ -37,6 +40,20 @@ pub(super) async fn auth(
         http.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(http)
+}
+
+/// `GET /health`: the process is up and serving HTTP (liveness).
+pub(super) async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// `GET /ready`: 200 only while the store can serve (a database reachable and migrated to this
+/// broker's schema); 503 with the reason otherwise.
+pub(super) async fn ready(State(broker): State<Arc<Broker>>) -> Result<Response, KbsError> {
+    tokio::task::spawn_blocking(move || broker.ready())
+        .await
+        .map_err(KbsError::Task)??;
+    Ok(Json(serde_json::json!({"status": "ready"})).into_response())
 }
 
 pub(super) async fn attest(

@@ -1,0 +1,1022 @@
+//! The key broker as a fleet: three `tsuba kbs serve --database` replicas on one PostgreSQL
+//! server that the test starts in a temporary folder. Any step of the exchange on any replica,
+//! nonces and admin tokens single-use across replicas, tokens accepted by every replica, policy
+//! changes applied at once, a database outage answered with 503 and recovered from without a
+//! restart, a newer schema refused, no plaintext in a dump, and export/import between the
+//! folder and the database.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration tests: a failed unwrap is a failed test"
+)]
+
+mod encrypt_support;
+mod pg_support;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use pg_support::{Backend, Keys, Postgres, Replica};
+use serde_json::{Value, json};
+use tsuba_attestation_agent::kbs::{EvidenceProvider, InsecureSampleEvidence, TeeKey, TeeKeyKind};
+use tsuba_kbs::BindingDigest;
+
+const AUTH: &str = r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#;
+const SECRET: &[u8] = b"fleet-secret-0123456789";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A reply: status, the problem `type` name (for errors) and the body.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    cookie: Option<String>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn kind(&self) -> String {
+        self.json()["type"]
+            .as_str()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    fn detail(&self) -> String {
+        self.json()["detail"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    Reply {
+        status,
+        cookie,
+        body: response.bytes().await.unwrap().to_vec(),
+    }
+}
+
+/// A guest: its ephemeral key and sample evidence.
+struct Guest {
+    key: TeeKey,
+}
+
+impl Guest {
+    fn new() -> Self {
+        Self {
+            key: TeeKey::generate(TeeKeyKind::EcP256).unwrap(),
+        }
+    }
+
+    /// `auth` on `url`: the session cookie and the nonce.
+    async fn auth(&self, url: &str) -> (String, String) {
+        let reply = send(
+            http()
+                .post(format!("{url}/kbs/v0/auth"))
+                .header("content-type", "application/json")
+                .body(AUTH),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "auth: {}", reply.detail());
+        (
+            reply.cookie.clone().unwrap(),
+            reply.json()["nonce"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The attestation body for `nonce`.
+    fn attestation(&self, nonce: &str) -> String {
+        let jwk = self.key.public_jwk();
+        let binding = BindingDigest::compute(nonce, &jwk, "");
+        let evidence = InsecureSampleEvidence::default()
+            .evidence(binding.as_bytes())
+            .unwrap();
+        json!({
+            "init-data": null,
+            "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
+        })
+        .to_string()
+    }
+
+    async fn attest(&self, url: &str, cookie: &str, body: &str) -> Reply {
+        send(
+            http()
+                .post(format!("{url}/kbs/v0/attest"))
+                .header("cookie", cookie)
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
+        .await
+    }
+
+    /// The resource by cookie or bearer token; on 200 the plaintext is decrypted.
+    async fn resource(&self, url: &str, auth: Auth<'_>, path: &str) -> (Reply, Option<Vec<u8>>) {
+        let mut request = http().get(format!("{url}/kbs/v0/resource/{path}"));
+        request = match auth {
+            Auth::Cookie(cookie) => request.header("cookie", cookie),
+            Auth::Token(token) => request.header("authorization", format!("Bearer {token}")),
+        };
+        let reply = send(request).await;
+        let plain = (reply.status == 200).then(|| self.key.decrypt(&reply.body).unwrap().to_vec());
+        (reply, plain)
+    }
+
+    /// auth, attest and resource all on `url`; the plaintext.
+    async fn fetch(&self, url: &str, path: &str) -> Vec<u8> {
+        let (cookie, nonce) = self.auth(url).await;
+        let reply = self.attest(url, &cookie, &self.attestation(&nonce)).await;
+        assert_eq!(reply.status, 200, "attest: {}", reply.detail());
+        let (reply, plain) = self.resource(url, Auth::Cookie(&cookie), path).await;
+        assert_eq!(reply.status, 200, "resource: {}", reply.detail());
+        plain.unwrap()
+    }
+}
+
+enum Auth<'a> {
+    Cookie(&'a str),
+    Token(&'a str),
+}
+
+async fn admin_post(url: &str, bearer: &str, path: &str, body: Vec<u8>) -> Reply {
+    send(
+        http()
+            .post(format!("{url}{path}"))
+            .header("authorization", bearer)
+            .header("content-type", "application/octet-stream")
+            .body(body),
+    )
+    .await
+}
+
+async fn admin_ok(url: &str, keys: &Keys, path: &str, body: Vec<u8>) {
+    let reply = admin_post(url, &keys.bearer(), path, body).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.detail());
+}
+
+fn policy_upload(rego: &str) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rego);
+    json!({ "policy": encoded }).to_string().into_bytes()
+}
+
+/// Reference values and one resource, through `url`.
+async fn provision(url: &str, keys: &Keys) {
+    admin_ok(
+        url,
+        keys,
+        "/kbs/v0/reference-values",
+        json!({"measurement": ["abcde"]}).to_string().into_bytes(),
+    )
+    .await;
+    admin_ok(url, keys, "/kbs/v0/resource/default/key/1", SECRET.to_vec()).await;
+}
+
+struct Fleet {
+    replicas: Vec<Replica>,
+    keys: Keys,
+    pg: Postgres,
+    dir: tempfile::TempDir,
+}
+
+fn fleet(count: usize) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let keys = Keys::new(dir.path());
+    let replicas = (0..count)
+        .map(|n| {
+            Replica::start(
+                Backend::Database(&pg),
+                &keys,
+                &dir.path().join(format!("replica-{n}.log")),
+            )
+        })
+        .collect();
+    Fleet {
+        replicas,
+        keys,
+        pg,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_attest_and_resource_on_three_different_replicas() {
+    let f = fleet(3);
+    let (a, b, c) = (&f.replicas[0].url, &f.replicas[1].url, &f.replicas[2].url);
+    provision(a, &f.keys).await;
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(a).await;
+    let body = guest.attestation(&nonce);
+    let attested = guest.attest(b, &cookie, &body).await;
+    assert_eq!(attested.status, 200, "{}", attested.detail());
+    // The resource uploaded through A, by the session attested on B, from C.
+    let (reply, plain) = guest
+        .resource(c, Auth::Cookie(&cookie), "default/key/1")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.detail());
+    assert_eq!(plain.unwrap(), SECRET);
+
+    // The nonce, replayed on another replica (with the same cookie and evidence), is refused.
+    for replay_on in [c, a, b] {
+        let replay = guest.attest(replay_on, &cookie, &body).await;
+        assert_eq!(
+            (
+                replay.status,
+                replay.kind().as_str(),
+                replay.detail().as_str()
+            ),
+            (
+                401,
+                "InvalidSession",
+                "session is not usable: session nonce already used"
+            )
+        );
+    }
+
+    // The token B signed is accepted by A and C.
+    let token = attested.json()["token"].as_str().unwrap().to_owned();
+    for url in [a, c] {
+        let (reply, plain) = guest
+            .resource(url, Auth::Token(&token), "default/key/1")
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.detail());
+        assert_eq!(plain.unwrap(), SECRET);
+    }
+    // A token altered by one byte is not.
+    let mut forged = token.clone().into_bytes();
+    let at = forged.len() - 3;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let (reply, _) = guest
+        .resource(
+            c,
+            Auth::Token(std::str::from_utf8(&forged).unwrap()),
+            "default/key/1",
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.kind().as_str()),
+        (401, "TokenVerification")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_is_used_once_across_replicas() {
+    let f = fleet(3);
+    let bearer = f.keys.bearer();
+    let upload = |url: String, bearer: String| async move {
+        admin_post(
+            &url,
+            &bearer,
+            "/kbs/v0/resource/default/key/2",
+            b"v".to_vec(),
+        )
+        .await
+    };
+    let first = upload(f.replicas[0].url.clone(), bearer.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.detail());
+    for replica in &f.replicas {
+        let replay = upload(replica.url.clone(), bearer.clone()).await;
+        assert_eq!(
+            (
+                replay.status,
+                replay.kind().as_str(),
+                replay.detail().as_str()
+            ),
+            (
+                401,
+                "AdminAuth",
+                "admin authentication failed: admin token was already used"
+            )
+        );
+    }
+    // A fresh token is accepted by any replica.
+    let fresh = upload(f.replicas[2].url.clone(), f.keys.bearer()).await;
+    assert_eq!(fresh.status, 200, "{}", fresh.detail());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_through_one_replica_applies_on_the_others_at_once() {
+    let f = fleet(3);
+    let (a, b, c) = (&f.replicas[0].url, &f.replicas[1].url, &f.replicas[2].url);
+    provision(a, &f.keys).await;
+    let guest = Guest::new();
+    // C has served this resource (and so has its policies loaded) before the change.
+    assert_eq!(guest.fetch(c, "default/key/1").await, SECRET);
+    let (cookie, nonce) = guest.auth(c).await;
+    let attested = guest.attest(c, &cookie, &guest.attestation(&nonce)).await;
+    let token = attested.json()["token"].as_str().unwrap().to_owned();
+
+    // Through B: only tag "2" may be read.
+    admin_ok(
+        b,
+        &f.keys,
+        "/kbs/v0/resource-policy",
+        policy_upload(
+            "package policy\ndefault allow := false\nallow if input.resource.tag == \"2\"\n",
+        ),
+    )
+    .await;
+    // The very next request on A and C is judged by the new policy: the documented bound is
+    // "the next request after the change is acknowledged".
+    for (url, auth) in [(a, Auth::Token(&token)), (c, Auth::Cookie(&cookie))] {
+        let (reply, plain) = guest.resource(url, auth, "default/key/1").await;
+        assert_eq!(
+            (reply.status, reply.kind().as_str(), plain),
+            (401, "PolicyDeny".to_owned().as_str(), None)
+        );
+    }
+    // Reference values too: through C, "abcde" is no longer a reference value; attestation on A
+    // is refused.
+    admin_ok(
+        c,
+        &f.keys,
+        "/kbs/v0/reference-values",
+        json!({"measurement": ["ffff"]}).to_string().into_bytes(),
+    )
+    .await;
+    let (cookie, nonce) = guest.auth(a).await;
+    let refused = guest.attest(a, &cookie, &guest.attestation(&nonce)).await;
+    assert_eq!(
+        (refused.status, refused.kind().as_str()),
+        (401, "AttestationDenied")
+    );
+}
+
+/// Polls until `check` is true, for at most `within`.
+async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_503_with_the_reason_and_recovers_without_restart() {
+    let f = fleet(2);
+    let (a, b) = (&f.replicas[0].url, &f.replicas[1].url);
+    provision(a, &f.keys).await;
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(a).await;
+    let attested = guest.attest(b, &cookie, &guest.attestation(&nonce)).await;
+    assert_eq!(attested.status, 200);
+    let token = attested.json()["token"].as_str().unwrap().to_owned();
+
+    f.pg.stop();
+    // Nothing is released: neither by a valid token nor by an attested session.
+    for (url, auth) in [(a, Auth::Token(&token)), (b, Auth::Cookie(&cookie))] {
+        let (reply, plain) = guest.resource(url, auth, "default/key/1").await;
+        assert_eq!(
+            (reply.status, reply.kind().as_str(), plain),
+            (503, "StoreUnavailable", None)
+        );
+        assert!(
+            reply
+                .detail()
+                .starts_with("storage failed: state database is unavailable: "),
+            "{}",
+            reply.detail()
+        );
+    }
+    let auth = send(http().post(format!("{a}/kbs/v0/auth")).body(AUTH)).await;
+    assert_eq!(
+        (auth.status, auth.kind().as_str()),
+        (503, "StoreUnavailable")
+    );
+    let ready = send(http().get(format!("{b}/ready"))).await;
+    assert_eq!((ready.status, ready.kind().as_str()), (503, "NotReady"));
+    assert!(
+        ready
+            .detail()
+            .starts_with("not ready: state database is unavailable: "),
+        "{}",
+        ready.detail()
+    );
+    let health = send(http().get(format!("{b}/health"))).await;
+    assert_eq!(health.status, 200);
+
+    f.pg.restart();
+    // Both replicas serve again, without a restart, within a few seconds.
+    for url in [a, b] {
+        let recovered = eventually(Duration::from_secs(20), async || {
+            send(http().get(format!("{url}/ready"))).await.status == 200
+        })
+        .await;
+        assert!(recovered, "not ready again");
+    }
+    let (reply, plain) = guest
+        .resource(a, Auth::Token(&token), "default/key/1")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.detail());
+    assert_eq!(plain.unwrap(), SECRET);
+    assert_eq!(Guest::new().fetch(b, "default/key/1").await, SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_of_the_database_holds_no_plaintext_secret() {
+    let f = fleet(1);
+    provision(&f.replicas[0].url, &f.keys).await;
+    assert_eq!(
+        Guest::new()
+            .fetch(&f.replicas[0].url, "default/key/1")
+            .await,
+        SECRET
+    );
+    let dump = f.pg.dump();
+    let contains = |needle: &[u8]| dump.windows(needle.len()).any(|w| w == needle);
+    // The dump is real: it has the resource's row.
+    assert!(contains(b"default/key/1"));
+    assert!(!contains(SECRET), "resource plaintext in the dump");
+    // pg_dump writes bytea as hex: look for that form too.
+    assert!(!contains(hex::encode(SECRET).as_bytes()));
+    // Nor the token signing key.
+    assert!(!contains(b"PRIVATE KEY"));
+    assert!(!contains(hex::encode(b"PRIVATE KEY").as_bytes()));
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_at_start() {
+    let f = fleet(1);
+    drop(f.replicas);
+    f.pg.psql("UPDATE tsuba_kbs_schema SET version = 999");
+    let log = f.dir.path().join("newer.log");
+    let mut replica = Replica::spawn(Backend::Database(&f.pg), &f.keys, &log, &[]);
+    let status = replica.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        replica
+            .log()
+            .contains("database schema version 999 is newer than this broker's 1"),
+        "{}",
+        replica.log()
+    );
+}
+
+/// Every file under `root`, by relative path.
+fn files(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                out.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_from_a_folder_import_into_postgres_serves_the_same_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let state = dir.path().join("state");
+    {
+        let folder = Replica::start(
+            Backend::Folder(&state),
+            &keys,
+            &dir.path().join("folder.log"),
+        );
+        provision(&folder.url, &keys).await;
+        admin_ok(
+            &folder.url,
+            &keys,
+            "/kbs/v0/resource/other/cert/a.pem",
+            vec![0, 1, 2, 255],
+        )
+        .await;
+        admin_ok(
+            &folder.url,
+            &keys,
+            "/kbs/v0/resource-policy",
+            policy_upload("package policy\ndefault allow := false\nallow if input.resource.repo == \"default\"\nallow if input.resource.repo == \"other\"\n"),
+        )
+        .await;
+        assert_eq!(
+            Guest::new().fetch(&folder.url, "default/key/1").await,
+            SECRET
+        );
+    }
+    let pg = Postgres::start();
+    let db = |cmd: &str, folder_flag: &str, folder: &std::path::Path| {
+        encrypt_support::run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_tsuba"))
+                .args(["kbs", cmd, "--database", &pg.url(), "--at-rest-key-file"])
+                .arg(&keys.at_rest)
+                .arg(folder_flag)
+                .arg(folder)
+                .env_remove("TSUBA_KBS_DATABASE"),
+        )
+    };
+    // Import needs the schema: a replica creates it (import on an empty database would too).
+    let replica = Replica::start(Backend::Database(&pg), &keys, &dir.path().join("pg.log"));
+    db("import", "--from", &state);
+    let guest = Guest::new();
+    assert_eq!(guest.fetch(&replica.url, "default/key/1").await, SECRET);
+    assert_eq!(
+        guest.fetch(&replica.url, "other/cert/a.pem").await,
+        vec![0, 1, 2, 255]
+    );
+
+    // And back: the exported directory holds the same bytes as the original.
+    let exported = dir.path().join("exported");
+    db("export", "--to", &exported);
+    let (original, back) = (files(&state), files(&exported));
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        back.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(original, back);
+    assert!(back.contains_key("resources/default/key/1"));
+    assert!(back.contains_key("resource-policy.rego"));
+    // Export refuses to write over existing state.
+    let again = encrypt_support::run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tsuba"))
+            .args([
+                "kbs",
+                "export",
+                "--database",
+                &pg.url(),
+                "--at-rest-key-file",
+            ])
+            .arg(&keys.at_rest)
+            .arg("--to")
+            .arg(&exported)
+            .env_remove("TSUBA_KBS_DATABASE"),
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("is not empty: export into a new directory"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// p-th percentile of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: usize) -> f64 {
+    let index = (sorted.len() * p / 100).min(sorted.len() - 1);
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// The figure for docs/performance.md ("Key broker on PostgreSQL"): auth + attest + resource
+/// (sample evidence, one client, sequential) through one replica on the folder backend and one
+/// on PostgreSQL, same binary, same machine. Run by `bench/kbs-backends.sh`; not a test of
+/// speed (nothing is asserted about it), but it fails if any handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/kbs-backends.sh"]
+async fn bench_attest_and_resource_latency_folder_vs_postgres() {
+    let rounds: usize = std::env::var("KBS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let pg = Postgres::start();
+    let state = dir.path().join("state");
+    let folder = Replica::start(Backend::Folder(&state), &keys, &dir.path().join("f.log"));
+    let database = Replica::start(Backend::Database(&pg), &keys, &dir.path().join("p.log"));
+    for (name, replica) in [("folder", &folder), ("postgres", &database)] {
+        provision(&replica.url, &keys).await;
+        let guest = Guest::new();
+        for _ in 0..rounds / 10 {
+            assert_eq!(guest.fetch(&replica.url, "default/key/1").await, SECRET);
+        }
+        let mut times = Vec::with_capacity(rounds);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let one = Instant::now();
+            assert_eq!(guest.fetch(&replica.url, "default/key/1").await, SECRET);
+            times.push(one.elapsed());
+        }
+        let total = start.elapsed();
+        times.sort();
+        println!(
+            "kbs-backends: backend={name} rounds={rounds} auth+attest+resource p50={:.2}ms p99={:.2}ms mean={:.2}ms",
+            percentile_ms(&times, 50),
+            percentile_ms(&times, 99),
+            total.as_secs_f64() * 1000.0 / rounds as f64,
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_connection_is_tls_verified_against_the_given_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let pg = Postgres::start_tls();
+    let ca = pg.ca.clone().unwrap();
+    let replica = Replica::start(
+        Backend::DatabaseTls(&pg, &ca),
+        &keys,
+        &dir.path().join("tls.log"),
+    );
+    provision(&replica.url, &keys).await;
+    assert_eq!(
+        Guest::new().fetch(&replica.url, "default/key/1").await,
+        SECRET
+    );
+    // Every TCP client of the server (the replica's pooled connections) speaks TLS.
+    let tls = pg.psql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.client_addr IS NOT NULL",
+    );
+    let (with, without) = tls.trim().split_once('|').unwrap();
+    assert!(with.parse::<u32>().unwrap() >= 1, "{tls}");
+    assert_eq!(without, "0", "{tls}");
+
+    // A CA that did not sign the server's certificate: the replica does not start.
+    let other = Postgres::start_tls();
+    let wrong_ca = other.ca.clone().unwrap();
+    let log = dir.path().join("wrong-ca.log");
+    let mut refused = Replica::spawn(
+        Backend::DatabaseTls(&pg, &wrong_ca),
+        &keys,
+        &log,
+        &["--database-wait", "2"],
+    );
+    let status = refused.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        refused.log().contains("cannot open the state database")
+            && refused.log().contains("invalid peer certificate"),
+        "{}",
+        refused.log()
+    );
+}
+
+/// `tsuba kbs <args>` with the at-rest key given (or not) in the environment.
+fn tsuba_kbs(args: &[&str], at_rest_env: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tsuba"));
+    cmd.arg("kbs")
+        .args(args)
+        .env_remove("TSUBA_KBS_DATABASE")
+        .env_remove("TSUBA_KBS_AT_REST_KEY");
+    if let Some(key) = at_rest_env {
+        cmd.env("TSUBA_KBS_AT_REST_KEY", key);
+    }
+    encrypt_support::run_bounded(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_key_and_at_rest_key_rotate_without_losing_anything() {
+    let f = fleet(2);
+    let (a, b) = (&f.replicas[0].url, &f.replicas[1].url);
+    provision(a, &f.keys).await;
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(a).await;
+    let token = guest
+        .attest(a, &cookie, &guest.attestation(&nonce))
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_key = f.keys.at_rest.display().to_string();
+    let url = f.pg.url();
+
+    // The token key: replaced in the database; both running replicas refuse the old token at
+    // once and sign new ones with the new key.
+    let out = tsuba_kbs(
+        &[
+            "rotate-token-key",
+            "--database",
+            &url,
+            "--at-rest-key-file",
+            &old_key,
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for url in [a, b] {
+        let (reply, plain) = guest
+            .resource(url, Auth::Token(&token), "default/key/1")
+            .await;
+        assert_eq!(
+            (reply.status, reply.kind().as_str(), plain),
+            (401, "TokenVerification", None)
+        );
+    }
+    let (cookie, nonce) = guest.auth(b).await;
+    let fresh = guest
+        .attest(b, &cookie, &guest.attestation(&nonce))
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (reply, _) = guest
+        .resource(a, Auth::Token(&fresh), "default/key/1")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.detail());
+
+    // The at-rest key: the new one from the environment, the old one as previous.
+    let new_key = "c3".repeat(32);
+    let reseal = |expect: &str| {
+        let out = tsuba_kbs(
+            &[
+                "reseal",
+                "--database",
+                &url,
+                "--at-rest-previous-key-file",
+                &old_key,
+            ],
+            Some(&new_key),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expect);
+    };
+    // One resource and the token key; then nothing is left under the old key.
+    reseal("2 values re-sealed under the current at-rest key\n");
+    reseal("0 values re-sealed under the current at-rest key\n");
+    drop(f.replicas);
+    let new_file = f.dir.path().join("new.key");
+    std::fs::write(&new_file, &new_key).unwrap();
+    let new_keys = f.keys.with_at_rest(&new_file);
+    let replica = Replica::start(
+        Backend::Database(&f.pg),
+        &new_keys,
+        &f.dir.path().join("new.log"),
+    );
+    assert_eq!(
+        Guest::new().fetch(&replica.url, "default/key/1").await,
+        SECRET
+    );
+    // The old key alone no longer opens anything: a replica with it does not start.
+    let log = f.dir.path().join("old.log");
+    let mut stale = Replica::spawn(Backend::Database(&f.pg), &f.keys, &log, &[]);
+    assert!(!stale.wait_exit(Duration::from_secs(30)).success());
+    assert!(
+        stale.log().contains(
+            "stored setting/token-key cannot be decrypted with the configured at-rest keys"
+        ),
+        "{}",
+        stale.log()
+    );
+    // And no key at all is refused with what to do.
+    let out = tsuba_kbs(&["reseal", "--database", &url], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("give --at-rest-key-file or set TSUBA_KBS_AT_REST_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Why one handshake attempt did not complete.
+enum Failure {
+    /// No HTTP answer (connection refused or reset): retry on another replica.
+    Transport,
+    /// An HTTP answer other than 200: a failed handshake.
+    Refused(String),
+}
+
+async fn try_send(request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
+    let response = request.send().await.map_err(|_| Failure::Transport)?;
+    let status = response.status().as_u16();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| Failure::Transport)?
+        .to_vec();
+    let reply = Reply {
+        status,
+        cookie,
+        body,
+    };
+    if status == 200 {
+        Ok(reply)
+    } else {
+        Err(Failure::Refused(format!("{status} {}", reply.detail())))
+    }
+}
+
+/// One step sent to the replicas in turn from `first`, until one answers (as a client behind a
+/// load balancer would see it); the number of replicas that did not answer is added to `retries`.
+async fn step(
+    urls: &[String],
+    first: usize,
+    retries: &mut u32,
+    request: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<Reply, String> {
+    for offset in 0..urls.len() {
+        match try_send(request(&urls[(first + offset) % urls.len()])).await {
+            Ok(reply) => return Ok(reply),
+            Err(Failure::Transport) => *retries += 1,
+            Err(Failure::Refused(why)) => return Err(why),
+        }
+    }
+    Err("no replica answered".into())
+}
+
+/// auth, attest and resource, each step starting on another replica.
+async fn spread_handshake(
+    guest: &Guest,
+    urls: &[String],
+    first: usize,
+    retries: &mut u32,
+) -> Result<Vec<u8>, String> {
+    let client = http();
+    let auth = step(urls, first, retries, |url| {
+        client.post(format!("{url}/kbs/v0/auth")).body(AUTH)
+    })
+    .await?;
+    let cookie = auth.cookie.clone().ok_or("no cookie")?;
+    let nonce = auth.json()["nonce"].as_str().unwrap_or("").to_owned();
+    let body = guest.attestation(&nonce);
+    step(urls, first + 1, retries, |url| {
+        client
+            .post(format!("{url}/kbs/v0/attest"))
+            .header("cookie", &cookie)
+            .body(body.clone())
+    })
+    .await?;
+    let resource = step(urls, first + 2, retries, |url| {
+        client
+            .get(format!("{url}/kbs/v0/resource/default/key/1"))
+            .header("cookie", &cookie)
+    })
+    .await?;
+    guest
+        .key
+        .decrypt(&resource.body)
+        .map(|plain| plain.to_vec())
+        .map_err(|e| format!("decrypt: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_write() {
+    let mut f = fleet(3);
+    provision(&f.replicas[0].url, &f.keys).await;
+    let urls: Vec<String> = f.replicas.iter().map(|r| r.url.clone()).collect();
+    let run_for = Duration::from_secs(6);
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for client in 0..12usize {
+        let urls = urls.clone();
+        clients.push(tokio::spawn(async move {
+            let guest = Guest::new();
+            let (mut done, mut failed, mut retries) = (0u32, Vec::new(), 0u32);
+            let mut round = client;
+            while start.elapsed() < run_for {
+                round += 1;
+                let before = retries;
+                let mut result = spread_handshake(&guest, &urls, round, &mut retries).await;
+                // An attest cut off by the kill may have taken the nonce: like any client, start
+                // again from auth. Only after a transport failure in this very handshake.
+                if retries > before
+                    && matches!(&result, Err(why) if why.contains("session nonce already used"))
+                {
+                    result = spread_handshake(&guest, &urls, round + 1, &mut retries).await;
+                }
+                match result {
+                    Ok(plain) if plain == SECRET => done += 1,
+                    Ok(_) => failed.push("wrong plaintext".to_owned()),
+                    Err(why) => failed.push(why),
+                }
+            }
+            (done, failed, retries)
+        }));
+    }
+    // A writer: uploads through the replicas in turn; remembers what was acknowledged.
+    let writer = {
+        let urls = urls.clone();
+        let bearer = f.keys.admin.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut n = 0usize;
+            while start.elapsed() < run_for {
+                n += 1;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let token = format!(
+                    "Bearer {}",
+                    tsuba_kbs::sign_admin_token(&bearer, now, now + 300)
+                );
+                let url = &urls[n % urls.len()];
+                let path = format!("/kbs/v0/resource/written/key/{n}");
+                if let Ok(reply) = try_send(
+                    http()
+                        .post(format!("{url}{path}"))
+                        .header("authorization", token)
+                        .body(n.to_string()),
+                )
+                .await
+                {
+                    assert_eq!(reply.status, 200);
+                    acknowledged.push(n);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(run_for / 2).await;
+    f.replicas[1].kill();
+    let (mut done, mut failed, mut retries) = (0, Vec::new(), 0);
+    for client in clients {
+        let (d, fl, r) = client.await.unwrap();
+        done += d;
+        failed.extend(fl);
+        retries += r;
+    }
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed handshakes: {failed:?}",
+        failed.len()
+    );
+    assert!(done > 20, "only {done} handshakes");
+    println!("kbs-fault: {done} handshakes, {retries} retried after the kill, 0 failed");
+    // Every acknowledged write is there, read back through a surviving replica.
+    let guest = Guest::new();
+    let (cookie, nonce) = guest.auth(&urls[2]).await;
+    let attested = guest
+        .attest(&urls[0], &cookie, &guest.attestation(&nonce))
+        .await;
+    assert_eq!(attested.status, 200);
+    for n in &acknowledged {
+        let path = format!("written/key/{n}");
+        let (reply, plain) = guest.resource(&urls[2], Auth::Cookie(&cookie), &path).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.detail());
+        assert_eq!(plain.unwrap(), n.to_string().into_bytes());
+    }
+    assert!(acknowledged.len() > 10, "{acknowledged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_nonce_sent_to_three_replicas_at_once_is_taken_once() {
+    let f = fleet(3);
+    provision(&f.replicas[0].url, &f.keys).await;
+    let guest = Guest::new();
+    for _ in 0..5 {
+        let (cookie, nonce) = guest.auth(&f.replicas[0].url).await;
+        let body = guest.attestation(&nonce);
+        let (a, b, c) = tokio::join!(
+            guest.attest(&f.replicas[0].url, &cookie, &body),
+            guest.attest(&f.replicas[1].url, &cookie, &body),
+            guest.attest(&f.replicas[2].url, &cookie, &body),
+        );
+        let mut outcomes: Vec<(u16, String)> = [a, b, c]
+            .iter()
+            .map(|reply| (reply.status, reply.detail()))
+            .collect();
+        outcomes.sort();
+        assert_eq!(
+            outcomes,
+            vec![
+                (200, String::new()),
+                (
+                    401,
+                    "session is not usable: session nonce already used".into()
+                ),
+                (
+                    401,
+                    "session is not usable: session nonce already used".into()
+                ),
+            ]
+        );
+    }
+}
