@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod container;
 mod init;
 mod net;
 mod pull;
@@ -18,10 +19,17 @@ mod tls_roots;
 mod transport;
 
 pub use config::{AgentConfig, ConfigError, NetConfig, PullConfig, Transport};
+pub use container::{
+    CGROUP_MOUNT, CgroupError, CgroupRoot, ContainerError, Containers, ImageDefaults, PullHook,
+    PulledImage, RootfsError, Runner, RunnerError, SpecError, run_if_stage,
+};
 pub use init::{InitError, load_modules, mount_system, power_off};
 pub use net::{GUEST_INTERFACE, NetError, bring_up as bring_up_network};
 pub use pull::{GuestPullError, GuestPuller, PullSummary};
-pub use reaper::reap_children;
-pub use service::{AttestationService, HealthService, ImageService, ServiceError, serve};
+pub use reaper::{Exit, Reaper, reap_children};
+pub use service::{
+    AttestationService, ContainerService, HealthService, ImageService, ServiceError, serve,
+    serve_all,
+};
 pub use tls_roots::{SYSTEM_CA_BUNDLE, TlsRootsError, install_tls_roots};
 pub use transport::{TransportError, find_serial_port, listener};

@@ -12,11 +12,18 @@ use std::time::Instant;
 use anyhow::Context as _;
 use std::sync::Arc;
 
-use tsuba_agent::{AgentConfig, AttestationService, GuestPuller, HealthService, ImageService};
+use tsuba_agent::{
+    AgentConfig, AttestationService, CgroupRoot, ContainerService, Containers, GuestPuller,
+    HealthService, ImageService, Reaper, Runner,
+};
 use tsuba_attestation_agent::attester::{Attester, DetectPaths, detect};
 use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
 
 fn main() {
+    // The container runner's stages are this binary too: they run before anything else.
+    if let Some(code) = tsuba_agent::run_if_stage() {
+        std::process::exit(code);
+    }
     let started = Instant::now();
     let is_init = std::process::id() == 1;
     // Logging comes first, so that even a failure to set up the system reaches the console.
@@ -77,18 +84,38 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
                 "image pulls are configured but cannot work: Health reports NOT_SERVING"
             );
         }
-        let _server = tsuba_agent::serve(
+        let puller = Arc::new(puller);
+        let reaper = Reaper::new();
+        if !is_init && let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(%error, "not a child subreaper: container exits may be lost");
+        }
+        let cgroups = CgroupRoot::setup(Path::new(tsuba_agent::CGROUP_MOUNT)).map_err(|e| {
+            tracing::error!(error = %e, "cgroup v2 unavailable: containers cannot run");
+            e.to_string()
+        });
+        let containers = Containers::new(
+            Arc::clone(&puller),
+            Runner::new(
+                "/proc/self/exe".into(),
+                "/run/tsuba/control".into(),
+                Arc::clone(&reaper),
+            ),
+            cgroups,
+            "/run/tsuba".into(),
+        );
+        let _server = tsuba_agent::serve_all(
             listener,
             HealthService::new(started, tee, can_pull),
             AttestationService::new(attester),
-            ImageService::new(puller),
+            ImageService::shared(puller),
+            Some(ContainerService::new(containers)),
         )
         .await?;
         tracing::info!(
             ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "agent ready"
         );
-        tsuba_agent::reap_children().await;
+        tsuba_agent::reap_children(reaper).await;
         anyhow::bail!("the child reaper stopped")
     })
 }

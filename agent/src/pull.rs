@@ -129,6 +129,8 @@ pub struct PullSummary {
     pub entries: u64,
     /// The rootfs folder.
     pub rootfs: PathBuf,
+    /// The image config (entrypoint, command, environment... for containers of the image).
+    pub image_config: tsuba_image_rs::oci::ImageConfig,
 }
 
 /// Pulls images for the agent, with one KBS client (and so one cached token) for all pulls.
@@ -302,6 +304,7 @@ impl GuestPuller {
             unpacked_bytes: stats.layers.iter().map(|l| l.uncompressed_bytes).sum(),
             entries: stats.layers.iter().map(|l| l.entries).sum(),
             rootfs,
+            image_config: stats.config,
         };
         info!(
             image,

@@ -126,6 +126,9 @@ pub struct ImageStats {
     pub manifest: Digest,
     /// Per layer, lowest first.
     pub layers: Vec<LayerStats>,
+    /// The image config (its `config` member holds the entrypoint, command, environment,
+    /// working directory and user a runtime starts the image with).
+    pub config: ImageConfig,
 }
 
 /// Unpacks image `reference` of `layout` into the existing directory `rootfs`.
@@ -157,6 +160,7 @@ pub async fn unpack_from_layout(
     Ok(ImageStats {
         manifest: mdesc.digest,
         layers,
+        config,
     })
 }
 

@@ -128,7 +128,7 @@ pub struct Index {
 }
 
 /// The parts of an image config this crate needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
     /// The layers' uncompressed digests.
     pub rootfs: RootFs,
@@ -138,7 +138,7 @@ pub struct ImageConfig {
 }
 
 /// `rootfs` of an image config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootFs {
     /// Always `layers`.
     #[serde(rename = "type")]

@@ -544,6 +544,7 @@ impl Registry {
         Ok(ImageStats {
             manifest: resolved.manifest_digest,
             layers,
+            config: resolved.config.clone(),
         })
     }
 }

@@ -22,11 +22,16 @@ impl ImageService {
             puller: Arc::new(puller),
         }
     }
+
+    /// A service over a puller shared with the Container service.
+    pub fn shared(puller: Arc<GuestPuller>) -> Self {
+        ImageService { puller }
+    }
 }
 
 /// The error and its causes on one line: the host sees why (the broker's reason for a refusal),
 /// and the chain holds no key or content, only names, digests and the broker's words.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {
@@ -37,8 +42,8 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The one place pull errors become ttrpc codes.
-fn to_status(error: &GuestPullError) -> ttrpc::Error {
+/// The one place pull errors become ttrpc codes (for Image.Pull and CreateContainer).
+pub(crate) fn to_status(error: &GuestPullError) -> ttrpc::Error {
     let code = match error {
         _ if error.broker_refused() => ttrpc::Code::PERMISSION_DENIED,
         _ if error.broker_untrusted() => ttrpc::Code::UNAUTHENTICATED,

@@ -1,12 +1,14 @@
 //! The agent API server: the ttrpc services, registered on one server over the chosen transport.
 
 mod attestation;
+mod container;
 mod health;
 mod image;
 
 use std::sync::Arc;
 
 pub use attestation::AttestationService;
+pub use container::ContainerService;
 pub use health::HealthService;
 pub use image::ImageService;
 use thiserror::Error;
@@ -21,13 +23,24 @@ pub enum ServiceError {
     Start(#[source] ttrpc::Error),
 }
 
-/// Starts serving the agent API on `listener`. The server runs in background tasks until the
-/// returned handle is dropped or shut down.
+/// Starts serving the agent API without the Container service on `listener`. The server runs
+/// in background tasks until the returned handle is dropped or shut down.
 pub async fn serve(
     listener: Listener,
     health: HealthService,
     attestation: AttestationService,
     image: ImageService,
+) -> Result<Server, ServiceError> {
+    serve_all(listener, health, attestation, image, None).await
+}
+
+/// Starts serving the agent API on `listener`, with the Container service when given.
+pub async fn serve_all(
+    listener: Listener,
+    health: HealthService,
+    attestation: AttestationService,
+    image: ImageService,
+    container: Option<ContainerService>,
 ) -> Result<Server, ServiceError> {
     let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> = Arc::new(health);
     let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> =
@@ -38,6 +51,11 @@ pub async fn serve(
         .register_service(tsuba_protocols::agent::create_health(health))
         .register_service(tsuba_protocols::agent::create_attestation(attestation))
         .register_service(tsuba_protocols::agent::create_image(image));
+    if let Some(container) = container {
+        let container: Arc<dyn tsuba_protocols::agent::Container + Send + Sync> =
+            Arc::new(container);
+        server = server.register_service(tsuba_protocols::agent::create_container(container));
+    }
     server.start().await.map_err(ServiceError::Start)?;
     Ok(server)
 }
