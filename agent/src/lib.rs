@@ -20,8 +20,9 @@ mod transport;
 
 pub use config::{AgentConfig, ConfigError, NetConfig, PullConfig, Transport};
 pub use container::{
-    CGROUP_MOUNT, CgroupError, CgroupRoot, ContainerError, Containers, ImageDefaults, PullHook,
-    PulledImage, RootfsError, Runner, RunnerError, SpecError, run_if_stage,
+    CGROUP_MOUNT, CGROUP_PARENT, CgroupError, CgroupRoot, ContainerError, Containers,
+    ImageDefaults, PullHook, PulledImage, RootfsError, Runner, RunnerError, SpecError,
+    run_if_stage,
 };
 pub use init::{InitError, load_modules, mount_system, power_off};
 pub use net::{GUEST_INTERFACE, NetError, bring_up as bring_up_network};

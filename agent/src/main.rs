@@ -89,7 +89,11 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         if !is_init && let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::warn!(%error, "not a child subreaper: container exits may be lost");
         }
-        let cgroups = CgroupRoot::setup(Path::new(tsuba_agent::CGROUP_MOUNT)).map_err(|e| {
+        let cgroups = CgroupRoot::setup(
+            Path::new(tsuba_agent::CGROUP_MOUNT),
+            tsuba_agent::CGROUP_PARENT,
+        )
+        .map_err(|e| {
             tracing::error!(error = %e, "cgroup v2 unavailable: containers cannot run");
             e.to_string()
         });

@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn unclaimed_statuses_are_bounded() {
         let reaper = Reaper::new();
-        for pid in 0..(MAX_UNCLAIMED as i32 + 5) {
+        for pid in 0..i32::try_from(MAX_UNCLAIMED + 5).unwrap() {
             reaper.deliver(pid, Exit::Code(0));
         }
         assert_eq!(reaper.lock().unclaimed.len(), MAX_UNCLAIMED);

@@ -12,7 +12,7 @@ use super::spec::Limits;
 /// Where the agent mounts cgroup2 when nothing is mounted there.
 pub const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 /// The agent's subtree, parent of every container cgroup.
-const PARENT: &str = "tsuba";
+pub const CGROUP_PARENT: &str = "tsuba";
 /// Controllers the agent enables for containers.
 const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
 
@@ -42,8 +42,8 @@ pub struct CgroupRoot {
 
 impl CgroupRoot {
     /// Mounts cgroup2 at `mount_point` if it is not one, enables the memory, cpu and pids
-    /// controllers for the agent's subtree (those the kernel has), and makes the subtree.
-    pub fn setup(mount_point: &Path) -> Result<Self, CgroupError> {
+    /// controllers for the agent's subtree `subtree` (those the kernel has), and makes it.
+    pub fn setup(mount_point: &Path, subtree: &str) -> Result<Self, CgroupError> {
         let is_cgroup2 = nix::sys::statfs::statfs(mount_point)
             .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
         if !is_cgroup2 {
@@ -59,7 +59,7 @@ impl CgroupRoot {
             )
             .map_err(|e| CgroupError::Mount(mount_point.to_owned(), e))?;
         }
-        let parent = mount_point.join(PARENT);
+        let parent = mount_point.join(subtree);
         match std::fs::create_dir(&parent) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -68,6 +68,11 @@ impl CgroupRoot {
         enable_controllers(mount_point);
         enable_controllers(&parent);
         Ok(CgroupRoot { parent })
+    }
+
+    /// The subtree's folder.
+    pub fn path(&self) -> &Path {
+        &self.parent
     }
 
     /// Creates the cgroup of container `id` (an ID checked by the caller) with `limits`.

@@ -18,7 +18,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, OnceCell, mpsc, watch};
 use tracing::{info, warn};
 
-pub use cgroup::{CGROUP_MOUNT, CgroupError, CgroupRoot};
+pub use cgroup::{CGROUP_MOUNT, CGROUP_PARENT, CgroupError, CgroupRoot};
 pub(crate) use cgroup::{Cgroup, CgroupStats};
 pub use image_config::ImageDefaults;
 pub use rootfs::RootfsError;
@@ -435,7 +435,9 @@ impl Containers {
         let cgroup = container.cgroup.clone();
         tokio::spawn(async move {
             let exit = exit.await.unwrap_or(Exit::Code(255));
-            let oom_killed = exit == Exit::Signal(nix::libc::SIGKILL) && cgroup.oom_kills() > 0;
+            // SIGKILLed (or a shell reporting its child's SIGKILL as 137) in a cgroup where the
+            // OOM killer ran.
+            let oom_killed = exit.status() == 128 + nix::libc::SIGKILL && cgroup.oom_kills() > 0;
             let _ = tx.send(Some(ExitInfo {
                 status: exit.status(),
                 oom_killed,

@@ -42,6 +42,10 @@ pub(crate) fn mount_layer(lower: &Path, dir: &Path) -> Result<Layer, RootfsError
     for d in [&upper, &work, &rootfs] {
         create_private_dir(d).map_err(|e| RootfsError::Io(d.clone(), e))?;
     }
+    // The upper folder is the container's `/`: readable by its non-root users (the folders
+    // above it stay private to the agent).
+    std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| RootfsError::Io(upper.clone(), e))?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),

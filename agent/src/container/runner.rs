@@ -235,6 +235,7 @@ impl Runner {
             .map_err(RunnerError::Spawn)?;
         let stage1_pid = i32::try_from(child.id()).map_err(|_| RunnerError::Protocol("pid"))?;
         let stage1_exit = self.reaper.watch(stage1_pid);
+        tracing::debug!(stage1_pid, "runner stage 1 started");
         drop(child);
         let (mut first, _) = listener.accept().await.map_err(RunnerError::Spawn)?;
         let plan = serde_json::to_vec(stage1).map_err(|e| RunnerError::Spawn(e.into()))?;
@@ -247,6 +248,7 @@ impl Runner {
             .and_then(|p| p.parse().ok())
             .ok_or(RunnerError::Protocol("bad pid"))?;
         let exit = self.reaper.watch(pid);
+        tracing::debug!(pid, "runner stage 2 started");
         match stage1_exit.await {
             Ok(Exit::Code(0)) => {}
             _ => return Err(RunnerError::Protocol("stage 1 failed")),

@@ -232,10 +232,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 
 /// Writes host bytes to the process's stdin; returns how many were taken (`None`: closed).
-pub(crate) async fn write_stdin(
-    stdio: &ProcessIo,
-    data: &[u8],
-) -> io::Result<Option<usize>> {
+pub(crate) async fn write_stdin(stdio: &ProcessIo, data: &[u8]) -> io::Result<Option<usize>> {
     use tokio::io::AsyncWriteExt as _;
     let mut stdin = stdio.stdin.lock().await;
     match stdin.as_mut() {
