@@ -88,6 +88,14 @@ const SYSTEM_MOUNTS: &[SystemMount] = &[
         data: "mode=0755",
         optional: false,
     },
+    // Terminals for container processes (`process.terminal`): /dev/ptmx finds its instance here.
+    SystemMount {
+        fstype: "devpts",
+        target: "/dev/pts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: "mode=0620,ptmxmode=0666",
+        optional: false,
+    },
     SystemMount {
         fstype: "tmpfs",
         target: "/run",
@@ -111,7 +119,7 @@ const SYSTEM_MOUNTS: &[SystemMount] = &[
     },
 ];
 
-/// Mounts proc, sys, dev, run, tmp and configfs (for configfs-tsm attestation reports).
+/// Mounts proc, sys, dev, dev/pts, run, tmp and configfs (for configfs-tsm attestation reports).
 ///
 /// Nothing is seeded from the host: no host-provided files, no entropy, no clock.
 pub fn mount_system() -> Result<(), InitError> {

@@ -102,6 +102,7 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
             Runner::new(
                 "/proc/self/exe".into(),
                 "/run/tsuba/control".into(),
+                "/.tsuba-root".into(),
                 Arc::clone(&reaper),
             ),
             cgroups,

@@ -59,13 +59,36 @@ struct Fixture {
     client: ContainerClient,
     _server: ttrpc::asynchronous::Server,
     cgroup_parent: PathBuf,
+    root_holder: PathBuf,
     state: tempfile::TempDir,
     _image: tempfile::TempDir,
 }
 
 impl Drop for Fixture {
+    /// Even when the test failed half-way: kill what runs, unmount the layers, remove the
+    /// cgroups and the root holder.
     fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.cgroup_parent) {
+            for cgroup in entries.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::write(cgroup.path().join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if std::fs::remove_dir(cgroup.path()).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.state.path().join("containers")) {
+            for container in entries.flatten() {
+                let _ = nix::mount::umount2(
+                    &container.path().join("rootfs"),
+                    nix::mount::MntFlags::MNT_DETACH,
+                );
+            }
+        }
         let _ = std::fs::remove_dir(&self.cgroup_parent);
+        let _ = std::fs::remove_dir(&self.root_holder);
     }
 }
 
@@ -98,6 +121,8 @@ async fn fixture() -> Option<Fixture> {
     let reaper = Reaper::new();
     tokio::spawn(tsuba_agent::reap_children(Arc::clone(&reaper)));
     let state = tempfile::tempdir().unwrap();
+    // The runner moves each root through a folder on the root mount: this test's own.
+    let root_holder = PathBuf::from(format!("/.tsuba-test-root-{}", std::process::id()));
     let subtree = format!("tsuba-test-{}", std::process::id());
     let cgroups = CgroupRoot::setup(cgroup_mount, &subtree).unwrap();
     let cgroup_parent = cgroups.path().to_owned();
@@ -111,6 +136,7 @@ async fn fixture() -> Option<Fixture> {
         Runner::new(
             PathBuf::from(env!("CARGO_BIN_EXE_tsuba-agent")),
             state.path().join("control"),
+            root_holder.clone(),
             reaper,
         ),
         Ok(cgroups),
@@ -153,6 +179,7 @@ async fn fixture() -> Option<Fixture> {
         client,
         _server: server,
         cgroup_parent,
+        root_holder,
         state,
         _image: image,
     })

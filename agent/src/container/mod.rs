@@ -402,6 +402,7 @@ impl Containers {
                 masked_paths: plan.masked_paths.clone(),
                 readonly_paths: plan.readonly_paths.clone(),
                 hostname: plan.hostname.clone(),
+                holder: self.runner.root_holder().to_owned(),
             }),
             join: None,
             namespaces: plan.namespaces,
@@ -650,5 +651,103 @@ impl Containers {
     /// Digest of the container's image.
     pub fn manifest_digest(&self, id: &str) -> Result<String, ContainerError> {
         Ok(self.get(id)?.manifest_digest.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn containers(pulls: Arc<AtomicU32>, dir: &std::path::Path) -> Containers {
+        let puller = Arc::new(GuestPuller::new(
+            crate::PullConfig::default(),
+            Err("no attester".into()),
+        ));
+        let runner = Runner::new(
+            "/nonexistent".into(),
+            dir.join("control"),
+            dir.join("holder"),
+            crate::Reaper::new(),
+        );
+        let rootfs = dir.to_owned();
+        Containers::new(puller, runner, Err("not needed".into()), dir.to_owned()).with_pull_hook(
+            Arc::new(move |reference| {
+                let n = pulls.fetch_add(1, Ordering::SeqCst);
+                // A slow pull, so that the second create arrives while it runs.
+                std::thread::sleep(Duration::from_millis(200));
+                if reference == "flaky" && n == 0 {
+                    return Err(GuestPullError::BadReference);
+                }
+                Ok(PulledImage {
+                    manifest_digest: format!("sha256:{reference}"),
+                    rootfs: rootfs.clone(),
+                    defaults: ImageDefaults::default(),
+                })
+            }),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_of_one_image_wait_for_one_pull() {
+        let dir = tempfile::tempdir().unwrap();
+        let pulls = Arc::new(AtomicU32::new(0));
+        let c = containers(Arc::clone(&pulls), dir.path());
+        let (a, b) = tokio::join!(c.image("app:1"), c.image("app:1"));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(pulls.load(Ordering::SeqCst), 1);
+        assert!(a.1 ^ b.1, "exactly one of the two pulled");
+        assert_eq!(a.0.manifest_digest, "sha256:app:1");
+        let (again, pulled) = c.image("app:1").await.unwrap();
+        assert!(!pulled);
+        assert_eq!(again.manifest_digest, "sha256:app:1");
+        assert_eq!(pulls.load(Ordering::SeqCst), 1);
+        c.image("other:1").await.unwrap();
+        assert_eq!(
+            pulls.load(Ordering::SeqCst),
+            2,
+            "another reference is its own pull"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_pull_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let pulls = Arc::new(AtomicU32::new(0));
+        let c = containers(Arc::clone(&pulls), dir.path());
+        assert!(matches!(
+            c.image("flaky").await,
+            Err(ContainerError::Pull(GuestPullError::BadReference))
+        ));
+        let (_, pulled) = c.image("flaky").await.unwrap();
+        assert!(pulled);
+        assert_eq!(pulls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn requests_for_unknown_or_invalid_ids_are_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = containers(Arc::new(AtomicU32::new(0)), dir.path());
+        assert!(matches!(
+            c.start("nope").await,
+            Err(ContainerError::NoContainer(id)) if id == "nope"
+        ));
+        assert!(matches!(
+            c.wait("../etc", "").await,
+            Err(ContainerError::BadId("container_id"))
+        ));
+        // A spec check comes before the pull and before the (here unavailable) cgroups.
+        let err = c.create("c1", "app:1", b"{}").await.unwrap_err();
+        assert!(
+            matches!(err, ContainerError::Spec(SpecError::Invalid(_))),
+            "{err}"
+        );
+        let spec =
+            br#"{"ociVersion":"1.0.0","linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#;
+        let err = c.create("c1", "app:1", spec).await.unwrap_err();
+        assert!(
+            matches!(&err, ContainerError::Unavailable(why) if why == "not needed"),
+            "{err}"
+        );
     }
 }

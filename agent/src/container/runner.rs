@@ -86,6 +86,8 @@ pub(crate) struct RootPlan {
     pub readonly_paths: Vec<PathBuf>,
     /// Hostname (UTS namespace).
     pub hostname: Option<String>,
+    /// An empty folder on the root mount where the root is moved before it replaces `/`.
+    pub holder: PathBuf,
 }
 
 /// What the second stage does.
@@ -169,6 +171,7 @@ async fn expect(input: &mut UnixStream, kind: u8) -> Result<Vec<u8>, RunnerError
 pub struct Runner {
     exe: PathBuf,
     control_dir: PathBuf,
+    root_holder: PathBuf,
     reaper: Arc<Reaper>,
     next: AtomicU64,
 }
@@ -185,17 +188,29 @@ pub(crate) struct Prepared {
 
 impl Runner {
     /// A runner that spawns `exe` (the agent binary) for its stages, with control sockets in
-    /// `control_dir`.
-    pub fn new(exe: PathBuf, control_dir: PathBuf, reaper: Arc<Reaper>) -> Self {
+    /// `control_dir`; `root_holder` is an empty folder directly on the root mount (see
+    /// `stage::enter_root`), created if missing.
+    pub fn new(
+        exe: PathBuf,
+        control_dir: PathBuf,
+        root_holder: PathBuf,
+        reaper: Arc<Reaper>,
+    ) -> Self {
         Runner {
             exe,
             control_dir,
+            root_holder,
             reaper,
             next: AtomicU64::new(0),
         }
     }
 
     /// Sets a process up (stage 1 then stage 2) and returns it stopped before exec.
+    /// The folder a container's root passes through.
+    pub(crate) fn root_holder(&self) -> &Path {
+        &self.root_holder
+    }
+
     pub(crate) async fn prepare(
         &self,
         stage1: &Stage1Plan,
@@ -203,6 +218,7 @@ impl Runner {
         stdio: ChildStdio,
     ) -> Result<Prepared, RunnerError> {
         super::rootfs::create_private_dir(&self.control_dir).map_err(RunnerError::Spawn)?;
+        super::rootfs::create_private_dir(&self.root_holder).map_err(RunnerError::Spawn)?;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let socket = self.control_dir.join(format!("{n}.sock"));
         let _ = std::fs::remove_file(&socket);

@@ -240,10 +240,7 @@ fn setup_root(root: &RootPlan) -> Result<(), String> {
             let _ = std::os::unix::fs::symlink(target, &link);
         }
     }
-    std::env::set_current_dir(rootfs).map_err(|e| format!("chdir to the root: {e}"))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    enter_root(rootfs, &root.holder)?;
     // Inside the new root no path can leave it, whatever the links.
     for path in &root.masked_paths {
         match std::fs::metadata(path) {
@@ -293,6 +290,73 @@ fn setup_root(root: &RootPlan) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// Makes `rootfs` the root of this mount namespace. pivot_root refuses a root on the initramfs
+/// (the guest's root), so the container's root is moved onto `holder` (an empty folder on the
+/// root mount), every other mount of the namespace is detached (the guest's /run with other
+/// containers' layers and the pulled images, /proc, /sys, /dev, /tmp), the root mount is made
+/// read-only in this namespace, and the container's root is moved over `/` and chrooted into.
+/// Under it there is only the read-only initramfs (public, measured content); setns into this
+/// namespace lands on the container's root, the topmost mount on `/`.
+fn enter_root(rootfs: &Path, holder: &Path) -> Result<(), String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading the mount table: {e}"))?;
+    mnt(Some(rootfs), holder, None, MsFlags::MS_MOVE, None)?;
+    let mut others: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mount_path)
+        .filter(|p| p != Path::new("/") && !p.starts_with(holder))
+        .collect();
+    // Deepest first; a mount already detached with its parent answers EINVAL.
+    others.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for path in others {
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(format!("detaching {}: {e}", path.display())),
+        }
+    }
+    mnt(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        None,
+    )?;
+    std::env::set_current_dir(holder).map_err(|e| format!("chdir to the root: {e}"))?;
+    mnt(
+        Some(Path::new(".")),
+        Path::new("/"),
+        None,
+        MsFlags::MS_MOVE,
+        None,
+    )?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
+/// A mount point from /proc/self/mountinfo, whose spaces, tabs, newlines and backslashes are
+/// octal escapes.
+fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// The program's path: as given when it has a `/`, else the first match in the process's PATH.
@@ -405,4 +469,17 @@ fn setup_process(process: &ProcessPlan) -> Result<(), String> {
         )
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(unescape_mount_path("/run/a\\040b"), Path::new("/run/a b"));
+        assert_eq!(unescape_mount_path("/x\\134y"), Path::new("/x\\y"));
+        assert_eq!(unescape_mount_path("/plain"), Path::new("/plain"));
+        assert_eq!(unescape_mount_path("/bad\\9"), Path::new("/bad\\9"));
+    }
 }

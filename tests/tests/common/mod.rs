@@ -344,6 +344,8 @@ pub(crate) fn busybox_layer() -> (Vec<u8>, Digest) {
         header.set_mode(0o755);
         header.set_size(0);
         header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
         tar.append_data(&mut header, name, std::io::empty())
             .unwrap();
     };
@@ -354,6 +356,8 @@ pub(crate) fn busybox_layer() -> (Vec<u8>, Digest) {
     header.set_size(data.len() as u64);
     header.set_mode(0o755);
     header.set_mtime(1_700_000_000);
+    header.set_uid(0);
+    header.set_gid(0);
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, "bin/busybox", &data[..])
         .unwrap();
@@ -362,6 +366,8 @@ pub(crate) fn busybox_layer() -> (Vec<u8>, Digest) {
     header.set_size(marker.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(1_700_000_000);
+    header.set_uid(0);
+    header.set_gid(0);
     tar.append_data(&mut header, "etc/marker", &marker[..])
         .unwrap();
     for applet in [
@@ -372,6 +378,8 @@ pub(crate) fn busybox_layer() -> (Vec<u8>, Digest) {
         header.set_size(0);
         header.set_mode(0o777);
         header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
         tar.append_link(&mut header, format!("bin/{applet}"), "busybox")
             .unwrap();
     }
