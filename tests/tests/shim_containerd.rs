@@ -54,7 +54,8 @@ fn shim_sockets() -> HashSet<PathBuf> {
 }
 
 /// A private containerd: its root, state, sockets and log under `dir`. Dropping it kills it,
-/// every shim and QEMU whose command line names `dir`, and the shim sockets they left.
+/// every shim and QEMU whose command line names the test's folder (`dir`'s parent), and the
+/// shim sockets they left.
 struct Containerd {
     dir: PathBuf,
     process: Option<Guarded>,
@@ -182,8 +183,10 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         drop(self.process.take());
-        // Shims and QEMU outlive containerd by design: stop the ones this test started.
-        let needle = self.dir.display().to_string();
+        // Shims and QEMU outlive containerd by design: stop the ones this test started (their
+        // command lines name the test's folder: containerd's socket, the sandbox state).
+        let work = self.dir.parent().unwrap_or(&self.dir);
+        let needle = work.display().to_string();
         for (pid, _) in processes_mentioning(&needle) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
@@ -421,10 +424,17 @@ impl World {
     }
 }
 
-/// A `ctr run` in the foreground whose output is collected as it comes.
+/// A `ctr run` in the foreground whose output is collected as it comes; killed when dropped.
 struct Foreground {
     child: Child,
     out: Arc<Mutex<String>>,
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Foreground {
