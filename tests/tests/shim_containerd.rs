@@ -231,7 +231,8 @@ fn runtime_config(a: &Artefacts, dir: &Path, name: &str, cmdline: &str, extra: &
 fn assert_no_sandbox_left(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let procs: Vec<_> = processes_mentioning(&dir.join("s").display().to_string())
+        // `<dir>/s/`: the sandbox state, named in QEMU's command line.
+        let procs: Vec<_> = processes_mentioning(&format!("{}/s/", dir.display()))
             .into_iter()
             .chain(
                 processes_mentioning("containerd-shim-tsuba-v2")
@@ -515,7 +516,7 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
 }
 
 fn qemu_processes(dir: &Path) -> Vec<(u32, String)> {
-    processes_mentioning(&dir.join("s").display().to_string())
+    processes_mentioning(&format!("{}/s/", dir.display()))
         .into_iter()
         .filter(|(_, cmd)| cmd.contains("qemu-system"))
         .collect()
@@ -582,7 +583,8 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
         .arg("120")
         .args(["script", "-qec"])
         .arg(format!(
-            "stty rows 33 cols 101; ctr --address {} task exec -t --exec-id e3 c1 stty size",
+            "stty rows 33 cols 101; ctr --address {} task exec -t --exec-id e3 c1 \
+             sh -c 'test -t 0 && echo is-a-tty; sleep 2; stty size'",
             containerd.dir.join("containerd.sock").display()
         ))
         .arg("/dev/null")
@@ -789,19 +791,21 @@ fn a_killed_qemu_ends_its_task_and_a_killed_shim_is_cleaned_up_by_containerd() {
         .unwrap();
     };
 
-    // QEMU dies under a running task: the task exits (255), and nothing is left once removed.
-    detached("f1");
+    // QEMU dies under a running task: the task exits with 255, and nothing is left.
+    let args = Containerd::run_args(
+        &config,
+        &empty,
+        "f1",
+        &[&image],
+        &["sh", "-c", "echo up; exec sleep 600"],
+    );
+    let mut f1 = Foreground::spawn(&containerd, &args);
+    f1.wait_for("up");
     let qemus = qemu_processes(dir);
     assert_eq!(qemus.len(), 1, "{qemus:?}");
     kill9(qemus[0].0);
-    wait_status(&containerd, "f1", "STOPPED");
-    let rm = containerd.ctr(&["task", "rm", "f1"], b"");
-    assert!(
-        text(&rm.stderr).contains("exit code 255") || text(&rm.stdout).contains("255"),
-        "{}{}",
-        text(&rm.stdout),
-        text(&rm.stderr)
-    );
+    let (code, out) = f1.wait();
+    assert_eq!(code, 255, "{out}");
     assert_no_sandbox_left(dir);
 
     // The shim dies: containerd runs `shim delete`, which stops QEMU and removes the state.
@@ -817,5 +821,6 @@ fn a_killed_qemu_ends_its_task_and_a_killed_shim_is_cleaned_up_by_containerd() {
     kill9(shims[0].0);
     assert_no_sandbox_left(dir);
     let _ = containerd.ctr(&["task", "rm", "f2"], b"");
-    let _ = containerd.ctr(&["container", "rm", "f1", "f2"], b"");
+    let rm = containerd.ctr(&["container", "rm", "f1", "f2"], b"");
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
 }
