@@ -540,7 +540,11 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
         &empty,
         "c1",
         &[&image],
-        &["sh", "-c", "cat /etc/marker; echo started; exec sleep 600"],
+        &[
+            "sh",
+            "-c",
+            "cat /etc/marker; echo started; sleep 600 & wait",
+        ],
     );
     let mut c1 = Foreground::spawn(&containerd, &args);
     c1.wait_for("started");
@@ -612,8 +616,10 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
     let content = containerd.ctr(&["content", "ls", "-q"], b"");
     assert_eq!(text(&content.stdout), "", "the host fetched content");
 
-    // SIGTERM ends the sleeping container with 143, and the VM and its state go.
-    let kill = containerd.ctr(&["task", "kill", "c1"], b"");
+    // SIGTERM to every process of the container (PID 1, the shell, ignores it, as under runc):
+    // sleep dies of it, the shell's `wait` returns 143 and so does the container. Then the VM
+    // and its state go.
+    let kill = containerd.ctr(&["task", "kill", "--all", "c1"], b"");
     assert!(kill.status.success(), "{}", text(&kill.stderr));
     let (code, out) = c1.wait();
     assert_eq!(code, 143, "{out}");
@@ -722,7 +728,7 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     assert_eq!((code, out.as_str()), (7, "in-the-pod\n"));
     let mut c3 = Foreground::spawn(
         &containerd,
-        &member("c3", &[], &["sh", "-c", "echo c3-up; exec sleep 600"]),
+        &member("c3", &[], &["sh", "-c", "echo c3-up; sleep 600 & wait"]),
     );
     c3.wait_for("c3-up");
     assert_eq!(qemu_processes(dir).len(), 1, "one VM for the pod");
@@ -745,7 +751,7 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     containerd.restart();
     wait_status(&containerd, "c3", "RUNNING");
     wait_status(&containerd, "pod1", "RUNNING");
-    let kill = containerd.ctr(&["task", "kill", "c3"], b"");
+    let kill = containerd.ctr(&["task", "kill", "--all", "c3"], b"");
     assert!(kill.status.success(), "{}", text(&kill.stderr));
     wait_status(&containerd, "c3", "STOPPED");
     // The old `ctr run` lost its containerd; the task's end is what counts.
