@@ -654,7 +654,17 @@ impl Pod {
         let (cid, eid) = (cid.to_owned(), eid.to_owned());
         tokio::spawn(async move {
             let status = match agent.wait_process(&cid, &eid).await {
-                Ok(r) => u32::try_from(r.exit_status).unwrap_or(VM_LOST_STATUS),
+                Ok(r) => {
+                    // The agent's OOM long-poll can miss a kill when the container is removed
+                    // right after it; the exit status says it too. A second event for the same
+                    // kill is harmless: containerd records the reason, not a count.
+                    if r.oom_killed {
+                        pod.emit(Event::Oom {
+                            container_id: cid.clone(),
+                        });
+                    }
+                    u32::try_from(r.exit_status).unwrap_or(VM_LOST_STATUS)
+                }
                 Err(e) => {
                     warn!(container = %cid, exec = %eid, error = %error_chain(&e), "waiting for the process failed");
                     VM_LOST_STATUS

@@ -455,11 +455,13 @@ impl Foreground {
         ] {
             let out = out.clone();
             std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
+                let mut reader = std::io::BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    out.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
                 }
             });
         }
@@ -543,7 +545,7 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
         &[
             "sh",
             "-c",
-            "cat /etc/marker; echo started; sleep 600 & wait",
+            "cat /etc/marker; echo started; sleep 600 & wait $!",
         ],
     );
     let mut c1 = Foreground::spawn(&containerd, &args);
@@ -728,7 +730,7 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     assert_eq!((code, out.as_str()), (7, "in-the-pod\n"));
     let mut c3 = Foreground::spawn(
         &containerd,
-        &member("c3", &[], &["sh", "-c", "echo c3-up; sleep 600 & wait"]),
+        &member("c3", &[], &["sh", "-c", "echo c3-up; sleep 600 & wait $!"]),
     );
     c3.wait_for("c3-up");
     assert_eq!(qemu_processes(dir).len(), 1, "one VM for the pod");
