@@ -14,7 +14,7 @@ GUEST := out/guest
 # Every recipe that needs the set-up paths sources $(ENV_FILE) (written by scripts/setup).
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 
-.PHONY: help setup agent cli guest demo test lint unit e2e test-firmware bench fuzz fuzz-ci clean
+.PHONY: help setup agent cli shim guest demo test lint unit e2e test-firmware bench fuzz fuzz-ci clean
 
 help:
 	@echo "make demo   - install what is missing, build, boot a sim-mode confidential guest"
@@ -32,6 +32,11 @@ agent:
 
 cli:
 	cargo build --locked -p tsuba-cli
+
+# containerd-shim-tsuba-v2 beside target/debug/tsuba: the e2e tests put this folder first on the
+# PATH of the containerd they start.
+shim:
+	cargo build --locked -p tsuba-shim --bin containerd-shim-tsuba-v2
 
 # Release image (no shell) and debug image (adds busybox). Reproducible: same inputs, same bytes.
 guest: setup agent cli
@@ -67,7 +72,7 @@ unit:
 	cargo test --locked --workspace --doc
 
 # End-to-end tests: real QEMU, registry, skopeo. They read the paths below.
-e2e: guest
+e2e: guest shim
 	$(WITH_ENV) TSUBA_GUEST_DIR=$(CURDIR)/$(GUEST) TSUBA_BIN=$(CURDIR)/$(TSUBA) \
 		cargo nextest run --locked -p tsuba-tests --profile ci
 

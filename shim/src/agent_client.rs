@@ -11,9 +11,14 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tracing::debug;
 use tsuba_protocols::agent::{
-    AttestationClient, CheckRequest, CheckResponse, DiagnosticReportRequest,
-    DiagnosticReportResponse, HELLO, HealthClient, ImageClient, MAX_IMAGE_REFERENCE,
-    PullImageRequest, PullImageResponse, VersionRequest, VersionResponse,
+    AttestationClient, CheckRequest, CheckResponse, CloseStdinRequest, ContainerClient,
+    CreateContainerRequest, CreateContainerResponse, DiagnosticReportRequest,
+    DiagnosticReportResponse, ExecProcessRequest, GetOOMEventRequest, HELLO, HealthClient,
+    ImageClient, ListProcessesRequest, MAX_IMAGE_REFERENCE, MAX_OCI_SPEC, MAX_STDIO_CHUNK,
+    OOMEvent, PullImageRequest, PullImageResponse, ReadStreamRequest, ReadStreamResponse,
+    RemoveContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, TtyWinResizeRequest, VersionRequest, VersionResponse,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
 };
 use ttrpc::asynchronous::Client;
 use ttrpc::asynchronous::transport::Socket;
@@ -36,6 +41,9 @@ pub enum AgentClientError {
     /// An image reference the agent would refuse anyway.
     #[error("image reference is empty or longer than {MAX_IMAGE_REFERENCE} bytes")]
     ImageReference,
+    /// An OCI spec or process larger than the agent takes.
+    #[error("the OCI spec is larger than {MAX_OCI_SPEC} bytes")]
+    SpecTooLarge,
     /// A call failed.
     #[error("agent call {method} failed")]
     Rpc {
@@ -53,6 +61,7 @@ pub struct AgentClient {
     health: HealthClient,
     attestation: AttestationClient,
     image: ImageClient,
+    container: ContainerClient,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -87,7 +96,8 @@ impl AgentClient {
         Ok(AgentClient {
             health: HealthClient::new(client.clone()),
             attestation: AttestationClient::new(client.clone()),
-            image: ImageClient::new(client),
+            image: ImageClient::new(client.clone()),
+            container: ContainerClient::new(client),
         })
     }
 
@@ -180,6 +190,327 @@ impl AgentClient {
                 method: "Image.Pull",
                 source,
             })
+    }
+}
+
+/// A call with no deadline, for the long-polls and waits that last as long as a process.
+fn no_deadline() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(0)
+}
+
+macro_rules! rpc {
+    ($self:ident, $method:ident, $name:literal, $ctx:expr, $req:expr) => {
+        $self
+            .container
+            .$method($ctx, &$req)
+            .await
+            .map_err(|source| AgentClientError::Rpc {
+                method: $name,
+                source,
+            })
+    };
+}
+
+/// The `Container` service: the pod's containers and their processes. Calls that last as long
+/// as a process (wait, stdio reads, OOM events) have no deadline; the others take `timeout`.
+impl AgentClient {
+    /// `Container.CreateContainer`: pulls `image` (attesting first) if the pod has not, and
+    /// creates the container's init process, stopped. A refused attestation is an
+    /// [`AgentClientError::Rpc`] with `PERMISSION_DENIED` and the broker's reason.
+    pub async fn create_container(
+        &self,
+        container_id: &str,
+        sandbox_id: &str,
+        image: &str,
+        oci_spec: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<CreateContainerResponse, AgentClientError> {
+        if image.is_empty() || image.len() > MAX_IMAGE_REFERENCE {
+            return Err(AgentClientError::ImageReference);
+        }
+        if oci_spec.len() > MAX_OCI_SPEC {
+            return Err(AgentClientError::SpecTooLarge);
+        }
+        let mut req = CreateContainerRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        sandbox_id.clone_into(&mut req.sandbox_id);
+        image.clone_into(&mut req.image);
+        req.oci_spec = oci_spec;
+        rpc!(
+            self,
+            create_container,
+            "Container.CreateContainer",
+            context(timeout),
+            req
+        )
+    }
+
+    /// `Container.StartContainer`.
+    pub async fn start_container(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<(), AgentClientError> {
+        let mut req = StartContainerRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        rpc!(
+            self,
+            start_container,
+            "Container.StartContainer",
+            context(timeout),
+            req
+        )
+        .map(drop)
+    }
+
+    /// `Container.ExecProcess`: `process` is the OCI process object as JSON.
+    pub async fn exec_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u32, AgentClientError> {
+        if process.len() > MAX_OCI_SPEC {
+            return Err(AgentClientError::SpecTooLarge);
+        }
+        let mut req = ExecProcessRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        req.process = process;
+        rpc!(
+            self,
+            exec_process,
+            "Container.ExecProcess",
+            context(timeout),
+            req
+        )
+        .map(|r| r.pid)
+    }
+
+    /// `Container.SignalProcess`.
+    pub async fn signal_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+        timeout: Duration,
+    ) -> Result<(), AgentClientError> {
+        let mut req = SignalProcessRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        req.signal = signal;
+        req.all = all;
+        rpc!(
+            self,
+            signal_process,
+            "Container.SignalProcess",
+            context(timeout),
+            req
+        )
+        .map(drop)
+    }
+
+    /// `Container.WaitProcess`: returns when the process exits.
+    pub async fn wait_process(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<WaitProcessResponse, AgentClientError> {
+        let mut req = WaitProcessRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        rpc!(
+            self,
+            wait_process,
+            "Container.WaitProcess",
+            no_deadline(),
+            req
+        )
+    }
+
+    /// `Container.WriteStdin`: at most [`MAX_STDIO_CHUNK`] bytes; returns how many were taken.
+    pub async fn write_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<usize, AgentClientError> {
+        let mut req = WriteStreamRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        req.data = data[..data.len().min(MAX_STDIO_CHUNK)].to_vec();
+        let len = rpc!(
+            self,
+            write_stdin,
+            "Container.WriteStdin",
+            context(timeout),
+            req
+        )?
+        .len;
+        Ok(usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(req_len(data)))
+    }
+
+    /// `Container.CloseStdin`.
+    pub async fn close_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        timeout: Duration,
+    ) -> Result<(), AgentClientError> {
+        let mut req = CloseStdinRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        rpc!(
+            self,
+            close_stdin,
+            "Container.CloseStdin",
+            context(timeout),
+            req
+        )
+        .map(drop)
+    }
+
+    /// `Container.ReadStdout` (or `ReadStderr` when `stderr`): a long-poll.
+    pub async fn read_stream(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        stderr: bool,
+        max_len: u32,
+    ) -> Result<ReadStreamResponse, AgentClientError> {
+        let mut req = ReadStreamRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        req.max_len = max_len;
+        if stderr {
+            rpc!(
+                self,
+                read_stderr,
+                "Container.ReadStderr",
+                no_deadline(),
+                req
+            )
+        } else {
+            rpc!(
+                self,
+                read_stdout,
+                "Container.ReadStdout",
+                no_deadline(),
+                req
+            )
+        }
+    }
+
+    /// `Container.TtyWinResize`.
+    pub async fn tty_win_resize(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+        rows: u32,
+        columns: u32,
+        timeout: Duration,
+    ) -> Result<(), AgentClientError> {
+        let mut req = TtyWinResizeRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        exec_id.clone_into(&mut req.exec_id);
+        req.rows = rows;
+        req.columns = columns;
+        rpc!(
+            self,
+            tty_win_resize,
+            "Container.TtyWinResize",
+            context(timeout),
+            req
+        )
+        .map(drop)
+    }
+
+    /// `Container.ListProcesses`: guest PIDs.
+    pub async fn list_processes(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<Vec<u32>, AgentClientError> {
+        let mut req = ListProcessesRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        rpc!(
+            self,
+            list_processes,
+            "Container.ListProcesses",
+            context(timeout),
+            req
+        )
+        .map(|r| r.pids)
+    }
+
+    /// `Container.StatsContainer`.
+    pub async fn stats_container(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<StatsContainerResponse, AgentClientError> {
+        let mut req = StatsContainerRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        rpc!(
+            self,
+            stats_container,
+            "Container.StatsContainer",
+            context(timeout),
+            req
+        )
+    }
+
+    /// `Container.RemoveContainer`.
+    pub async fn remove_container(
+        &self,
+        container_id: &str,
+        timeout_secs: u32,
+        timeout: Duration,
+    ) -> Result<(), AgentClientError> {
+        let mut req = RemoveContainerRequest::new();
+        container_id.clone_into(&mut req.container_id);
+        req.timeout_secs = timeout_secs;
+        rpc!(
+            self,
+            remove_container,
+            "Container.RemoveContainer",
+            context(timeout),
+            req
+        )
+        .map(drop)
+    }
+
+    /// `Container.GetOOMEvent`: a long-poll.
+    pub async fn get_oom_event(&self) -> Result<OOMEvent, AgentClientError> {
+        rpc!(
+            self,
+            get_oom_event,
+            "Container.GetOOMEvent",
+            no_deadline(),
+            GetOOMEventRequest::new()
+        )
+    }
+}
+
+fn req_len(data: &[u8]) -> usize {
+    data.len().min(MAX_STDIO_CHUNK)
+}
+
+impl AgentClientError {
+    /// The ttrpc status code and message, when the agent answered with an error status.
+    pub fn status(&self) -> Option<(ttrpc::Code, &str)> {
+        match self {
+            AgentClientError::Rpc {
+                source: ttrpc::Error::RpcStatus(s),
+                ..
+            } => Some((s.code(), s.message())),
+            _ => None,
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tsuba_image_rs::Digest;
-use tsuba_image_rs::oci::Descriptor;
+use tsuba_image_rs::oci::{self, Descriptor, ImageConfig, Manifest, RootFs};
+use tsuba_image_rs::{Digest, OciLayout};
 use tsuba_tests::{Artefacts, sim_config};
 use tsuba_vmm_tee::LaunchConfig;
 
@@ -330,4 +330,103 @@ pub(crate) fn rand_bytes() -> Vec<u8> {
         .read_exact(&mut key)
         .unwrap();
     key
+}
+
+/// A gzip layer of busybox and its applets (symlinks), with /proc, /dev, /sys, /tmp.
+pub(crate) fn busybox_layer() -> (Vec<u8>, Digest) {
+    use std::io::Write as _;
+    let busybox = std::env::var_os("TSUBA_BUSYBOX").unwrap_or_else(|| "/bin/busybox".into());
+    let data = std::fs::read(&busybox).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let dir = |name: &str, tar: &mut tar::Builder<Vec<u8>>| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        tar.append_data(&mut header, name, std::io::empty())
+            .unwrap();
+    };
+    for d in ["bin/", "proc/", "dev/", "sys/", "tmp/", "etc/"] {
+        dir(d, &mut tar);
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o755);
+    header.set_mtime(1_700_000_000);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "bin/busybox", &data[..])
+        .unwrap();
+    let marker = b"tsuba-e2e-marker-in-the-image\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(marker.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_uid(0);
+    header.set_gid(0);
+    tar.append_data(&mut header, "etc/marker", &marker[..])
+        .unwrap();
+    for applet in [
+        "sh", "cat", "echo", "sleep", "stty", "true", "dd", "ls", "hostname", "touch", "test",
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_mtime(1_700_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        tar.append_link(&mut header, format!("bin/{applet}"), "busybox")
+            .unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let diff_id = Digest::of(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// The plaintext busybox image at `dir`, tagged `v1`, whose config runs `echo from-image-cmd`.
+pub(crate) fn write_busybox_image(dir: &Path) {
+    let layout = OciLayout::create(dir).unwrap();
+    let (blob, diff_id) = busybox_layer();
+    let (digest, size) = layout.write_blob(&blob).unwrap();
+    let layer = descriptor("application/vnd.oci.image.layer.v1.tar+gzip", digest, size);
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "architecture".into(),
+        oci::Platform::current().architecture.into(),
+    );
+    extra.insert("os".into(), "linux".into());
+    extra.insert(
+        "config".into(),
+        serde_json::json!({
+            "Cmd": ["sh", "-c", "echo from-image-cmd $FROM_IMAGE"],
+            "Env": ["PATH=/bin", "FROM_IMAGE=yes"],
+        }),
+    );
+    let config = ImageConfig {
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id],
+        },
+        extra,
+    };
+    let (config_digest, config_size) = layout.write_json(&config).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_TYPE_MANIFEST.into()),
+        config: descriptor(oci::MEDIA_TYPE_CONFIG, config_digest, config_size),
+        layers: vec![layer],
+        annotations: Default::default(),
+        extra: Default::default(),
+    };
+    let (digest, size) = layout.write_json(&manifest).unwrap();
+    layout
+        .set_ref("v1", descriptor(oci::MEDIA_TYPE_MANIFEST, digest, size))
+        .unwrap();
 }
