@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use p256::elliptic_curve::zeroize::Zeroizing;
 use rand::RngCore;
 
@@ -51,11 +51,20 @@ pub enum AdminClientError {
 }
 
 /// A new administrator key pair as PEM: (private PKCS#8, public SPKI).
+///
+/// The private key is a PKCS#8 v1 `PrivateKeyInfo` (RFC 5208, RFC 8410), without the public key
+/// that v2 (RFC 5958) may embed: OpenSSL 3.0 and Python's `cryptography` load only v1 Ed25519
+/// keys, and operators sign admin tokens with those tools. [`AdminClient::new`] reads both.
 pub fn generate_admin_key() -> Result<(Zeroizing<String>, String), AdminClientError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(seed.as_mut());
     let key = SigningKey::from_bytes(&seed);
-    let private = key
+    // Zeroised on drop.
+    let v1 = KeypairBytes {
+        secret_key: *seed,
+        public_key: None,
+    };
+    let private = v1
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(AdminClientError::Key)?;
     let public = key
@@ -81,7 +90,8 @@ impl std::fmt::Debug for AdminClient {
 }
 
 impl AdminClient {
-    /// A client for the broker at `url`, signing with the PKCS#8 PEM `key_pem`, trusting the
+    /// A client for the broker at `url`, signing with the PKCS#8 PEM `key_pem` (v1, or v2 with
+    /// the public key, which must then match the private key), trusting the
     /// PEM certificates in `ca_pem` for HTTPS.
     pub fn new(url: &str, key_pem: &str, ca_pem: Option<&[u8]>) -> Result<Self, AdminClientError> {
         let key = SigningKey::from_pkcs8_pem(key_pem).map_err(AdminClientError::Key)?;
@@ -261,5 +271,76 @@ mod tests {
             .as_secs();
         auth.check(Some(&client.bearer()), now).unwrap();
         assert!(AdminClient::new("http://x", &public, None).is_err());
+    }
+
+    fn key_info(pem: &str) -> (ed25519_dalek::pkcs8::Version, Option<Vec<u8>>) {
+        let (label, der) = ed25519_dalek::pkcs8::SecretDocument::from_pem(pem).unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_bytes()).unwrap();
+        (info.version(), info.public_key.map(<[u8]>::to_vec))
+    }
+
+    #[test]
+    fn generated_private_key_is_pkcs8_v1_without_the_public_key() {
+        let (private, _) = generate_admin_key().unwrap();
+        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert_eq!(
+            key_info(&private),
+            (ed25519_dalek::pkcs8::Version::V1, None)
+        );
+        // RFC 8410's example layout: 48 bytes, seed at the end.
+        let (_, der) = ed25519_dalek::pkcs8::SecretDocument::from_pem(&private).unwrap();
+        assert_eq!(der.as_bytes().len(), 48);
+        assert_eq!(
+            der.as_bytes()[..16],
+            hex::decode("302e020100300506032b657004220420").unwrap()[..]
+        );
+    }
+
+    /// Tokens signed with `pem` pass the broker's check against `public`.
+    fn signs_for(pem: &str, public: &str) -> bool {
+        let client = AdminClient::new("http://127.0.0.1:1", pem, None).unwrap();
+        let auth = AdminAuth::from_public_key_pem(public).unwrap();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        auth.check(Some(&client.bearer()), now).is_ok()
+    }
+
+    #[test]
+    fn v1_and_v2_private_keys_both_load_and_sign() {
+        let (v1, public) = generate_admin_key().unwrap();
+        assert!(signs_for(&v1, &public));
+        // The same key in v2 form (public key embedded), as earlier releases wrote it.
+        let key = SigningKey::from_pkcs8_pem(&v1).unwrap();
+        let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let (version, embedded) = key_info(&v2);
+        assert_eq!(version, ed25519_dalek::pkcs8::Version::V2);
+        assert_eq!(embedded, Some(key.verifying_key().to_bytes().to_vec()));
+        assert!(signs_for(&v2, &public));
+        // A key signs only for its own public key.
+        let (other, other_public) = generate_admin_key().unwrap();
+        assert!(!signs_for(&other, &public));
+        assert!(signs_for(&other, &other_public));
+    }
+
+    #[test]
+    fn v2_key_whose_public_key_does_not_match_is_refused() {
+        let (v1, _) = generate_admin_key().unwrap();
+        let (other, _) = generate_admin_key().unwrap();
+        let other = SigningKey::from_pkcs8_pem(&other).unwrap();
+        let mismatched = KeypairBytes {
+            secret_key: SigningKey::from_pkcs8_pem(&v1).unwrap().to_bytes(),
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+                other.verifying_key().to_bytes(),
+            )),
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap();
+        assert!(matches!(
+            AdminClient::new("http://x", &mismatched, None),
+            Err(AdminClientError::Key(_))
+        ));
     }
 }

@@ -11,7 +11,9 @@ mod uri;
 
 pub use client::{KbsClient, KbsClientConfig};
 pub use error::KbsClientError;
-pub use evidence::{AttesterEvidence, EvidenceProvider, InsecureSampleEvidence};
+pub use evidence::{
+    AttesterEvidence, EvidenceProvider, EvidenceShapeError, InsecureSampleEvidence,
+};
 pub use key_provider::{
     KbsKeyProvider, RegistryAuthError, credentials_for_image, fetch_registry_credentials,
 };
