@@ -132,8 +132,12 @@ fn generated_key_loads_in_openssl_and_signs_tokens_the_broker_accepts() {
         .arg(&public));
 
     // OpenSSL loads it, and derives the public key admin-keygen wrote.
-    run(Command::new("openssl").args(["pkey", "-noout", "-in"]).arg(&key));
-    let derived = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&key));
+    run(Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(&key));
+    let derived = run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key));
     assert_eq!(
         String::from_utf8(derived.stdout).unwrap(),
         std::fs::read_to_string(&public).unwrap()
