@@ -273,7 +273,9 @@ mod tests {
         assert!(AdminClient::new("http://x", &public, None).is_err());
     }
 
-    fn key_info(pem: &str) -> (ed25519_dalek::pkcs8::Version, Option<Vec<u8>>) {
+    /// The PKCS#8 version (the `pkcs8` crate, as re-exported by `p256`) and the embedded public
+    /// key, if any.
+    fn key_info(pem: &str) -> (p256::pkcs8::Version, Option<Vec<u8>>) {
         let (label, der) = ed25519_dalek::pkcs8::SecretDocument::from_pem(pem).unwrap();
         assert_eq!(label, "PRIVATE KEY");
         let info = ed25519_dalek::pkcs8::PrivateKeyInfo::try_from(der.as_bytes()).unwrap();
@@ -284,10 +286,7 @@ mod tests {
     fn generated_private_key_is_pkcs8_v1_without_the_public_key() {
         let (private, _) = generate_admin_key().unwrap();
         assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-        assert_eq!(
-            key_info(&private),
-            (ed25519_dalek::pkcs8::Version::V1, None)
-        );
+        assert_eq!(key_info(&private), (p256::pkcs8::Version::V1, None));
         // RFC 8410's example layout: 48 bytes, seed at the end.
         let (_, der) = ed25519_dalek::pkcs8::SecretDocument::from_pem(&private).unwrap();
         assert_eq!(der.as_bytes().len(), 48);
@@ -316,7 +315,7 @@ mod tests {
         let key = SigningKey::from_pkcs8_pem(&v1).unwrap();
         let v2 = key.to_pkcs8_pem(LineEnding::LF).unwrap();
         let (version, embedded) = key_info(&v2);
-        assert_eq!(version, ed25519_dalek::pkcs8::Version::V2);
+        assert_eq!(version, p256::pkcs8::Version::V2);
         assert_eq!(embedded, Some(key.verifying_key().to_bytes().to_vec()));
         assert!(signs_for(&v2, &public));
         // A key signs only for its own public key.
