@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use tsuba_attestation_agent::attester::{Attester, AttesterKind, DetectPaths, open_attester};
+use tsuba_attestation_agent::attester::AttesterKind;
 use tsuba_attestation_agent::kbs::{
-    AttesterEvidence, BrokerTrust, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
-    SpkiPin, fetch_registry_credentials,
+    AttesterEvidence, KbsClient, KbsClientConfig, KbsKeyProvider, ResourceUri,
+    fetch_registry_credentials,
 };
 use tsuba_image_rs::ocicrypt::{
     DecryptConfig, KeyId, KeyProvider, PrivateKey, PublicKey, Recipients, StaticKeyProvider,
@@ -271,65 +271,16 @@ async fn kbs_client(a: &KbsArgs) -> anyhow::Result<Option<Arc<KbsClient>>> {
         return Ok(None);
     };
     let kind = a.attester.context("--kbs-url needs --attester")?;
-    let sim_device = a.sim_device.clone();
-    let attester: Arc<dyn Attester> = tokio::task::spawn_blocking(move || open(kind, sim_device))
-        .await
-        .context("attester task")??;
-    let trust = if a.kbs_insecure_plain_http {
-        BrokerTrust::InsecurePlainHttp
-    } else if let Some(pin) = &a.kbs_pin {
-        BrokerTrust::Pin(SpkiPin::parse(pin).context("--kbs-pin")?)
-    } else if let Some(ca) = &a.kbs_ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        BrokerTrust::ca_pem(&pem).with_context(|| format!("--kbs-ca {}", ca.display()))?
-    } else {
-        bail!("an https:// broker needs --kbs-ca or --kbs-pin (no built-in roots are trusted)");
-    };
+    let attester = super::broker_client::attester(kind, a.sim_device.clone()).await?;
+    let trust = super::broker_client::broker_trust(
+        a.kbs_insecure_plain_http,
+        a.kbs_pin.as_deref(),
+        a.kbs_ca.as_deref(),
+        ("--kbs-ca", "--kbs-pin"),
+    )?;
     let config = KbsClientConfig::new(url.clone(), trust);
     let client = KbsClient::new(config, Arc::new(AttesterEvidence::new(attester)))?;
     Ok(Some(Arc::new(client)))
-}
-
-fn open(kind: AttesterKind, sim_device: Option<PathBuf>) -> anyhow::Result<Arc<dyn Attester>> {
-    if !kind.is_simulated() {
-        if sim_device.is_some() {
-            bail!("--sim-device is only for the sim-snp and sim-tdx attesters");
-        }
-        return Ok(Arc::from(open_attester(kind, &DetectPaths::default())?));
-    }
-    let path = sim_device.with_context(|| format!("the {kind} attester needs --sim-device"))?;
-    open_simulated(kind, &path)
-}
-
-#[cfg(feature = "insecure-sim")]
-fn open_simulated(kind: AttesterKind, path: &std::path::Path) -> anyhow::Result<Arc<dyn Attester>> {
-    use tsuba_attestation_agent::attester::SimDeviceAttester;
-    let is_socket = std::os::unix::fs::FileTypeExt::is_socket(
-        &std::fs::metadata(path)
-            .with_context(|| format!("sim device {}", path.display()))?
-            .file_type(),
-    );
-    let attester = if is_socket {
-        let stream = std::os::unix::net::UnixStream::connect(path)
-            .with_context(|| format!("connecting to sim device {}", path.display()))?;
-        SimDeviceAttester::from_stream(Box::new(stream))?
-    } else {
-        SimDeviceAttester::open(path)?
-    };
-    if attester.kind() != kind {
-        bail!(
-            "sim device {} simulates {}, not {kind}",
-            path.display(),
-            attester.kind()
-        );
-    }
-    tracing::warn!(attester = %kind, "using SIMULATED evidence: only a broker in insecure sim mode accepts it");
-    Ok(Arc::new(attester))
-}
-
-#[cfg(not(feature = "insecure-sim"))]
-fn open_simulated(kind: AttesterKind, _: &std::path::Path) -> anyhow::Result<Arc<dyn Attester>> {
-    bail!("the {kind} attester is not in this build of tsuba (it needs the insecure-sim feature)")
 }
 
 fn decrypt_config(a: &PullArgs, kbs: Option<&Arc<KbsClient>>) -> anyhow::Result<DecryptConfig> {

@@ -1,4 +1,5 @@
-//! `tsuba kbs`: run the key broker (`serve`) and administer one (`admin`).
+//! `tsuba kbs`: run the key broker (`serve`), administer one (`admin`), and fetch a resource
+//! from one as an attested client (`get-resource`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ enum KbsCommand {
     Serve(ServeArgs),
     /// Call a running broker's admin API.
     Admin(AdminArgs),
+    /// Attest to a broker as a guest would, then print (or write) one resource.
+    GetResource(super::get_resource::GetResourceArgs),
     /// Generate an administrator Ed25519 key pair (PKCS#8 private, SPKI public PEM).
     AdminKeygen {
         /// Where to write the private key (mode 0600).
@@ -318,6 +321,7 @@ pub(crate) fn run(args: KbsArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         KbsCommand::Admin(admin) => runtime()?.block_on(admin_call(admin)),
+        KbsCommand::GetResource(args) => runtime()?.block_on(super::get_resource::run(args)),
     }
 }
 

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use crate::Command;
 
+pub(crate) mod broker_client;
 pub(crate) mod check;
 pub(crate) mod demo;
+pub(crate) mod get_resource;
 pub(crate) mod guest;
 pub(crate) mod image;
 pub(crate) mod image_sign;

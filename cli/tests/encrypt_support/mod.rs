@@ -216,12 +216,22 @@ pub(crate) struct Broker {
 
 impl Broker {
     pub(crate) fn start(dir: &Path, measurements: &[&str]) -> Self {
+        Self::start_with(
+            dir,
+            &serde_json::json!({ "measurement": measurements }),
+            &[],
+        )
+    }
+
+    /// A broker with the reference values `refs` and `extra` options for `kbs serve`.
+    pub(crate) fn start_with(dir: &Path, refs: &serde_json::Value, extra: &[&str]) -> Self {
         let dir = dir.join("broker");
         let sim_dir = dir.join("sim");
         std::fs::create_dir_all(&sim_dir).unwrap();
         // The published test roots: a fresh state dir would otherwise generate RSA-4096 keys.
         tsuba_tee_sim::SimAmdSp::open_or_create_with_published_test_roots(&sim_dir).unwrap();
         let roots = dir.join("sim-roots.pem");
+        std::fs::create_dir_all(dir.join("tdx-collateral")).unwrap();
         let out = tsuba(&[
             "sim",
             "export-roots",
@@ -229,6 +239,11 @@ impl Broker {
             &sim_dir.display().to_string(),
             "--out",
             &roots.display().to_string(),
+            "--tdx-collateral-out",
+            &dir.join("tdx-collateral")
+                .join("sim.json")
+                .display()
+                .to_string(),
         ]);
         assert!(
             out.status.success(),
@@ -266,6 +281,9 @@ impl Broker {
             ])
             .arg("--insecure-sim-roots")
             .arg(&roots)
+            .arg("--tdx-collateral-dir")
+            .arg(dir.join("tdx-collateral"))
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -285,12 +303,9 @@ impl Broker {
             "tsuba kbs serve",
             &broker.log,
         );
+        let refs_json = refs;
         let refs = dir.join("refs.json");
-        std::fs::write(
-            &refs,
-            serde_json::json!({ "measurement": measurements }).to_string(),
-        )
-        .unwrap();
+        std::fs::write(&refs, refs_json.to_string()).unwrap();
         broker.admin(&["set-reference-values", &refs.display().to_string()]);
         broker
     }
@@ -339,16 +354,39 @@ impl SimDevice {
         let sp = Arc::new(
             tsuba_tee_sim::SimAmdSp::open_or_create_with_published_test_roots(sim_dir).unwrap(),
         );
+        Self::serve(rt, socket, move || tsuba_tee_sim::SimLaunch::Snp {
+            sp: Arc::clone(&sp),
+            launch: tsuba_tee_sim::SnpLaunch::new(measurement, [0; 32]),
+        })
+    }
+
+    /// A simulated TDX launch of the TDX module in `sim_dir`.
+    pub(crate) fn start_tdx(
+        rt: &tokio::runtime::Runtime,
+        sim_dir: &Path,
+        socket: &Path,
+        launch: tsuba_tee_sim::TdxLaunch,
+    ) -> Self {
+        let sim = Arc::new(tsuba_tee_sim::SimTdx::open_or_create(sim_dir).unwrap());
+        Self::serve(rt, socket, move || tsuba_tee_sim::SimLaunch::Tdx {
+            sim: Arc::clone(&sim),
+            launch: Box::new(launch.clone()),
+        })
+    }
+
+    /// Serves `launch()` to every connection on `socket`.
+    fn serve(
+        rt: &tokio::runtime::Runtime,
+        socket: &Path,
+        launch: impl Fn() -> tsuba_tee_sim::SimLaunch + Send + 'static,
+    ) -> Self {
         let listener = {
             let _guard = rt.enter();
             tokio::net::UnixListener::bind(socket).unwrap()
         };
         let task = rt.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let launch = tsuba_tee_sim::SimLaunch::Snp {
-                    sp: Arc::clone(&sp),
-                    launch: tsuba_tee_sim::SnpLaunch::new(measurement, [0; 32]),
-                };
+                let launch = launch();
                 tokio::spawn(async move {
                     let _ = tsuba_tee_sim::serve(stream, launch).await;
                 });
