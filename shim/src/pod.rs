@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -391,6 +391,7 @@ impl Pod {
             None => self.lock().vm.as_ref().map_or(0, |vm| vm.qemu_pid),
             Some(image) => {
                 let (agent, _) = self.agent()?;
+                let asked = Instant::now();
                 let created = agent
                     .create_container(
                         &req.id,
@@ -401,7 +402,16 @@ impl Pod {
                     )
                     .await;
                 match created {
-                    Ok(r) => r.pid,
+                    Ok(r) => {
+                        // The phases a user waits for (docs/shim.md; `make demo` prints them).
+                        info!(
+                            id = %req.id,
+                            image = %image,
+                            create_ms = millis(asked.elapsed()),
+                            "the guest attested, pulled its image and created the container"
+                        );
+                        r.pid
+                    }
                     Err(e) => {
                         let err = agent_error("create", &e);
                         if role.owns_vm() {
@@ -446,6 +456,7 @@ impl Pod {
         timeouts: Timeouts,
         bundle: &Path,
     ) -> Result<(), PodError> {
+        let booting = Instant::now();
         let state = StateDir::create(&config.state_root(), sandbox_id)
             .map_err(|e| PodError::Internal(error_chain(&e)))?;
         state
@@ -553,7 +564,12 @@ impl Pod {
                 });
             }
         });
-        info!(sandbox_id, qemu_pid, "sandbox VM ready");
+        info!(
+            sandbox_id,
+            qemu_pid,
+            boot_ms = millis(booting.elapsed()),
+            "sandbox VM ready: booted, and its agent answered"
+        );
         Ok(())
     }
 
@@ -757,10 +773,16 @@ impl Pod {
         }
         let (agent, _) = self.agent()?;
         if eid.is_empty() {
+            let asked = Instant::now();
             agent
                 .start_container(cid, CALL_TIMEOUT)
                 .await
                 .map_err(|e| agent_error("start", &e))?;
+            info!(
+                id = cid,
+                start_ms = millis(asked.elapsed()),
+                "the container started in the guest"
+            );
             let pid = self.with_proc(cid, "", |c, _| {
                 c.init.status = Status::Running;
                 Ok(c.init.pid)
@@ -1115,4 +1137,9 @@ async fn copy_in(agent: AgentClient, cid: String, eid: String, fifo: String, clo
     if let Err(e) = agent.close_stdin(&cid, &eid, CALL_TIMEOUT).await {
         warn!(container = %cid, exec = %eid, error = %error_chain(&e), "closing stdin failed");
     }
+}
+
+/// Whole milliseconds, for logs.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
