@@ -26,7 +26,7 @@ pub use container::{
 };
 pub use init::{InitError, load_modules, mount_system, power_off};
 pub use net::{GUEST_INTERFACE, NetError, bring_up as bring_up_network};
-pub use pull::{GuestPullError, GuestPuller, PullSummary};
+pub use pull::{GuestPullError, GuestPuller, PullSummary, PullTimings};
 pub use reaper::{Exit, Reaper, reap_children};
 pub use service::{
     AttestationService, ContainerService, HealthService, ImageService, ServiceError, serve,

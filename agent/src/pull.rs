@@ -131,6 +131,19 @@ pub struct PullSummary {
     pub rootfs: PathBuf,
     /// The image config (entrypoint, command, environment... for containers of the image).
     pub image_config: tsuba_image_rs::oci::ImageConfig,
+    /// Where the pull's time went.
+    pub timings: PullTimings,
+}
+
+/// Where a pull's time went (reported to the host: durations only, never content).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullTimings {
+    /// Attestation (when the token was not cached) and the broker's policy, signature storage
+    /// and registry credentials.
+    pub attest: std::time::Duration,
+    /// Manifest, layers, their keys from the broker, decryption and unpacking (streamed
+    /// together, so not separable).
+    pub pull: std::time::Duration,
 }
 
 /// Pulls images for the agent, with one KBS client (and so one cached token) for all pulls.
@@ -241,6 +254,7 @@ impl GuestPuller {
             .image_policy
             .as_deref()
             .ok_or(GuestPullError::NotConfigured("tsuba.agent.image-policy"))?;
+        let attesting = std::time::Instant::now();
         // The first broker call attests; a refused attestation ends the pull here, before the
         // registry is contacted.
         let policy = client
@@ -267,7 +281,9 @@ impl GuestPuller {
                 .map_err(GuestPullError::RegistryAuth)?,
             None => Default::default(),
         };
+        let attest = attesting.elapsed();
         info!(image, "attested; signature policy from the key broker");
+        let pulling = std::time::Instant::now();
 
         let rootfs = image_dir.join("rootfs");
         let spool = image_dir.join("spool");
@@ -307,6 +323,10 @@ impl GuestPuller {
             entries: stats.layers.iter().map(|l| l.entries).sum(),
             rootfs,
             image_config: stats.config,
+            timings: PullTimings {
+                attest,
+                pull: pulling.elapsed(),
+            },
         };
         info!(
             image,

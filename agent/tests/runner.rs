@@ -153,6 +153,7 @@ async fn fixture() -> Option<Fixture> {
                 env: vec!["FROM_IMAGE=yes".into()],
                 ..ImageDefaults::default()
             },
+            timings: tsuba_agent::PullTimings::default(),
         })
     }));
     let (host, mut guest) = tokio::net::UnixStream::pair().unwrap();

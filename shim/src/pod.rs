@@ -403,11 +403,17 @@ impl Pod {
                     .await;
                 match created {
                     Ok(r) => {
-                        // The phases a user waits for (docs/shim.md; `make demo` prints them).
+                        // The phases a user waits for (docs/shim.md; `make demo` and
+                        // bench/ctr-run.sh print them). The guest's own split: attestation,
+                        // the pull (keys, decryption, unpacking), the container's set-up.
                         info!(
                             id = %req.id,
                             image = %image,
                             create_ms = millis(asked.elapsed()),
+                            pulled = r.pulled,
+                            attest_ms = r.attest_ms,
+                            pull_ms = r.pull_ms,
+                            setup_ms = r.setup_ms,
                             "the guest attested, pulled its image and created the container"
                         );
                         r.pid
@@ -565,7 +571,7 @@ impl Pod {
             }
         });
         info!(
-            sandbox_id,
+            sandbox_id = %sandbox_id,
             qemu_pid,
             boot_ms = millis(booting.elapsed()),
             "sandbox VM ready: booted, and its agent answered"
@@ -779,7 +785,7 @@ impl Pod {
                 .await
                 .map_err(|e| agent_error("start", &e))?;
             info!(
-                id = cid,
+                id = %cid,
                 start_ms = millis(asked.elapsed()),
                 "the container started in the guest"
             );

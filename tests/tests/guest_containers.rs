@@ -288,6 +288,14 @@ async fn scenario(agent: &Agent, manifest_bytes: &[u8]) {
         );
     }
     assert!(created.pulled, "the first container pulls");
+    // The guest's split of the call: attestation and the pull took time, and they fit in the
+    // call the host timed.
+    assert!(created.attest_ms > 0 && created.pull_ms > 0, "{created:?}");
+    assert!(
+        u128::from(created.attest_ms + created.pull_ms + created.setup_ms)
+            <= started.elapsed().as_millis(),
+        "{created:?}"
+    );
     assert!(created.pid > 1);
     assert_eq!(
         created.manifest_digest,
@@ -312,6 +320,7 @@ async fn scenario(agent: &Agent, manifest_bytes: &[u8]) {
         );
     }
     assert!(!second.pulled, "the pod already holds the image");
+    assert_eq!((second.attest_ms, second.pull_ms), (0, 0), "{second:?}");
     assert_eq!(agent.output("c2", "").await, "from-image-cmd yes\n");
     assert_eq!(agent.wait("c2", "").await.exit_status, 0);
 

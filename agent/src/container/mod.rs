@@ -104,6 +104,8 @@ pub struct PulledImage {
     pub rootfs: PathBuf,
     /// Entrypoint, command, env, working dir, user.
     pub defaults: ImageDefaults,
+    /// Where the pull's time went.
+    pub timings: crate::PullTimings,
 }
 
 /// How a process ended, as WaitProcess answers it.
@@ -194,6 +196,10 @@ pub struct Created {
     pub manifest_digest: String,
     /// Whether this call pulled the image.
     pub pulled: bool,
+    /// The pull's timings when this call pulled the image, else zero.
+    pub pull_timings: crate::PullTimings,
+    /// The container's layer, cgroup, namespaces and stopped init process.
+    pub setup: std::time::Duration,
 }
 
 fn check_id(what: &'static str, id: &str) -> Result<(), ContainerError> {
@@ -290,6 +296,7 @@ impl Containers {
             manifest_digest: summary.manifest_digest,
             rootfs: summary.rootfs,
             defaults: ImageDefaults::from_config(&summary.image_config.extra),
+            timings: summary.timings,
         })
     }
 
@@ -318,6 +325,7 @@ impl Containers {
             }
         }
         let (pulled_image, pulled) = self.image(image).await?;
+        let setting_up = std::time::Instant::now();
         let dir = self.state_dir.join("containers").join(id);
         if dir.exists() {
             return Err(ContainerError::Exists(id.to_owned()));
@@ -378,6 +386,12 @@ impl Containers {
             pid: u32::try_from(pid).unwrap_or(0),
             manifest_digest: pulled_image.manifest_digest.clone(),
             pulled,
+            pull_timings: if pulled {
+                pulled_image.timings
+            } else {
+                crate::PullTimings::default()
+            },
+            setup: setting_up.elapsed(),
         })
     }
 
@@ -683,6 +697,7 @@ mod tests {
                     manifest_digest: format!("sha256:{reference}"),
                     rootfs: rootfs.clone(),
                     defaults: ImageDefaults::default(),
+                    timings: crate::PullTimings::default(),
                 })
             }),
         )
