@@ -32,5 +32,5 @@ pub use service::{
     AttestationService, ContainerService, HealthService, ImageService, ServiceError, serve,
     serve_all,
 };
-pub use tls_roots::registry_tls_roots;
+pub use tls_roots::{SYSTEM_CA_BUNDLE, TlsRootsError, install_system_store, registry_tls_roots};
 pub use transport::{TransportError, find_serial_port, listener};

@@ -49,6 +49,11 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         let _ = log_filter.reload(filter);
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?config.transport, "tsuba agent starting");
+    if is_init && config.pull.kbs_url.is_some() {
+        // For oci-client's throwaway default client (tls_roots.rs); ours are given the roots.
+        let roots = tsuba_agent::install_system_store(Path::new(tsuba_agent::SYSTEM_CA_BUNDLE))?;
+        tracing::debug!(roots, "system TLS store written from the compiled-in roots");
+    }
     if is_init {
         tsuba_agent::load_modules(Path::new(MODULES_DIR), Path::new(MODULES_LOAD_ORDER))?;
     }
