@@ -19,7 +19,7 @@ WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 help:
 	@echo "make demo   - install what is missing, build, boot a sim-mode confidential guest"
 	@echo "make test   - install what is missing, run every test (what CI runs)"
-	@echo "make bench  - boot-time and size figures for docs/performance.md"
+	@echo "make bench  - boot, container-start and size figures for docs/performance.md"
 	@echo "make fuzz   - every fuzz target under AFL++ for FUZZ_SECONDS each (default 60)"
 
 setup:
@@ -86,6 +86,7 @@ test-firmware:
 
 bench: guest
 	$(WITH_ENV) TSUBA_GUEST_DIR=$(CURDIR)/$(GUEST) bench/boot.sh
+	$(WITH_ENV) bench/ctr-run.sh
 
 # Coverage-guided fuzzing (fuzz/, its own workspace; docs/fuzzing.md): builds the targets with
 # cargo-afl, runs each under AFL++ for a bounded time, prints execs/s and coverage per target and

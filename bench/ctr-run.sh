@@ -80,7 +80,7 @@ guest_mib=$(awk -F' = ' '/^memory_mib/ {print $2}' "$work/launch.toml")
 
 size=$(stat -c %s "$repo/out/guest/release/initrd.img")
 layer=$(skopeo inspect --raw --tls-verify=false "docker://$image" | jq '[.layers[].size] | add')
-accel=$(grep -oE 'accel(erator)?[= ]+[a-z]+' "$work/containerd.log" | head -n 1 || true)
+accel=$(grep -oE 'accel="?[a-z]+' "$work/containerd.log" | head -n 1 | tr -d '"' || true)
 row() { printf '%-52s %6s ms   [%s]\n' "$1" "$(median <"$work/$2.txt")" "$(paste -sd' ' "$work/$2.txt")"; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(qemu-system-x86_64 --version | head -n1)${accel:+, $accel}"
 echo "image: busybox, one encrypted layer of $layer bytes; runs: $runs (median)"
