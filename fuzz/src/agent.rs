@@ -1,15 +1,20 @@
 //! The agent API as the guest decodes it: ttrpc frames, the `Request` envelope, and each
 //! method's protobuf message, dispatched to the agent's own service handlers exactly as the
 //! ttrpc server does (`ttrpc::asynchronous::Server` reads a `GenMessage`, converts it to
-//! `Message<Request>`, finds the service and method and calls its handler).
+//! `Message<Request>`, finds the service and method and calls its handler). The Container
+//! service parses and checks the host's OCI spec before it needs cgroups, which the target
+//! does not have: a spec that passes every check is refused as "unavailable", nothing runs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tsuba_agent::{AttestationService, GuestPuller, HealthService, ImageService, PullConfig};
-use tsuba_protocols::agent::{create_attestation, create_health, create_image};
+use tsuba_agent::{
+    AttestationService, ContainerService, Containers, GuestPuller, HealthService, ImageService,
+    PullConfig, Reaper, Runner,
+};
+use tsuba_protocols::agent::{create_attestation, create_container, create_health, create_image};
 use ttrpc::asynchronous::{Service, TtrpcContext};
 use ttrpc::proto::{GenMessage, MESSAGE_TYPE_REQUEST, Message, Request};
 
@@ -18,9 +23,10 @@ use crate::block_on;
 /// Most frames one input may carry.
 const MAX_FRAMES: usize = 16;
 
-/// The agent's three services, as `tsuba_agent::serve` registers them: the image service has
+/// The agent's four services, as `tsuba_agent::serve_all` registers them: the image service has
 /// no broker configured and the attestation service no attester, so nothing leaves the process
-/// (a pull is refused after the request is checked).
+/// (a pull is refused after the request is checked), and the container service has no cgroups
+/// (a create is refused after the spec is checked).
 fn services() -> &'static HashMap<String, Service> {
     static SERVICES: OnceLock<HashMap<String, Service>> = OnceLock::new();
     SERVICES.get_or_init(|| {
@@ -29,16 +35,30 @@ fn services() -> &'static HashMap<String, Service> {
         let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> = Arc::new(
             AttestationService::new(Err("no attester in the fuzz target".into())),
         );
-        let puller = GuestPuller::with_images_dir(
+        let puller = Arc::new(GuestPuller::with_images_dir(
             PullConfig::default(),
             Err("no attester in the fuzz target".into()),
             PathBuf::from("/nonexistent/tsuba-fuzz/images"),
-        );
+        ));
         let image: Arc<dyn tsuba_protocols::agent::Image + Send + Sync> =
-            Arc::new(ImageService::new(puller));
+            Arc::new(ImageService::shared(Arc::clone(&puller)));
+        let containers = Containers::new(
+            puller,
+            Runner::new(
+                PathBuf::from("/nonexistent/tsuba-fuzz/exe"),
+                PathBuf::from("/nonexistent/tsuba-fuzz/control"),
+                PathBuf::from("/nonexistent/tsuba-fuzz/root"),
+                Reaper::new(),
+            ),
+            Err("no cgroups in the fuzz target".into()),
+            PathBuf::from("/nonexistent/tsuba-fuzz/run"),
+        );
+        let container: Arc<dyn tsuba_protocols::agent::Container + Send + Sync> =
+            Arc::new(ContainerService::new(containers));
         let mut services = create_health(health);
         services.extend(create_attestation(attestation));
         services.extend(create_image(image));
+        services.extend(create_container(container));
         services
     })
 }
@@ -68,6 +88,10 @@ async fn handle(request: Message<Request>) {
     let Some(service) = services().get(&req.service) else {
         return;
     };
+    // A long-poll that waits for an OOM kill, which never comes here.
+    if req.method == "GetOOMEvent" {
+        return;
+    }
     let Some(method) = service.methods.get(&req.method) else {
         return;
     };

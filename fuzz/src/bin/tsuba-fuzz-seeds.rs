@@ -19,7 +19,8 @@ use tsuba_image_rs::Digest;
 use tsuba_image_rs::ocicrypt::{KeyId, PrivateKey, Recipients, encrypt_layer};
 use tsuba_image_rs::signature::{PayloadKind, SignedPayload};
 use tsuba_protocols::agent::{
-    CheckRequest, DiagnosticReportRequest, PullImageRequest, VersionRequest,
+    CheckRequest, CreateContainerRequest, DiagnosticReportRequest, PullImageRequest,
+    SignalProcessRequest, VersionRequest,
 };
 use tsuba_protocols::evidence::{GUID_ARK, GUID_VCEK, ReportData, SnpCertEntry, SnpCertTable};
 use tsuba_protocols::simdev::{Request, Response, SimTee, encode_request, encode_response};
@@ -367,6 +368,9 @@ fn whiteout_layer() -> Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
+/// The OCI spec `ctr run` writes (containerd 1.6's defaults), with a memory limit.
+const CTR_SPEC: &str = r#"{"ociVersion":"1.1.0","process":{"user":{"uid":0,"gid":0,"additionalGids":[10]},"args":["sh","-c","echo hi"],"env":["PATH=/bin","TERM=xterm"],"cwd":"/","capabilities":{"bounding":["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FSETID","CAP_FOWNER","CAP_MKNOD","CAP_NET_RAW","CAP_SETGID","CAP_SETUID","CAP_SETFCAP","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_SYS_CHROOT","CAP_KILL","CAP_AUDIT_WRITE"],"effective":["CAP_CHOWN","CAP_KILL"],"permitted":["CAP_CHOWN","CAP_KILL"]},"rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],"noNewPrivileges":true},"root":{"path":"rootfs"},"hostname":"c1","mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid","noexec","nodev"]},{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},{"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620","gid=5"]},{"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},{"destination":"/dev/mqueue","type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]},{"destination":"/sys","type":"sysfs","source":"sysfs","options":["nosuid","noexec","nodev","ro"]},{"destination":"/run","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]}],"linux":{"resources":{"devices":[{"allow":false,"access":"rwm"}],"memory":{"limit":16777216}},"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"},{"type":"network"}],"maskedPaths":["/proc/kcore","/sys/firmware"],"readonlyPaths":["/proc/sys","/proc/sysrq-trigger"]}}"#;
+
 fn agent(w: &Writer) -> Result<()> {
     let frame =
         |stream_id: u32, service: &str, method: &str, payload: Vec<u8>| -> Result<Vec<u8>> {
@@ -403,6 +407,29 @@ fn agent(w: &Writer) -> Result<()> {
         diag.write_to_bytes()?,
     )?;
     let pull = frame(7, "tsuba.agent.v1.Image", "Pull", pull.write_to_bytes()?)?;
+    // The spec `ctr run` sends, with a memory limit: it passes every check of the agent's.
+    let mut create = CreateContainerRequest::new();
+    create.container_id = "c1".into();
+    create.sandbox_id = "c1".into();
+    create.image = "10.0.2.2:5000/app:1".into();
+    create.oci_spec = CTR_SPEC.as_bytes().to_vec();
+    let create = frame(
+        9,
+        "tsuba.agent.v1.Container",
+        "CreateContainer",
+        create.write_to_bytes()?,
+    )?;
+    let mut signal = SignalProcessRequest::new();
+    signal.container_id = "c1".into();
+    signal.signal = 15;
+    let signal = frame(
+        11,
+        "tsuba.agent.v1.Container",
+        "SignalProcess",
+        signal.write_to_bytes()?,
+    )?;
+    w.put("agent_request", "create-container", &create)?;
+    w.put("agent_request", "signal-process", &signal)?;
     w.put("agent_request", "check", &check)?;
     w.put("agent_request", "version", &version)?;
     w.put("agent_request", "diagnostic-report", &diag)?;
@@ -410,7 +437,7 @@ fn agent(w: &Writer) -> Result<()> {
     w.put(
         "agent_request",
         "all",
-        &[check, version, diag, pull].concat(),
+        &[check, version, diag, pull, create, signal].concat(),
     )?;
     Ok(())
 }
