@@ -52,6 +52,21 @@ fn get(broker: &Broker, args: &[&str]) -> Output {
     tsuba(&all)
 }
 
+/// `get` with the simulated evidence of `device`.
+fn get_sim(broker: &Broker, attester: &str, device: &SimDevice, args: &[&str]) -> Output {
+    let socket = device.socket.display().to_string();
+    let mut all = vec!["--attester", attester, "--sim-device", &socket];
+    all.extend_from_slice(args);
+    get(broker, &all)
+}
+
+/// The call failed, printed nothing on stdout, and said `reason` on stderr.
+fn assert_refused(out: &Output, reason: &str) {
+    assert!(!out.status.success(), "{}", stderr(out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(out).contains(reason), "{}", stderr(out));
+}
+
 fn store(broker: &Broker, dir: &Path, path: &str, bytes: &[u8]) {
     let file = dir.join("resource-in");
     std::fs::write(&file, bytes).unwrap();
@@ -67,20 +82,10 @@ fn sim_snp_evidence_gets_the_resource_to_stdout_or_a_new_private_file() {
     store(&broker, t, "default/test/one", SECRET);
     let good = SimDevice::start(&rt, &broker.sim_dir, &t.join("good.sock"), MEASUREMENT);
     let bad = SimDevice::start(&rt, &broker.sim_dir, &t.join("bad.sock"), [0x11; 48]);
-    let good_sock = good.socket.display().to_string();
 
     // To stdout, byte for byte; the short and the kbs:/// forms name the same resource.
     for resource in ["default/test/one", "kbs:///default/test/one"] {
-        let out = get(
-            &broker,
-            &[
-                "--attester",
-                "sim-snp",
-                "--sim-device",
-                &good_sock,
-                resource,
-            ],
-        );
+        let out = get_sim(&broker, "sim-snp", &good, &[resource]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(out.stdout, SECRET);
     }
@@ -88,16 +93,8 @@ fn sim_snp_evidence_gets_the_resource_to_stdout_or_a_new_private_file() {
     // To a new file, readable by its owner only, and never over an existing one.
     let file = t.join("secret.out");
     let file_arg = file.display().to_string();
-    let args = [
-        "--attester",
-        "sim-snp",
-        "--sim-device",
-        &good_sock,
-        "default/test/one",
-        "--out",
-        &file_arg,
-    ];
-    let out = get(&broker, &args);
+    let args = ["default/test/one", "--out", &file_arg];
+    let out = get_sim(&broker, "sim-snp", &good, &args);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
     assert_eq!(std::fs::read(&file).unwrap(), SECRET);
@@ -106,33 +103,13 @@ fn sim_snp_evidence_gets_the_resource_to_stdout_or_a_new_private_file() {
         0o600
     );
     std::fs::write(&file, b"kept").unwrap();
-    let out = get(&broker, &args);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("must not exist yet"),
-        "{}",
-        stderr(&out)
-    );
+    let out = get_sim(&broker, "sim-snp", &good, &args);
+    assert_refused(&out, "must not exist yet");
     assert_eq!(std::fs::read(&file).unwrap(), b"kept");
 
     // A launch whose measurement is not a reference value: the broker's reason, no bytes.
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-snp",
-            "--sim-device",
-            &bad.socket.display().to_string(),
-            "default/test/one",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    assert!(
-        stderr(&out).contains("measurement is not a reference value"),
-        "{}",
-        stderr(&out)
-    );
+    let out = get_sim(&broker, "sim-snp", &bad, &["default/test/one"]);
+    assert_refused(&out, "measurement is not a reference value");
 
     // A resource the policy denies: refused with the policy's own reason; others still pass.
     store(&broker, t, "default/test/production", b"not for this guest");
@@ -154,54 +131,16 @@ reasons contains "production resources go to production guests only" if {
     )
     .unwrap();
     broker.admin(&["set-policy", "resource", &policy.display().to_string()]);
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-snp",
-            "--sim-device",
-            &good_sock,
-            "default/test/production",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    let err = stderr(&out);
-    assert!(err.contains("access denied by policy"), "{err}");
-    assert!(
-        err.contains("production resources go to production guests only"),
-        "{err}"
-    );
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-snp",
-            "--sim-device",
-            &good_sock,
-            "default/test/one",
-        ],
-    );
+    let out = get_sim(&broker, "sim-snp", &good, &["default/test/production"]);
+    assert_refused(&out, "access denied by policy");
+    assert_refused(&out, "production resources go to production guests only");
+    let out = get_sim(&broker, "sim-snp", &good, &["default/test/one"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, SECRET);
 
     // A device that simulates SNP is not taken for TDX.
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-tdx",
-            "--sim-device",
-            &good_sock,
-            "default/test/one",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("simulates sim-snp, not sim-tdx"),
-        "{}",
-        stderr(&out)
-    );
+    let out = get_sim(&broker, "sim-tdx", &good, &["default/test/one"]);
+    assert_refused(&out, "simulates sim-snp, not sim-tdx");
 }
 
 fn boot(cmdline: &str) -> TdvfBoot {
@@ -240,33 +179,13 @@ fn sim_tdx_evidence_with_its_event_log_gets_the_resource_and_another_cmdline_doe
         TdxLaunch::new(MRTD, [0; 48]).with_boot(&boot("console=hvc0 init=/bin/sh")),
     );
 
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-tdx",
-            "--sim-device",
-            &good.socket.display().to_string(),
-            "default/test/one",
-        ],
-    );
+    let out = get_sim(&broker, "sim-tdx", &good, &["default/test/one"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, SECRET);
 
     // The genuine firmware (same MRTD) with another command line: refused naming RTMR2.
-    let out = get(
-        &broker,
-        &[
-            "--attester",
-            "sim-tdx",
-            "--sim-device",
-            &other.socket.display().to_string(),
-            "default/test/one",
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("rtmr2"), "{}", stderr(&out));
+    let out = get_sim(&broker, "sim-tdx", &other, &["default/test/one"]);
+    assert_refused(&out, "rtmr2");
 }
 
 #[test]
@@ -283,12 +202,7 @@ fn sample_evidence_needs_its_insecure_flag_and_a_broker_that_takes_it() {
 
     // Without the flag, refused before anything is sent.
     let out = get(&taking, &["--attester", "sample", "default/test/one"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("add --insecure-sample-attester"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "add --insecure-sample-attester");
 
     let out = get(
         &taking,
@@ -314,12 +228,7 @@ fn sample_evidence_needs_its_insecure_flag_and_a_broker_that_takes_it() {
             "default/test/one",
         ],
     );
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("measurement is not a reference value"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "measurement is not a reference value");
 
     // A broker not started to take sample evidence refuses it.
     let refusing = Broker::start(&t.join("refusing"), &["abcde"]);
@@ -333,9 +242,7 @@ fn sample_evidence_needs_its_insecure_flag_and_a_broker_that_takes_it() {
             "default/test/one",
         ],
     );
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty());
-    assert!(stderr(&out).contains("sample"), "{}", stderr(&out));
+    assert_refused(&out, "sample");
 }
 
 #[test]
@@ -350,10 +257,5 @@ fn an_https_broker_needs_a_ca_or_a_pin() {
         "--insecure-sample-attester",
         "default/test/one",
     ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("needs --ca or --pin"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&out, "needs --ca or --pin");
 }
