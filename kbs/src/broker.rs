@@ -558,7 +558,9 @@ impl Broker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let refs = self.store.reference_values().map_err(KbsError::Store)?;
-        Policy::compile(text, &refs).map_err(KbsError::InvalidPolicy)?;
+        Policy::compile(text, &refs)
+            .and_then(|policy| policy.check_decides(kind))
+            .map_err(KbsError::InvalidPolicy)?;
         self.store.set_policy(kind, text).map_err(KbsError::Store)?;
         self.reload_after_change()?;
         tracing::info!(?kind, "policy replaced");

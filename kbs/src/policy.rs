@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::broker::PolicyKind;
+
 /// Default attestation policy: the measurement must be a reference value, debug must be off and
 /// the report data must carry this session's binding.
 ///
@@ -137,6 +139,18 @@ pub enum PolicyError {
     /// Evaluation failed (a runtime error in the policy, or `allow` is not a boolean).
     #[error("policy evaluation failed")]
     Eval(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// `allow` is not a boolean for a well-formed input: the policy leaves inputs undecided.
+    #[error(
+        "allow is {found} for a representative {kind} input, not true or false: a policy must \
+         decide every input (add `default allow := false`); policies written for Trustee read \
+         other input fields (docs/interop.md)"
+    )]
+    Undecided {
+        /// `attestation` or `resource`.
+        kind: &'static str,
+        /// What `allow` evaluated to.
+        found: String,
+    },
     /// The policy input or data could not be converted.
     #[error("policy input could not be converted")]
     Input(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -195,6 +209,29 @@ impl Policy {
         })
     }
 
+    /// Refuses a policy whose `allow` is undefined (or not a boolean) for a well-formed input of
+    /// `kind`, at upload: such a policy would deny every request silently, for want of a rule
+    /// that matches this broker's input (a policy written for Trustee's input does that).
+    pub(crate) fn check_decides(&self, kind: PolicyKind) -> Result<(), PolicyError> {
+        let (name, input) = representative_input(kind);
+        let mut engine = self.engine.clone();
+        engine.set_input(regorus::Value::from(input));
+        let allow = engine
+            .eval_rule("data.policy.allow".into())
+            .map_err(|err| PolicyError::Eval(err.into()))?;
+        if allow == regorus::Value::from(true) || allow == regorus::Value::from(false) {
+            return Ok(());
+        }
+        let found = match allow {
+            regorus::Value::Undefined => "undefined".to_owned(),
+            other => format!(
+                "{:.40}",
+                other.to_json_str().unwrap_or_else(|_| "a value".into())
+            ),
+        };
+        Err(PolicyError::Undecided { kind: name, found })
+    }
+
     /// The policy text.
     pub(crate) fn text(&self) -> &str {
         &self.text
@@ -220,6 +257,40 @@ impl Policy {
             .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
             .unwrap_or_default();
         Ok(Decision::Deny(reasons))
+    }
+}
+
+/// An input of the shape the broker gives `kind`'s policy (`broker.rs`: `attest` and
+/// `resource`), for a well-formed SNP guest.
+fn representative_input(kind: PolicyKind) -> (&'static str, Value) {
+    let claims = serde_json::json!({
+        "tee": "snp",
+        "simulated": false,
+        "measurement": "00".repeat(48),
+        "debug": false,
+        "report_data": "00".repeat(64),
+        "host_data": "00".repeat(32),
+        "details": {},
+    });
+    match kind {
+        PolicyKind::Attestation => (
+            "attestation",
+            serde_json::json!({
+                "claims": claims,
+                "expected_report_data": "00".repeat(64),
+                "init_data": null,
+            }),
+        ),
+        PolicyKind::Resource => (
+            "resource",
+            serde_json::json!({
+                "claims": claims,
+                "tee": "snp",
+                "simulated": false,
+                "resource": {"repo": "default", "type": "key", "tag": "1"},
+                "broker": {"insecure_release_to_simulated": false},
+            }),
+        ),
     }
 }
 
@@ -440,6 +511,55 @@ mod tests {
             Policy::compile(&huge, &refs()),
             Err(PolicyError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn the_default_policies_decide_a_representative_input() {
+        for (text, kind) in [
+            (DEFAULT_ATTESTATION_POLICY, PolicyKind::Attestation),
+            (DEFAULT_RESOURCE_POLICY, PolicyKind::Resource),
+        ] {
+            Policy::compile(text, &refs())
+                .unwrap()
+                .check_decides(kind)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_policy_that_leaves_allow_undefined_is_refused_naming_the_fix() {
+        // Written to Trustee's resource-policy input: `data.plugin`, `data["resource-path"]`.
+        let trustee_style = "package policy\n\
+            allow if {\n  data.plugin == \"resource\"\n  \
+            startswith(data[\"resource-path\"], \"default/\")\n}\n";
+        let policy = Policy::compile(trustee_style, &refs()).unwrap();
+        let err = policy.check_decides(PolicyKind::Resource).unwrap_err();
+        assert!(
+            matches!(&err, PolicyError::Undecided { kind: "resource", found } if found == "undefined"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("default allow := false"), "{err}");
+        // The same rule with a default decides, and denies this input.
+        let with_default = format!("{trustee_style}default allow := false\n");
+        let policy = Policy::compile(&with_default, &refs()).unwrap();
+        policy.check_decides(PolicyKind::Resource).unwrap();
+        // A rule that only matches other inputs is as undecided for attestation policies.
+        let narrow = "package policy\nallow if input.claims.tee == \"tdx\"\n";
+        let policy = Policy::compile(narrow, &refs()).unwrap();
+        assert!(matches!(
+            policy.check_decides(PolicyKind::Attestation),
+            Err(PolicyError::Undecided {
+                kind: "attestation",
+                ..
+            })
+        ));
+        // A non-boolean allow is named.
+        let policy = Policy::compile("package policy\nallow := \"yes\"\n", &refs()).unwrap();
+        let err = policy.check_decides(PolicyKind::Resource).unwrap_err();
+        assert!(
+            matches!(&err, PolicyError::Undecided { found, .. } if found == "\"yes\""),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -526,6 +526,29 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
             .contains("reference value")
     );
 
+    // A policy written to Trustee's input (data.plugin) compiles, but its allow is undefined for
+    // this broker's input: refused with the reason, and the stored policy is unchanged.
+    let trustee_style = "package policy\nallow if data.plugin == \"resource\"\n";
+    let upload = json!({"policy": URL_SAFE_NO_PAD.encode(trustee_style)}).to_string();
+    let reply = call(
+        &f.app,
+        Request::post("/kbs/v0/resource-policy")
+            .header("authorization", common::admin_bearer())
+            .body(Body::from(upload))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::BAD_REQUEST, "InvalidPolicy")
+    );
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("allow is undefined for a representative resource input"),
+        "{detail}"
+    );
+    assert_eq!(f.broker.policy(tsuba_kbs::PolicyKind::Resource), text);
+
     let reply = call(
         &f.app,
         Request::post("/kbs/v0/reference-values")
