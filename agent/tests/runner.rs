@@ -383,6 +383,45 @@ async fn containers_run_with_their_output_exit_codes_exec_signals_stdin_and_tty(
     assert_eq!(f.wait("c3", "").await, 143);
     f.remove("c3").await;
 
+    // A seccomp profile holds for the init process and its execs: mkdir fails with the errno the
+    // profile names (EACCES, not the default EPERM), the rest runs, and no_new_privileges is on.
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    let linux = serde_json::json!({
+        "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}],
+        "seccomp": profile
+    });
+    let check = "mkdir /tmp/x 2>&1; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
+    let init = format!("{check}; trap 'exit 143' TERM; while true; do sleep 1; done");
+    f.create(
+        "c5",
+        spec(
+            Some(process(&["sh", "-c", &init], false)),
+            serde_json::json!({"linux": linux}),
+        ),
+    )
+    .await
+    .unwrap();
+    f.start("c5").await;
+    let mut exec = ExecProcessRequest::new();
+    exec.container_id = "c5".into();
+    exec.exec_id = "e1".into();
+    exec.process = serde_json::to_vec(&process(&["sh", "-c", check], false)).unwrap();
+    f.client.exec_process(ctx(), &exec).await.unwrap();
+    let expected = "mkdir: can't create directory '/tmp/x': Permission denied\n\
+                    NoNewPrivs:\t1\nSeccomp:\t2\n";
+    assert_eq!(f.output("c5", "e1").await, expected);
+    assert_eq!(f.wait("c5", "e1").await, 0);
+    let mut signal = SignalProcessRequest::new();
+    signal.container_id = "c5".into();
+    signal.signal = 15;
+    f.client.signal_process(ctx(), &signal).await.unwrap();
+    assert_eq!(f.output("c5", "").await, expected);
+    assert_eq!(f.wait("c5", "").await, 143);
+    f.remove("c5").await;
+
     // A host bind mount is refused, naming it; nothing is left of the attempt.
     let bind = spec(
         Some(process(&["true"], false)),

@@ -537,11 +537,13 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
     let containerd = Containerd::start(&dir.join("containerd"));
     let image = format!("--annotation=io.tsuba.image={}", w.image);
 
+    // `--seccomp`: containerd's own default profile (hundreds of syscalls, argument rules for
+    // clone, personality and socket) is in the spec; every process below runs under it.
     let args = Containerd::run_args(
         &config,
         &empty,
         "c1",
-        &[&image],
+        &[&image, "--seccomp"],
         &[
             "sh",
             "-c",
@@ -555,6 +557,22 @@ fn ctr_runs_an_encrypted_image_in_its_guest_with_exec_stdin_tty_and_kill() {
         "{}",
         c1.out.lock().unwrap()
     );
+
+    // The exec runs under the container's filter (mode 2: a BPF filter).
+    let out = containerd.ctr(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e0",
+            "c1",
+            "sh",
+            "-c",
+            "while read -r l; do case $l in Seccomp:*) echo $l;; esac; done < /proc/self/status",
+        ],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "Seccomp: 2\n", "{}", text(&out.stderr));
 
     // A second process with its own output and exit code.
     let out = containerd.ctr(

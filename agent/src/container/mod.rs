@@ -5,6 +5,7 @@ mod cgroup;
 mod image_config;
 mod rootfs;
 mod runner;
+mod seccomp;
 mod spec;
 mod stage;
 mod stdio;
@@ -157,6 +158,8 @@ pub(crate) struct Container {
     cgroup: Cgroup,
     layer: rootfs::Layer,
     namespaces: spec::Namespaces,
+    /// The spec's seccomp profile, for the init process and every exec.
+    seccomp: Option<seccomp::SeccompPlan>,
     init: Arc<Process>,
     pending: Mutex<Option<(Prepared, watch::Sender<Option<ExitInfo>>)>>,
     execs: std::sync::Mutex<HashMap<String, Arc<Process>>>,
@@ -371,6 +374,7 @@ impl Containers {
             cgroup,
             layer,
             namespaces: plan.namespaces,
+            seccomp: plan.seccomp.clone(),
             init: Arc::new(Process {
                 pid,
                 io,
@@ -421,6 +425,7 @@ impl Containers {
             join: None,
             namespaces: plan.namespaces,
             process,
+            seccomp: plan.seccomp.clone(),
         };
         let prepared = self.runner.prepare(&stage1, &stage2, child).await?;
         Ok((prepared, io))
@@ -534,6 +539,7 @@ impl Containers {
             join: Some(container.init.pid),
             namespaces: container.namespaces,
             process,
+            seccomp: container.seccomp.clone(),
         };
         let prepared = self.runner.prepare(&stage1, &stage2, child).await?;
         let pid = prepared.pid;

@@ -101,6 +101,8 @@ pub(crate) struct Stage2Plan {
     pub namespaces: Namespaces,
     /// The program and its credentials.
     pub process: ProcessPlan,
+    /// Installed right before the program is executed.
+    pub seccomp: Option<super::seccomp::SeccompPlan>,
 }
 
 /// Writes one frame.

@@ -364,6 +364,8 @@ pub(crate) struct ContainerPlan {
     pub readonly_paths: Vec<PathBuf>,
     /// cgroup limits.
     pub limits: Limits,
+    /// The seccomp profile every process of the container runs under.
+    pub seccomp: Option<super::seccomp::SeccompPlan>,
 }
 
 /// Parses and checks a container's OCI spec.
@@ -411,6 +413,15 @@ pub(crate) fn parse_container_spec(json: &[u8]) -> Result<ContainerPlan, SpecErr
     let masked_paths = check_paths("maskedPaths", &linux.masked_paths)?;
     let readonly_paths = check_paths("readonlyPaths", &linux.readonly_paths)?;
     let limits = check_resources(linux.resources.as_ref())?;
+    let seccomp = match &linux.seccomp {
+        Some(profile) if !profile.is_null() => {
+            let plan = super::seccomp::parse(profile).map_err(invalid)?;
+            // Compiled here too, so that a profile the kernel could not take fails the create.
+            super::seccomp::compile(&plan).map_err(invalid)?;
+            Some(plan)
+        }
+        _ => None,
+    };
     let process = raw.process.map(|p| check_process(p, true)).transpose()?;
     Ok(ContainerPlan {
         process,
@@ -421,6 +432,7 @@ pub(crate) fn parse_container_spec(json: &[u8]) -> Result<ContainerPlan, SpecErr
         masked_paths,
         readonly_paths,
         limits,
+        seccomp,
     })
 }
 
@@ -526,12 +538,6 @@ fn check_linux_extras(linux: &RawLinux) -> Result<(), SpecError> {
     }
     if let Some(key) = linux.sysctl.keys().next() {
         return Err(refused(format!("sysctl {:?}", bounded(key))));
-    }
-    if linux.seccomp.as_ref().is_some_and(|s| !s.is_null()) {
-        return Err(refused(
-            "linux.seccomp: the guest runner does not apply seccomp filters yet, and will not \
-             run a container without the filter it asks for",
-        ));
     }
     if linux.intel_rdt.as_ref().is_some_and(|s| !s.is_null()) {
         return Err(refused("linux.intelRdt"));
@@ -1065,7 +1071,7 @@ mod tests {
     }
 
     #[test]
-    fn hooks_sysctls_seccomp_mappings_and_unified_are_refused() {
+    fn hooks_sysctls_mappings_and_unified_are_refused_and_seccomp_is_checked() {
         let hooks = spec(r#","hooks":{"prestart":[{"path":"/bin/sh"}]}"#);
         assert!(refusal(&hooks).starts_with("hooks"));
         assert!(parse_container_spec(spec(r#","hooks":{}"#).as_bytes()).is_ok());
@@ -1073,11 +1079,23 @@ mod tests {
             refusal(&with_linux(r#","sysctl":{"kernel.shmmax":"1"}"#)),
             "sysctl \"kernel.shmmax\""
         );
+        // A profile is applied (seccomp.rs); one the runner cannot honour is refused by name.
+        let plan = parse_container_spec(
+            with_linux(
+                r#","seccomp":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.seccomp.map(|s| s.default),
+            Some(super::super::seccomp::Action::Errno(1))
+        );
         assert!(
-            refusal(&with_linux(
-                r#","seccomp":{"defaultAction":"SCMP_ACT_ALLOW"}"#
+            invalidity(&with_linux(
+                r#","seccomp":{"defaultAction":"SCMP_ACT_NOTIFY"}"#
             ))
-            .starts_with("linux.seccomp")
+            .starts_with("linux.seccomp: SCMP_ACT_NOTIFY")
         );
         assert!(
             refusal(&with_linux(

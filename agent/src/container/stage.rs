@@ -114,6 +114,10 @@ fn stage2(socket: &Path) -> Result<(), Failed> {
         join_namespaces(pid, &plan).map_err(|e| fail(&mut control, e))?;
     }
     let program = resolve_program(&plan.process).map_err(|e| fail(&mut control, e))?;
+    let filters = match &plan.seccomp {
+        Some(profile) => super::seccomp::compile(profile).map_err(|e| fail(&mut control, e))?,
+        None => Vec::new(),
+    };
     setup_process(&plan.process).map_err(|e| fail(&mut control, e))?;
     write_frame(&mut control, FRAME_READY, &[]).map_err(|_| Failed)?;
     match read_frame(&mut control) {
@@ -131,6 +135,8 @@ fn stage2(socket: &Path) -> Result<(), Failed> {
             command.env(k, v);
         }
     }
+    // Last, so that the filter constrains the program and not the set-up above.
+    super::seccomp::install(&filters).map_err(|e| fail(&mut control, e))?;
     // exec resets SIGPIPE and the signal mask the Rust runtime set; the control socket is
     // close-on-exec, so the agent sees end of file once the program runs.
     let error = command.exec();
