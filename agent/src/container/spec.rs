@@ -3,7 +3,8 @@
 //! The spec is untrusted host input. It is parsed into the subset of the OCI runtime spec the
 //! runner honours; every member that could widen the container's reach beyond its own rootfs,
 //! namespaces and cgroup is refused by name (bind mounts, host devices, namespaces joined by
-//! path, user namespaces, capabilities beyond the default set, hooks, sysctls, seccomp...). The
+//! path, user namespaces, capabilities beyond the default set, hooks, sysctls...); a seccomp
+//! profile is checked here and applied by the runner (seccomp.rs). The
 //! rule is documented in docs/guest.md ("What the agent refuses in a spec").
 
 use std::collections::BTreeSet;
