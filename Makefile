@@ -23,7 +23,10 @@ help:
 	@echo "make fuzz   - every fuzz target under AFL++ for FUZZ_SECONDS each (default 60)"
 
 setup:
-	scripts/setup
+	scripts/setup $(SETUP_FLAGS)
+
+# The demo and the benchmarks run containerd with the installed shim; the tests use their own.
+demo bench: SETUP_FLAGS := --install-shim
 
 # The agent is PID 1 of the guest: a static binary with the gnu target (no extra rustup target).
 agent:
