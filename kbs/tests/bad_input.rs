@@ -68,6 +68,19 @@ fn kind(reply: &Reply) -> &str {
         .unwrap_or("")
 }
 
+/// The admin upload of `text` as the policy at `path` (`/kbs/v0/resource-policy`, ...).
+async fn upload_policy(app: &Router, path: &str, text: &str) -> Reply {
+    let body = json!({"policy": URL_SAFE_NO_PAD.encode(text)}).to_string();
+    call(
+        app,
+        Request::post(path)
+            .header("authorization", common::admin_bearer())
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
 fn tee_key() -> Value {
     let secret = p256::SecretKey::from_slice(&[3u8; 32]).unwrap();
     let point = p256::EncodedPoint::from(secret.public_key());
@@ -481,15 +494,7 @@ async fn unauthenticated_admin_calls_are_refused_and_change_nothing() {
 async fn admin_api_round_trips_and_refuses_bad_policy() {
     let f = fixture(Duration::from_secs(60));
     let text = "package policy\ndefault allow := false\n";
-    let upload = json!({"policy": URL_SAFE_NO_PAD.encode(text)}).to_string();
-    let reply = call(
-        &f.app,
-        Request::post("/kbs/v0/resource-policy")
-            .header("authorization", common::admin_bearer())
-            .body(Body::from(upload))
-            .unwrap(),
-    )
-    .await;
+    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", text).await;
     assert_eq!(reply.status, StatusCode::OK);
     let reply = call(
         &f.app,
@@ -506,14 +511,10 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
         text.as_bytes()
     );
 
-    let broken =
-        json!({"policy": URL_SAFE_NO_PAD.encode("package policy\nallow if {")}).to_string();
-    let reply = call(
+    let reply = upload_policy(
         &f.app,
-        Request::post("/kbs/v0/attestation-policy")
-            .header("authorization", common::admin_bearer())
-            .body(Body::from(broken))
-            .unwrap(),
+        "/kbs/v0/attestation-policy",
+        "package policy\nallow if {",
     )
     .await;
     assert_eq!(
@@ -529,15 +530,7 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
     // A policy written to Trustee's input (data.plugin) compiles, but its allow is undefined for
     // this broker's input: refused with the reason, and the stored policy is unchanged.
     let trustee_style = "package policy\nallow if data.plugin == \"resource\"\n";
-    let upload = json!({"policy": URL_SAFE_NO_PAD.encode(trustee_style)}).to_string();
-    let reply = call(
-        &f.app,
-        Request::post("/kbs/v0/resource-policy")
-            .header("authorization", common::admin_bearer())
-            .body(Body::from(upload))
-            .unwrap(),
-    )
-    .await;
+    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", trustee_style).await;
     assert_eq!(
         (reply.status, kind(&reply)),
         (StatusCode::BAD_REQUEST, "InvalidPolicy")
