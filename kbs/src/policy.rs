@@ -214,11 +214,7 @@ impl Policy {
     /// that matches this broker's input (a policy written for Trustee's input does that).
     pub(crate) fn check_decides(&self, kind: PolicyKind) -> Result<(), PolicyError> {
         let (name, input) = representative_input(kind);
-        let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(input));
-        let allow = engine
-            .eval_rule("data.policy.allow".into())
-            .map_err(|err| PolicyError::Eval(err.into()))?;
+        let (_, allow) = self.allow_over(input)?;
         if allow == regorus::Value::from(true) || allow == regorus::Value::from(false) {
             return Ok(());
         }
@@ -237,13 +233,19 @@ impl Policy {
         &self.text
     }
 
-    /// Evaluates the policy over `input`.
-    pub(crate) fn evaluate(&self, input: Value) -> Result<Decision, PolicyError> {
+    /// A fresh engine over `input` (evaluations stay independent), with `allow` evaluated.
+    fn allow_over(&self, input: Value) -> Result<(regorus::Engine, regorus::Value), PolicyError> {
         let mut engine = self.engine.clone();
         engine.set_input(regorus::Value::from(input));
         let allow = engine
             .eval_rule("data.policy.allow".into())
             .map_err(|err| PolicyError::Eval(err.into()))?;
+        Ok((engine, allow))
+    }
+
+    /// Evaluates the policy over `input`.
+    pub(crate) fn evaluate(&self, input: Value) -> Result<Decision, PolicyError> {
+        let (mut engine, allow) = self.allow_over(input)?;
         if allow == regorus::Value::from(true) {
             return Ok(Decision::Allow);
         }
