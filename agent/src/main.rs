@@ -118,7 +118,7 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         )
         .await?;
         tracing::info!(
-            ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ready_ms = tsuba_protocols::agent::millis(started.elapsed()),
             "agent ready"
         );
         tsuba_agent::reap_children(reaper).await;

@@ -40,6 +40,12 @@ pub use generated::agent_ttrpc::{
     ImageClient, create_attestation, create_container, create_health, create_image,
 };
 
+/// `d` in whole milliseconds, as the API's `*_ms` fields (and the logs that quote them) carry
+/// durations; saturates rather than wraps.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Is `id` a valid container or exec ID: 1 to [`MAX_ID_LEN`] bytes of `[A-Za-z0-9_.-]`, starting
 /// with a letter or digit (containerd's identifier rule). The empty exec ID, naming a container's
 /// init process, is checked by the caller.
@@ -103,6 +109,13 @@ pub fn diagnostic_report_data(nonce: &[u8]) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn millis_are_whole_and_saturate() {
+        assert_eq!(millis(std::time::Duration::from_micros(1_999)), 1);
+        assert_eq!(millis(std::time::Duration::from_secs(9)), 9_000);
+        assert_eq!(millis(std::time::Duration::MAX), u64::MAX);
+    }
 
     #[test]
     fn ids_follow_containerds_identifier_rule() {

@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{info, warn};
-use tsuba_protocols::agent::{StatsContainerResponse, is_valid_id};
+use tsuba_protocols::agent::{StatsContainerResponse, is_valid_id, millis};
 use tsuba_vmm_tee::{HostVirt, LaunchOptions};
 
 use crate::agent_client::{AgentClient, AgentClientError};
@@ -1143,9 +1143,4 @@ async fn copy_in(agent: AgentClient, cid: String, eid: String, fifo: String, clo
     if let Err(e) = agent.close_stdin(&cid, &eid, CALL_TIMEOUT).await {
         warn!(container = %cid, exec = %eid, error = %error_chain(&e), "closing stdin failed");
     }
-}
-
-/// Whole milliseconds, for logs.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -181,8 +181,7 @@ impl Sandbox {
         match outcome {
             Ok(Ok(agent)) => {
                 info!(
-                    ready_ms =
-                        u64::try_from(vm.started().elapsed().as_millis()).unwrap_or(u64::MAX),
+                    ready_ms = tsuba_protocols::agent::millis(vm.started().elapsed()),
                     "agent ready"
                 );
                 Ok(Sandbox { vm, agent })

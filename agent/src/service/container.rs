@@ -95,9 +95,9 @@ impl Container for ContainerService {
         resp.pid = created.pid;
         resp.manifest_digest = created.manifest_digest;
         resp.pulled = created.pulled;
-        resp.attest_ms = millis(created.pull_timings.attest);
-        resp.pull_ms = millis(created.pull_timings.pull);
-        resp.setup_ms = millis(created.setup);
+        resp.attest_ms = tsuba_protocols::agent::millis(created.pull_timings.attest);
+        resp.pull_ms = tsuba_protocols::agent::millis(created.pull_timings.pull);
+        resp.setup_ms = tsuba_protocols::agent::millis(created.setup);
         Ok(resp)
     }
 
@@ -324,11 +324,6 @@ impl ContainerService {
         }
         Ok(resp)
     }
-}
-
-/// Whole milliseconds, for the host's figures.
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

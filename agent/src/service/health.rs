@@ -45,7 +45,7 @@ impl Health for HealthService {
     async fn check(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<CheckResponse> {
         let mut resp = CheckResponse::new();
         resp.status = self.status().into();
-        resp.uptime_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        resp.uptime_ms = tsuba_protocols::agent::millis(self.started.elapsed());
         resp.agent_rss_kib = resident_kib().unwrap_or(0);
         Ok(resp)
     }
