@@ -14,12 +14,8 @@ guest="$repo/out/guest/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The floor initrd: busybox as /init's interpreter, powering off at once.
-mkdir -p "$work/floor/bin"
-cp /bin/busybox "$work/floor/bin/busybox"
-printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' > "$work/floor/init"
-chmod 755 "$work/floor/init"
-(cd "$work/floor" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9n) > "$work/floor.img"
+. "$repo/bench/floor.sh"
+floor_initrd "$work" >/dev/null
 
 config() { # initrd memory_mib
     cat > "$work/launch-$2.toml" <<TOML

@@ -21,13 +21,9 @@ flow_launch_config launch ""
 flow_trust launch
 flow_containerd
 
-# The floor, as bench/boot.sh builds it: busybox as /init's interpreter, powering off at once.
-mkdir -p "$work/floor/bin"
-cp "$TSUBA_BUSYBOX" "$work/floor/bin/busybox"
-printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' >"$work/floor/init"
-chmod 755 "$work/floor/init"
-(cd "$work/floor" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9n) >"$work/floor.img"
-sed -e "s|^initrd = .*|initrd = \"$work/floor.img\"|" -e '/^cmdline = /d' -e '/^\[network\]/,$d' \
+# The floor of bench/boot.sh, with this launch's firmware and kernel.
+. "$repo/bench/floor.sh"
+sed -e "s|^initrd = .*|initrd = \"$(floor_initrd "$work")\"|" -e '/^cmdline = /d' -e '/^\[network\]/,$d' \
     "$work/launch.toml" >"$work/floor.toml"
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
