@@ -6,8 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 mod initdata;
 
+pub use agent::{
+    AgentPolicy, AgentPolicyError, AgentRequest, ContainerPolicy, MountPolicy, PolicyData,
+    PolicyRefusal, render_policy,
+};
 pub use initdata::{
     HOST_DATA_LEN, HostData, INITDATA_VERSION, Initdata, InitdataAlgorithm, InitdataError,
     MAX_INITDATA_LEN, MR_CONFIG_ID_LEN, MrConfigId,
