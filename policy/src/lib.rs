@@ -7,11 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+mod guest_settings;
 mod initdata;
 
 pub use agent::{
     AgentPolicy, AgentPolicyError, AgentRequest, ContainerPolicy, MountPolicy, PolicyData,
     PolicyRefusal, render_policy,
+};
+pub use guest_settings::{
+    AA_TOML, CDH_TOML, GuestSettings, GuestSettingsError, POLICY_REGO, TSUBA_TOML, render_initdata,
 };
 pub use initdata::{
     HOST_DATA_LEN, HostData, INITDATA_VERSION, Initdata, InitdataAlgorithm, InitdataError,
