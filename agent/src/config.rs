@@ -1,17 +1,20 @@
-//! Agent configuration, read from the kernel command line.
+//! Agent configuration: transport, logging and network from the kernel command line; image pulls
+//! from the pod's initdata.
 //!
 //! The command line is part of the launch measurement (kernel hashes in SNP, RTMR in TDX), so the
 //! host cannot change it without the broker noticing. Only `tsuba.agent.*` keys are read; an
-//! unknown value is an error, never a default.
+//! unknown value is an error, never a default. It holds only what is the same for every pod of a
+//! release, so one guest image gives one reference value.
 //!
-//! Networking and image pulls are configured here too, for the same reason: the key broker's URL,
-//! the signature policy's location and the registries reached over plain HTTP decide what the
-//! guest trusts, so they come from the measured command line and never from a host request.
+//! What one pod trusts (the key broker's URL and key, the signature policy's location, the
+//! registries reached over plain HTTP) comes from initdata ([`PullConfig::from_settings`]), whose
+//! digest the launch binds into HOST_DATA / MRCONFIGID and the agent checks before using it.
 
 use std::net::Ipv4Addr;
 
 use thiserror::Error;
-use tsuba_attestation_agent::kbs::SpkiPin;
+use tsuba_attestation_agent::kbs::{BrokerTrust, SpkiPin};
+use tsuba_policy::GuestSettings;
 
 /// How the agent API reaches the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +35,6 @@ pub struct AgentConfig {
     /// Static IPv4 settings for `eth0` (`tsuba.agent.net=<addr>/<prefix>[,gw=<addr>]`); no
     /// networking without it.
     pub net: Option<NetConfig>,
-    /// Image pulls (`tsuba.agent.kbs`, `tsuba.agent.image-policy`,
-    /// `tsuba.agent.plain-http-registry`); no pulls without a broker.
-    pub pull: PullConfig,
 }
 
 /// Static IPv4 settings of the guest's one network interface.
@@ -48,21 +48,24 @@ pub struct NetConfig {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// Where image pulls get their keys and their signature policy.
+/// Where image pulls get their keys and their signature policy (from initdata).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullConfig {
-    /// The key broker's base URL: `https://...` with [`PullConfig::kbs_pin`], or `http://...`
-    /// only with [`PullConfig::insecure_kbs_http`].
+    /// The key broker's base URL: `https://...` with [`PullConfig::kbs_pin`] or
+    /// [`PullConfig::kbs_ca`], or `http://...` only with [`PullConfig::insecure_kbs_http`].
     pub kbs_url: Option<String>,
-    /// The broker's public-key pin (`tsuba.agent.kbs-pin=sha256:<hex>`): the SHA-256 of the
+    /// The broker's public-key pin (`tsuba.toml` `kbs_pin = "sha256:<hex>"`): the SHA-256 of the
     /// SubjectPublicKeyInfo of the broker's certificate or of the CA it sends that issued it.
-    /// Measured, so the host cannot point the guest at a broker of its own.
+    /// In initdata, so the host cannot point the guest at a broker of its own.
     pub kbs_pin: Option<SpkiPin>,
-    /// `tsuba.agent.insecure-kbs-http`: allow a plain `http://` broker, whose answers anyone on
-    /// the path (the host) can forge. Refused in snp and tdx guests whatever the line says.
+    /// The CA certificates (PEM) the broker's certificate must chain to (`aa.toml`
+    /// `[token_configs.kbs] cert`), when there is no pin.
+    pub kbs_ca: Option<String>,
+    /// `insecure_kbs_http`: allow a plain `http://` broker, whose answers anyone on the path (the
+    /// host) can forge. Refused in snp and tdx guests whatever initdata says.
     pub insecure_kbs_http: bool,
-    /// `tsuba.agent.insecure-registry-credentials-over-http`: allow sending the broker's
-    /// registry credentials to a plain-HTTP registry or token service, where the host reads them.
+    /// `insecure_registry_credentials_over_http`: allow sending the broker's registry
+    /// credentials to a plain-HTTP registry or token service, where the host reads them.
     pub insecure_registry_credentials_over_http: bool,
     /// The broker resource holding the containers-policy.json signature policy
     /// (`kbs:///repo/type/tag`).
@@ -92,8 +95,8 @@ pub enum ConfigError {
         "tsuba.agent.net={0:?} is not valid (expected <ipv4>/<prefix>[,gw=<ipv4>], e.g. 10.0.2.15/24,gw=10.0.2.2)"
     )]
     Net(String),
-    /// A pull option with an empty or malformed value.
-    #[error("tsuba.agent.{key}={value:?} is not valid: {why}")]
+    /// A pull setting from initdata with an empty or malformed value.
+    #[error("initdata setting {key} = {value:?} is not valid: {why}")]
     PullOption {
         /// The option.
         key: &'static str,
@@ -109,9 +112,18 @@ pub enum ConfigError {
     #[error("tsuba.agent.log={0:?} is not a valid log filter (e.g. info, or tsuba_agent=debug)")]
     Log(String),
     /// The broker settings do not say how the broker is authenticated.
-    #[error("tsuba.agent.kbs: {0}")]
+    #[error("initdata's key broker settings: {0}")]
     BrokerTrust(&'static str),
+    /// A pull setting on the command line: it belongs in the pod's initdata now.
+    #[error(
+        "tsuba.agent.{0} is no longer read from the kernel command line: the key broker, image \
+         policy and registry settings are per pod and come from initdata (docs/initdata.md)"
+    )]
+    MovedToInitdata(String),
 }
+
+/// Most plain-HTTP registries one initdata document may name.
+const MAX_PLAIN_HTTP_REGISTRIES: usize = 16;
 
 /// Longest value accepted for a URL or resource option.
 const MAX_OPTION_LEN: usize = 512;
@@ -147,15 +159,12 @@ impl NetConfig {
     }
 }
 
-fn set_once(
-    slot: &mut Option<String>,
+/// `value` for `key`, checked by `check`.
+fn checked(
     key: &'static str,
     value: &str,
     check: fn(&str) -> Result<(), &'static str>,
-) -> Result<(), ConfigError> {
-    if slot.is_some() {
-        return Err(ConfigError::Repeated(key));
-    }
+) -> Result<String, ConfigError> {
     let invalid = |why| ConfigError::PullOption {
         key,
         value: value.chars().take(MAX_OPTION_LEN).collect(),
@@ -165,23 +174,7 @@ fn set_once(
         return Err(invalid("empty or too long"));
     }
     check(value).map_err(invalid)?;
-    *slot = Some(value.to_owned());
-    Ok(())
-}
-
-fn set_flag(slot: &mut bool, key: &'static str, value: &str) -> Result<(), ConfigError> {
-    if *slot {
-        return Err(ConfigError::Repeated(key));
-    }
-    if !value.is_empty() {
-        return Err(ConfigError::PullOption {
-            key,
-            value: value.chars().take(MAX_OPTION_LEN).collect(),
-            why: "takes no value",
-        });
-    }
-    *slot = true;
-    Ok(())
+    Ok(value.to_owned())
 }
 
 fn check_kbs_url(value: &str) -> Result<(), &'static str> {
@@ -219,7 +212,6 @@ impl AgentConfig {
             transport: Transport::Serial,
             log: "info".to_owned(),
             net: None,
-            pull: PullConfig::default(),
         };
         let (mut transport_seen, mut log_seen) = (false, false);
         for word in cmdline.split_ascii_whitespace() {
@@ -260,90 +252,115 @@ impl AgentConfig {
                     }
                     config.net = Some(NetConfig::parse(value)?);
                 }
-                "kbs" => set_once(&mut config.pull.kbs_url, "kbs", value, check_kbs_url)?,
-                "kbs-pin" => {
-                    if config.pull.kbs_pin.is_some() {
-                        return Err(ConfigError::Repeated("kbs-pin"));
-                    }
-                    let pin = SpkiPin::parse(value).map_err(|_| ConfigError::PullOption {
-                        key: "kbs-pin",
-                        value: value.chars().take(MAX_OPTION_LEN).collect(),
-                        why: "expected sha256:<64 hex digits>",
-                    })?;
-                    config.pull.kbs_pin = Some(pin);
-                }
-                "insecure-kbs-http" => set_flag(
-                    &mut config.pull.insecure_kbs_http,
-                    "insecure-kbs-http",
-                    value,
-                )?,
-                "insecure-registry-credentials-over-http" => set_flag(
-                    &mut config.pull.insecure_registry_credentials_over_http,
-                    "insecure-registry-credentials-over-http",
-                    value,
-                )?,
-                "image-policy" => set_once(
-                    &mut config.pull.image_policy,
-                    "image-policy",
-                    value,
-                    check_resource_uri,
-                )?,
-                "signature-storage" => set_once(
-                    &mut config.pull.signature_storage,
-                    "signature-storage",
-                    value,
-                    check_resource_uri,
-                )?,
-                "registry-auth" => set_once(
-                    &mut config.pull.registry_auth,
-                    "registry-auth",
-                    value,
-                    check_resource_uri,
-                )?,
-                "plain-http-registry" => {
-                    let mut slot = None;
-                    set_once(&mut slot, "plain-http-registry", value, check_registry)?;
-                    config.pull.plain_http_registries.extend(slot);
+                "kbs"
+                | "kbs-pin"
+                | "insecure-kbs-http"
+                | "insecure-registry-credentials-over-http"
+                | "image-policy"
+                | "signature-storage"
+                | "registry-auth"
+                | "plain-http-registry" => {
+                    return Err(ConfigError::MovedToInitdata(key.to_owned()));
                 }
                 _ => return Err(ConfigError::UnknownOption(word.to_owned())),
             }
         }
-        config.pull.check_broker_trust()?;
         Ok(config)
     }
 }
 
 impl PullConfig {
+    /// The pull settings of an initdata document, checked: URL schemes, resource URIs, the pin,
+    /// the CA certificates, and that the broker is authenticated as its scheme says.
+    pub fn from_settings(settings: &GuestSettings) -> Result<Self, ConfigError> {
+        let resource = |key, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| checked(key, v, check_resource_uri))
+                .transpose()
+        };
+        let kbs_pin = match &settings.kbs_pin {
+            None => None,
+            Some(pin) => Some(SpkiPin::parse(pin).map_err(|_| ConfigError::PullOption {
+                key: "kbs_pin",
+                value: pin.chars().take(MAX_OPTION_LEN).collect(),
+                why: "expected sha256:<64 hex digits>",
+            })?),
+        };
+        if let Some(pem) = &settings.kbs_cert
+            && BrokerTrust::ca_pem(pem.as_bytes()).is_err()
+        {
+            return Err(ConfigError::PullOption {
+                key: "kbs cert",
+                value: pem.chars().take(64).collect(),
+                why: "expected PEM CA certificates",
+            });
+        }
+        if settings.plain_http_registries.len() > MAX_PLAIN_HTTP_REGISTRIES {
+            return Err(ConfigError::PullOption {
+                key: "plain_http_registries",
+                value: format!("{} registries", settings.plain_http_registries.len()),
+                why: "at most 16",
+            });
+        }
+        let config = PullConfig {
+            kbs_url: settings
+                .kbs_url
+                .as_deref()
+                .map(|v| checked("kbs url", v, check_kbs_url))
+                .transpose()?,
+            kbs_pin,
+            kbs_ca: settings.kbs_cert.clone(),
+            insecure_kbs_http: settings.insecure_kbs_http,
+            insecure_registry_credentials_over_http: settings
+                .insecure_registry_credentials_over_http,
+            image_policy: resource("image_security_policy_uri", &settings.image_policy)?,
+            signature_storage: resource("signature_storage", &settings.signature_storage)?,
+            registry_auth: resource(
+                "authenticated_registry_credentials_uri",
+                &settings.registry_auth,
+            )?,
+            plain_http_registries: settings
+                .plain_http_registries
+                .iter()
+                .map(|r| checked("plain_http_registries", r, check_registry))
+                .collect::<Result<_, _>>()?,
+        };
+        config.check_broker_trust()?;
+        Ok(config)
+    }
+
     /// The broker must be authenticated as the URL's scheme says: `https://` with a pin,
     /// `http://` only with the insecure flag; neither setting without a broker.
     fn check_broker_trust(&self) -> Result<(), ConfigError> {
+        let authenticated = self.kbs_pin.is_some() || self.kbs_ca.is_some();
         let Some(url) = &self.kbs_url else {
-            if self.kbs_pin.is_some() || self.insecure_kbs_http {
+            if authenticated || self.insecure_kbs_http {
                 return Err(ConfigError::BrokerTrust(
-                    "a broker pin or tsuba.agent.insecure-kbs-http is set but no broker URL",
+                    "a broker pin, CA or insecure_kbs_http is set but no broker URL",
                 ));
             }
             return Ok(());
         };
         match (
             url.starts_with("https://"),
-            self.kbs_pin.is_some(),
+            authenticated,
             self.insecure_kbs_http,
         ) {
             (true, true, false) | (false, false, true) => Ok(()),
             (true, false, _) => Err(ConfigError::BrokerTrust(
-                "an https:// broker needs tsuba.agent.kbs-pin=sha256:<hex> (the key of its \
-                 certificate or of its CA); no built-in roots are trusted",
+                "an https:// broker needs tsuba.toml kbs_pin = \"sha256:<hex>\" (the key of its \
+                 certificate or of its CA) or aa.toml's cert; no built-in roots are trusted",
             )),
             (true, true, true) => Err(ConfigError::BrokerTrust(
-                "tsuba.agent.insecure-kbs-http is for an http:// broker only",
+                "insecure_kbs_http is for an http:// broker only",
             )),
             (false, _, false) => Err(ConfigError::BrokerTrust(
                 "a plain http:// broker can be impersonated by the host: use https:// with \
-                 tsuba.agent.kbs-pin, or add tsuba.agent.insecure-kbs-http (sim modes only)",
+                 kbs_pin, or add insecure_kbs_http = true (sim modes only)",
             )),
             (false, true, true) => Err(ConfigError::BrokerTrust(
-                "tsuba.agent.kbs-pin cannot authenticate an http:// broker",
+                "a pin or CA cannot authenticate an http:// broker",
             )),
         }
     }
@@ -370,17 +387,9 @@ mod tests {
     }
 
     #[test]
-    fn reads_network_and_pull_settings() {
-        let config = AgentConfig::from_cmdline(
-            "tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 tsuba.agent.kbs=https://10.0.2.2:8080 \
-             tsuba.agent.kbs-pin=sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff \
-             tsuba.agent.image-policy=kbs:///default/security-policy/test \
-             tsuba.agent.plain-http-registry=10.0.2.2:5000 \
-             tsuba.agent.plain-http-registry=registry.local \
-             tsuba.agent.signature-storage=kbs:///default/image/lookaside \
-             tsuba.agent.registry-auth=kbs:///default/credential/registry",
-        )
-        .unwrap();
+    fn reads_network_settings() {
+        let config =
+            AgentConfig::from_cmdline("tsuba.agent.net=10.0.2.15/24,gw=10.0.2.2 quiet").unwrap();
         assert_eq!(
             config.net,
             Some(NetConfig {
@@ -389,38 +398,8 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             })
         );
-        assert_eq!(
-            config.pull.kbs_url.as_deref(),
-            Some("https://10.0.2.2:8080")
-        );
-        assert_eq!(
-            config.pull.kbs_pin.map(|p| p.to_string()).as_deref(),
-            Some("sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff")
-        );
-        assert!(!config.pull.insecure_kbs_http);
-        assert!(!config.pull.insecure_registry_credentials_over_http);
-        assert_eq!(
-            config.pull.image_policy.as_deref(),
-            Some("kbs:///default/security-policy/test")
-        );
-        assert_eq!(
-            config.pull.plain_http_registries,
-            ["10.0.2.2:5000", "registry.local"]
-        );
-        assert_eq!(
-            config.pull.signature_storage.as_deref(),
-            Some("kbs:///default/image/lookaside")
-        );
-        assert_eq!(
-            config.pull.registry_auth.as_deref(),
-            Some("kbs:///default/credential/registry")
-        );
         let plain = AgentConfig::from_cmdline("tsuba.agent.net=192.168.1.9/32").unwrap();
         assert_eq!(plain.net.unwrap().gateway, None);
-        assert_eq!(
-            AgentConfig::from_cmdline("quiet").unwrap().pull,
-            PullConfig::default()
-        );
     }
 
     #[test]
@@ -448,108 +427,166 @@ mod tests {
     }
 
     #[test]
-    fn refuses_malformed_or_repeated_pull_settings() {
-        for (line, key) in [
-            ("tsuba.agent.kbs=ftp://10.0.2.2", "kbs"),
-            ("tsuba.agent.kbs=", "kbs"),
-            ("tsuba.agent.kbs=http://", "kbs"),
-            (
-                "tsuba.agent.image-policy=https://x/policy.json",
-                "image-policy",
-            ),
-            (
-                "tsuba.agent.image-policy=kbs:///default/../x",
-                "image-policy",
-            ),
-            ("tsuba.agent.plain-http-registry=a/b", "plain-http-registry"),
-            (
-                "tsuba.agent.signature-storage=file:///etc/lookaside.json",
-                "signature-storage",
-            ),
-            ("tsuba.agent.registry-auth=kbs:///a/b", "registry-auth"),
+    fn pull_settings_on_the_command_line_are_refused_as_moved_to_initdata() {
+        for key in [
+            "kbs=https://10.0.2.2:1",
+            "kbs-pin=sha256:00",
+            "insecure-kbs-http",
+            "image-policy=kbs:///a/b/c",
+            "plain-http-registry=10.0.2.2:5000",
+            "signature-storage=kbs:///a/b/c",
+            "registry-auth=kbs:///a/b/c",
+            "insecure-registry-credentials-over-http",
         ] {
-            match AgentConfig::from_cmdline(line) {
-                Err(ConfigError::PullOption { key: k, .. }) => assert_eq!(k, key, "{line}"),
-                other => panic!("{line}: {other:?}"),
-            }
+            let err = AgentConfig::from_cmdline(&format!("tsuba.agent.{key}")).unwrap_err();
+            let name = key.split('=').next().unwrap();
+            assert_eq!(err, ConfigError::MovedToInitdata(name.to_owned()));
+            assert!(err.to_string().contains("come from initdata"), "{err}");
         }
-        let long = format!("tsuba.agent.kbs=https://{}", "a".repeat(600));
-        assert!(matches!(
-            AgentConfig::from_cmdline(&long),
-            Err(ConfigError::PullOption { key: "kbs", .. })
-        ));
-        // A second broker would make the measured line ambiguous: the first must not win silently.
+    }
+
+    const PIN: &str = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn settings() -> GuestSettings {
+        GuestSettings {
+            kbs_url: Some("https://10.0.2.2:8080".into()),
+            kbs_pin: Some(PIN.into()),
+            image_policy: Some("kbs:///default/security-policy/test".into()),
+            signature_storage: Some("kbs:///default/image/lookaside".into()),
+            registry_auth: Some("kbs:///default/credential/registry".into()),
+            plain_http_registries: vec!["10.0.2.2:5000".into(), "registry.local".into()],
+            ..GuestSettings::default()
+        }
+    }
+
+    #[test]
+    fn reads_pull_settings_from_initdata() {
+        let pull = PullConfig::from_settings(&settings()).unwrap();
+        assert_eq!(pull.kbs_url.as_deref(), Some("https://10.0.2.2:8080"));
+        assert_eq!(pull.kbs_pin.map(|p| p.to_string()).as_deref(), Some(PIN));
+        assert!(!pull.insecure_kbs_http && !pull.insecure_registry_credentials_over_http);
         assert_eq!(
-            AgentConfig::from_cmdline("tsuba.agent.kbs=https://a tsuba.agent.kbs=https://b"),
-            Err(ConfigError::Repeated("kbs"))
+            pull.image_policy.as_deref(),
+            Some("kbs:///default/security-policy/test")
         );
         assert_eq!(
-            AgentConfig::from_cmdline(
-                "tsuba.agent.registry-auth=kbs:///a/b/c tsuba.agent.registry-auth=kbs:///a/b/d"
-            ),
-            Err(ConfigError::Repeated("registry-auth"))
+            pull.plain_http_registries,
+            ["10.0.2.2:5000", "registry.local"]
+        );
+        assert_eq!(
+            pull.signature_storage.as_deref(),
+            Some("kbs:///default/image/lookaside")
+        );
+        assert_eq!(
+            pull.registry_auth.as_deref(),
+            Some("kbs:///default/credential/registry")
+        );
+        assert_eq!(
+            PullConfig::from_settings(&GuestSettings::default()).unwrap(),
+            PullConfig::default()
         );
     }
 
-    const PIN: &str = "tsuba.agent.kbs-pin=sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
     #[test]
-    fn the_broker_must_be_authenticated_as_its_scheme_says() {
-        let ok = |line: &str| AgentConfig::from_cmdline(line).unwrap().pull;
-        let https = ok(&format!("tsuba.agent.kbs=https://10.0.2.2:1 {PIN}"));
-        assert!(https.kbs_pin.is_some() && !https.insecure_kbs_http);
-        let http = ok("tsuba.agent.insecure-kbs-http tsuba.agent.kbs=http://10.0.2.2:1");
-        assert!(http.insecure_kbs_http && http.kbs_pin.is_none());
-        let refused = |line: &str, why: &str| match AgentConfig::from_cmdline(line) {
-            Err(ConfigError::BrokerTrust(w)) => assert!(w.contains(why), "{line}: {w}"),
-            other => panic!("{line}: {other:?}"),
-        };
-        refused(
-            "tsuba.agent.kbs=https://10.0.2.2:1",
-            "needs tsuba.agent.kbs-pin",
-        );
-        refused(
-            "tsuba.agent.kbs=http://10.0.2.2:1",
-            "can be impersonated by the host",
-        );
-        refused(
-            &format!("tsuba.agent.kbs=http://10.0.2.2:1 {PIN}"),
-            "can be impersonated by the host",
-        );
-        refused(
-            &format!("tsuba.agent.kbs=http://10.0.2.2:1 {PIN} tsuba.agent.insecure-kbs-http"),
-            "cannot authenticate an http:// broker",
-        );
-        refused(
-            &format!("tsuba.agent.kbs=https://10.0.2.2:1 {PIN} tsuba.agent.insecure-kbs-http"),
-            "for an http:// broker only",
-        );
-        refused(PIN, "no broker URL");
-        refused("tsuba.agent.insecure-kbs-http", "no broker URL");
-        for bad in ["sha256:00", "sha1:0011", "00112233"] {
-            assert!(matches!(
-                AgentConfig::from_cmdline(&format!("tsuba.agent.kbs-pin={bad}")),
-                Err(ConfigError::PullOption { key: "kbs-pin", .. })
-            ));
-        }
-        assert_eq!(
-            AgentConfig::from_cmdline(&format!("{PIN} {PIN}")),
-            Err(ConfigError::Repeated("kbs-pin"))
-        );
-        assert_eq!(
-            AgentConfig::from_cmdline(
-                "tsuba.agent.insecure-kbs-http tsuba.agent.insecure-kbs-http"
+    fn refuses_malformed_pull_settings() {
+        type Edit = fn(&mut GuestSettings);
+        let rows: [(Edit, &str); 8] = [
+            (|s| s.kbs_url = Some("ftp://10.0.2.2".into()), "kbs url"),
+            (|s| s.kbs_url = Some(String::new()), "kbs url"),
+            (|s| s.kbs_url = Some("http://".into()), "kbs url"),
+            (
+                |s| s.image_policy = Some("https://x/policy.json".into()),
+                "image_security_policy_uri",
             ),
-            Err(ConfigError::Repeated("insecure-kbs-http"))
-        );
+            (
+                |s| s.image_policy = Some("kbs:///default/../x".into()),
+                "image_security_policy_uri",
+            ),
+            (
+                |s| s.plain_http_registries = vec!["a/b".into()],
+                "plain_http_registries",
+            ),
+            (
+                |s| s.signature_storage = Some("file:///etc/lookaside.json".into()),
+                "signature_storage",
+            ),
+            (
+                |s| s.registry_auth = Some("kbs:///a/b".into()),
+                "authenticated_registry_credentials_uri",
+            ),
+        ];
+        for (edit, key) in rows {
+            let mut s = settings();
+            edit(&mut s);
+            match PullConfig::from_settings(&s) {
+                Err(ConfigError::PullOption { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        let mut long = settings();
+        long.kbs_url = Some(format!("https://{}", "a".repeat(600)));
+        assert!(PullConfig::from_settings(&long).is_err());
+        let mut many = settings();
+        many.plain_http_registries = vec!["r:1".into(); 17];
+        assert!(PullConfig::from_settings(&many).is_err());
+        let mut bad_ca = settings();
+        bad_ca.kbs_pin = None;
+        bad_ca.kbs_cert = Some("not a pem".into());
         assert!(matches!(
-            AgentConfig::from_cmdline("tsuba.agent.insecure-kbs-http=1"),
+            PullConfig::from_settings(&bad_ca),
             Err(ConfigError::PullOption {
-                key: "insecure-kbs-http",
-                why: "takes no value",
+                key: "kbs cert",
                 ..
             })
         ));
+        for bad in ["sha256:00", "sha1:0011", "00112233"] {
+            let mut s = settings();
+            s.kbs_pin = Some(bad.into());
+            assert!(matches!(
+                PullConfig::from_settings(&s),
+                Err(ConfigError::PullOption { key: "kbs_pin", .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn the_broker_must_be_authenticated_as_its_scheme_says() {
+        let with = |url: &str, pin: bool, insecure: bool| GuestSettings {
+            kbs_url: (!url.is_empty()).then(|| url.to_owned()),
+            kbs_pin: pin.then(|| PIN.to_owned()),
+            insecure_kbs_http: insecure,
+            ..GuestSettings::default()
+        };
+        let https = PullConfig::from_settings(&with("https://10.0.2.2:1", true, false)).unwrap();
+        assert!(https.kbs_pin.is_some() && !https.insecure_kbs_http);
+        let http = PullConfig::from_settings(&with("http://10.0.2.2:1", false, true)).unwrap();
+        assert!(http.insecure_kbs_http && http.kbs_pin.is_none());
+        let refused = |s: GuestSettings, why: &str| match PullConfig::from_settings(&s) {
+            Err(ConfigError::BrokerTrust(w)) => assert!(w.contains(why), "{w}"),
+            other => panic!("{s:?}: {other:?}"),
+        };
+        refused(
+            with("https://10.0.2.2:1", false, false),
+            "needs tsuba.toml kbs_pin",
+        );
+        refused(
+            with("http://10.0.2.2:1", false, false),
+            "can be impersonated by the host",
+        );
+        refused(
+            with("http://10.0.2.2:1", true, false),
+            "can be impersonated by the host",
+        );
+        refused(
+            with("http://10.0.2.2:1", true, true),
+            "cannot authenticate an http:// broker",
+        );
+        refused(
+            with("https://10.0.2.2:1", true, true),
+            "for an http:// broker only",
+        );
+        refused(with("", true, false), "no broker URL");
+        refused(with("", false, true), "no broker URL");
     }
 
     #[test]

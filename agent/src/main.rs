@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use std::sync::Arc;
 
 use tsuba_agent::{
-    AgentConfig, AttestationService, CgroupRoot, ContainerService, Containers, GuestPuller,
-    HealthService, ImageService, Reaper, Runner,
+    AgentConfig, AttestationService, CgroupRoot, ContainerService, Containers, Gate, GuestPuller,
+    HealthService, ImageService, InitdataService, Reaper, Runner,
 };
 use tsuba_attestation_agent::attester::{Attester, DetectPaths, detect};
 use tsuba_protocols::guest_image::{MODULES_DIR, MODULES_LOAD_ORDER};
@@ -49,8 +49,9 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         let _ = log_filter.reload(filter);
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), ?config.transport, "tsuba agent starting");
-    if is_init && config.pull.kbs_url.is_some() {
+    if is_init {
         // For oci-client's throwaway default client (tls_roots.rs); ours are given the roots.
+        // Written before initdata says whether this pod pulls: it is the same for every pod.
         let roots = tsuba_agent::install_system_store(Path::new(tsuba_agent::SYSTEM_CA_BUNDLE))?;
         tracing::debug!(roots, "system TLS store written from the compiled-in roots");
     }
@@ -77,15 +78,12 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         let tee = attester
             .as_ref()
             .map_or_else(|_| "none".to_owned(), |a| a.kind().to_string());
-        let puller = GuestPuller::new(config.pull.clone(), attester.clone());
-        // Without a broker there is nothing to pull with; with one, the client must exist.
-        let can_pull = config.pull.kbs_url.is_none() || puller.is_ready();
-        if !can_pull {
-            tracing::error!(
-                "image pulls are configured but cannot work: Health reports NOT_SERVING"
-            );
-        }
-        let puller = Arc::new(puller);
+        // Pulls are configured by the pod's initdata, once the gate has checked it.
+        let puller = Arc::new(GuestPuller::unconfigured(
+            attester.clone(),
+            tsuba_agent::IMAGES_DIR.into(),
+        ));
+        let gate = Arc::new(Gate::new(attester.clone(), Arc::clone(&puller)));
         let reaper = Reaper::new();
         if !is_init && let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::warn!(%error, "not a child subreaper: container exits may be lost");
@@ -111,10 +109,11 @@ fn run(started: Instant, is_init: bool, log_filter: &LogFilter) -> anyhow::Resul
         );
         let _server = tsuba_agent::serve_all(
             listener,
-            HealthService::new(started, tee, can_pull),
-            AttestationService::new(attester),
-            ImageService::shared(puller),
-            Some(ContainerService::new(containers)),
+            HealthService::new(started, tee, Arc::clone(&gate)),
+            InitdataService::new(Arc::clone(&gate)),
+            AttestationService::new(attester, Arc::clone(&gate)),
+            ImageService::new(puller, Arc::clone(&gate)),
+            Some(ContainerService::new(containers, gate)),
         )
         .await?;
         tracing::info!(

@@ -1,7 +1,7 @@
 //! Image pulls inside the guest: attest to the key broker, fetch the signature policy from it,
 //! then pull, verify, decrypt (layer keys released by the broker) and unpack into a rootfs on the
 //! guest's tmpfs. The host names only the image; everything that decides what is trusted comes
-//! from the measured [`PullConfig`].
+//! from the [`PullConfig`] of the pod's initdata, checked against the launch before use.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,12 +17,13 @@ use tsuba_attestation_agent::kbs::{
 use tsuba_image_rs::ocicrypt::DecryptConfig;
 use tsuba_image_rs::signature::{LookasideConfig, LookasideError};
 use tsuba_image_rs::{Policy, PolicyError, PullError, Registry, RegistryOptions, UnpackOptions};
+use tsuba_policy::Initdata;
 use tsuba_protocols::agent::MAX_IMAGE_REFERENCE;
 
 use crate::config::PullConfig;
 
 /// Where rootfs folders go: `/run` is the tmpfs PID 1 mounted, so guest memory.
-const DEFAULT_IMAGES_DIR: &str = "/run/tsuba/images";
+pub const IMAGES_DIR: &str = "/run/tsuba/images";
 
 /// Largest signature policy accepted from the broker.
 const MAX_POLICY_BYTES: usize = 1 << 20;
@@ -37,10 +38,8 @@ pub(crate) const MAX_PULLED_IMAGES: u64 = 64;
 /// A pull that did not happen.
 #[derive(Debug, Error)]
 pub enum GuestPullError {
-    /// The measured configuration names no key broker or no signature policy.
-    #[error(
-        "image pulls are not configured in this guest: the measured command line has no {0} option"
-    )]
+    /// The pod's initdata names no key broker or no signature policy (or has not been given).
+    #[error("image pulls are not configured in this guest: {0}")]
     NotConfigured(&'static str),
     /// The guest has no attester, so the broker cannot release anything.
     #[error("this guest cannot attest: {0}")]
@@ -48,8 +47,8 @@ pub enum GuestPullError {
     /// The measured line allows a plain-HTTP broker, but this is a real snp or tdx guest: its
     /// secrets would be released to whoever answers on the path.
     #[error(
-        "refusing the plain http:// broker in a {0} guest: use https:// with tsuba.agent.kbs-pin \
-         (tsuba.agent.insecure-kbs-http is honoured in sim modes only)"
+        "refusing the plain http:// broker in a {0} guest: use https:// with a kbs_pin or CA in \
+         initdata (insecure_kbs_http is honoured in sim modes only)"
     )]
     InsecureBroker(String),
     /// As many pulls as allowed are running; the host should wait for one to finish.
@@ -146,10 +145,24 @@ pub struct PullTimings {
     pub pull: std::time::Duration,
 }
 
-/// Pulls images for the agent, with one KBS client (and so one cached token) for all pulls.
-pub struct GuestPuller {
+/// What the initdata configured: the settings and the one KBS client built from them.
+struct Configured {
     config: PullConfig,
     client: Result<Arc<KbsClient>, GuestPullError>,
+}
+
+/// Initdata names no key broker.
+pub(crate) const NO_BROKER: &str = "initdata names no key broker (aa.toml [token_configs.kbs] url)";
+/// Initdata names no image signature policy.
+pub(crate) const NO_IMAGE_POLICY: &str =
+    "initdata names no image signature policy (cdh.toml [image] image_security_policy_uri)";
+/// The host has not given the initdata yet.
+pub(crate) const NO_INITDATA: &str = "the pod's initdata has not been given";
+
+/// Pulls images for the agent, with one KBS client (and so one cached token) for all pulls.
+pub struct GuestPuller {
+    attester: Result<Arc<dyn Attester>, String>,
+    configured: std::sync::OnceLock<Configured>,
     images_dir: PathBuf,
     next: AtomicU64,
     running: Arc<tokio::sync::Semaphore>,
@@ -158,7 +171,7 @@ pub struct GuestPuller {
 impl std::fmt::Debug for GuestPuller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuestPuller")
-            .field("config", &self.config)
+            .field("config", &self.configured.get().map(|c| &c.config))
             .field("images_dir", &self.images_dir)
             .finish_non_exhaustive()
     }
@@ -168,7 +181,7 @@ impl GuestPuller {
     /// A puller for `config`, attesting with `attester`. Nothing is contacted until the first
     /// pull.
     pub fn new(config: PullConfig, attester: Result<Arc<dyn Attester>, String>) -> Self {
-        Self::with_images_dir(config, attester, PathBuf::from(DEFAULT_IMAGES_DIR))
+        Self::with_images_dir(config, attester, PathBuf::from(IMAGES_DIR))
     }
 
     /// As [`GuestPuller::new`], with rootfs folders under `images_dir`.
@@ -177,38 +190,68 @@ impl GuestPuller {
         attester: Result<Arc<dyn Attester>, String>,
         images_dir: PathBuf,
     ) -> Self {
-        let client = match (&config.kbs_url, attester) {
-            (None, _) => Err(GuestPullError::NotConfigured("tsuba.agent.kbs")),
-            (Some(_), Err(why)) => Err(GuestPullError::NoAttester(why)),
-            (Some(url), Ok(attester)) => broker_trust(&config, &*attester).and_then(|trust| {
-                KbsClient::new(
-                    KbsClientConfig::new(url.clone(), trust),
-                    Arc::new(AttesterEvidence::new(attester)),
-                )
-                .map(Arc::new)
-                .map_err(GuestPullError::Client)
-            }),
-        };
+        let puller = Self::unconfigured(attester, images_dir);
+        puller.configure(config, None);
+        puller
+    }
+
+    /// A puller that pulls nothing until [`GuestPuller::configure`] gives it the initdata's
+    /// settings.
+    pub fn unconfigured(attester: Result<Arc<dyn Attester>, String>, images_dir: PathBuf) -> Self {
         Self {
-            config,
-            client,
+            attester,
+            configured: std::sync::OnceLock::new(),
             images_dir,
             next: AtomicU64::new(0),
             running: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PULLS)),
         }
     }
 
-    /// Whether pulls can work at all: a broker is configured and the client to it was built
-    /// (an attester, an acceptable trust).
+    /// Sets the pull settings, once (later calls are ignored and return false). `init_data` is
+    /// the initdata document the KBS client shows the broker with its evidence.
+    pub fn configure(&self, config: PullConfig, init_data: Option<Initdata>) -> bool {
+        let client = match (&config.kbs_url, &self.attester) {
+            (None, _) => Err(GuestPullError::NotConfigured(NO_BROKER)),
+            (Some(_), Err(why)) => Err(GuestPullError::NoAttester(why.clone())),
+            (Some(url), Ok(attester)) => broker_trust(&config, &**attester).and_then(|trust| {
+                let mut client_config = KbsClientConfig::new(url.clone(), trust);
+                client_config.init_data = init_data;
+                KbsClient::new(
+                    client_config,
+                    Arc::new(AttesterEvidence::new(Arc::clone(attester))),
+                )
+                .map(Arc::new)
+                .map_err(GuestPullError::Client)
+            }),
+        };
+        self.configured.set(Configured { config, client }).is_ok()
+    }
+
+    /// Whether pulls can work at all: the initdata configured a broker and the client to it was
+    /// built (an attester, an acceptable trust).
     pub fn is_ready(&self) -> bool {
-        self.client.is_ok()
+        self.configured.get().is_some_and(|c| c.client.is_ok())
+    }
+
+    /// Why pulls cannot work, when they cannot; none when they can or when no broker is
+    /// configured (a pod that pulls nothing is fine).
+    pub fn unusable(&self) -> Option<String> {
+        let configured = self.configured.get()?;
+        match &configured.client {
+            Ok(_) | Err(GuestPullError::NotConfigured(_)) => None,
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     /// Attests, fetches the signature policy, then pulls `image` into a new rootfs folder. A
     /// failed pull leaves no folder behind.
     pub async fn pull(&self, image: &str) -> Result<PullSummary, GuestPullError> {
         check_reference(image)?;
-        let client = match &self.client {
+        let configured = self
+            .configured
+            .get()
+            .ok_or(GuestPullError::NotConfigured(NO_INITDATA))?;
+        let client = match &configured.client {
             Ok(client) => Arc::clone(client),
             Err(GuestPullError::NotConfigured(key)) => {
                 return Err(GuestPullError::NotConfigured(key));
@@ -234,7 +277,9 @@ impl GuestPuller {
         }
         let image_dir = self.images_dir.join(n.to_string());
         create_private_dir(&image_dir).map_err(|e| GuestPullError::Rootfs(image_dir.clone(), e))?;
-        let result = self.pull_into(client, image, &image_dir).await;
+        let result = self
+            .pull_into(&configured.config, client, image, &image_dir)
+            .await;
         if result.is_err() {
             // Whatever was unpacked before the failure is workload content in guest memory that
             // nothing will use: it goes.
@@ -245,15 +290,15 @@ impl GuestPuller {
 
     async fn pull_into(
         &self,
+        config: &PullConfig,
         client: Arc<KbsClient>,
         image: &str,
         image_dir: &Path,
     ) -> Result<PullSummary, GuestPullError> {
-        let policy_uri = self
-            .config
+        let policy_uri = config
             .image_policy
             .as_deref()
-            .ok_or(GuestPullError::NotConfigured("tsuba.agent.image-policy"))?;
+            .ok_or(GuestPullError::NotConfigured(NO_IMAGE_POLICY))?;
         let attesting = std::time::Instant::now();
         // The first broker call attests; a refused attestation ends the pull here, before the
         // registry is contacted.
@@ -266,7 +311,7 @@ impl GuestPuller {
         }
         let mut policy = Policy::from_json(&policy).map_err(GuestPullError::Policy)?;
         // Where `signedBy` finds its signatures: also the broker's word, never the host's.
-        if let Some(uri) = &self.config.signature_storage {
+        if let Some(uri) = &config.signature_storage {
             let json = client
                 .get_resource(uri)
                 .await
@@ -275,7 +320,7 @@ impl GuestPuller {
                 LookasideConfig::from_json(&json).map_err(GuestPullError::SignatureStorage)?;
             policy = policy.with_lookaside(lookaside);
         }
-        let credentials = match &self.config.registry_auth {
+        let credentials = match &config.registry_auth {
             Some(uri) => fetch_registry_credentials(&client, uri, image)
                 .await
                 .map_err(GuestPullError::RegistryAuth)?,
@@ -291,8 +336,8 @@ impl GuestPuller {
             create_private_dir(dir).map_err(|e| GuestPullError::Rootfs(dir.clone(), e))?;
         }
         let registry = Registry::new(RegistryOptions {
-            plain_http: self.config.plain_http_registries.clone(),
-            insecure_credentials_over_http: self.config.insecure_registry_credentials_over_http,
+            plain_http: config.plain_http_registries.clone(),
+            insecure_credentials_over_http: config.insecure_registry_credentials_over_http,
             credentials,
             spool_dir: spool.clone(),
             tls_roots: crate::registry_tls_roots(),
@@ -348,6 +393,10 @@ fn broker_trust(
 ) -> Result<BrokerTrust, GuestPullError> {
     if let Some(pin) = config.kbs_pin {
         return Ok(BrokerTrust::Pin(pin));
+    }
+    if let Some(pem) = &config.kbs_ca {
+        return BrokerTrust::ca_pem(pem.as_bytes())
+            .map_err(|e| GuestPullError::Client(KbsClientError::Trust(e)));
     }
     let kind = attester.kind();
     if config.insecure_kbs_http && kind.is_simulated() {
@@ -424,7 +473,7 @@ mod tests {
             GuestPuller::with_images_dir(PullConfig::default(), attester(), dir.path().to_owned());
         let err = block_on(none.pull("10.0.2.2:5000/app:1")).unwrap_err();
         assert!(
-            matches!(err, GuestPullError::NotConfigured("tsuba.agent.kbs")),
+            matches!(err, GuestPullError::NotConfigured(NO_BROKER)),
             "{err}"
         );
         let mut config = configured();
@@ -432,10 +481,7 @@ mod tests {
         let no_policy = GuestPuller::with_images_dir(config, attester(), dir.path().to_owned());
         let err = block_on(no_policy.pull("10.0.2.2:5000/app:1")).unwrap_err();
         assert!(
-            matches!(
-                err,
-                GuestPullError::NotConfigured("tsuba.agent.image-policy")
-            ),
+            matches!(err, GuestPullError::NotConfigured(NO_IMAGE_POLICY)),
             "{err}"
         );
         let no_tee = GuestPuller::with_images_dir(

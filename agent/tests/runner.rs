@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tsuba_agent::{
-    AttestationService, CgroupRoot, ContainerService, Containers, GuestPuller, HealthService,
-    ImageDefaults, ImageService, PullConfig, PulledImage, Reaper, Runner,
+    AttestationService, CgroupRoot, ContainerService, Containers, Gate, GuestPuller, HealthService,
+    ImageDefaults, ImageService, InitdataService, PullConfig, PulledImage, Reaper, Runner,
 };
 use tsuba_protocols::agent::{
     ContainerClient, CreateContainerRequest, ExecProcessRequest, HELLO, ReadStreamRequest,
@@ -128,11 +128,14 @@ async fn fixture() -> Option<Fixture> {
     let cgroup_parent = cgroups.path().to_owned();
     let rootfs = image.path().to_owned();
     let pulls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let puller = Arc::new(GuestPuller::new(
+        PullConfig::default(),
+        Err("no attester".into()),
+    ));
+    // No TEE on the host: the gate is open (no initdata, no policy), as in a guest without one.
+    let gate = Arc::new(Gate::new(Err("no attester".into()), Arc::clone(&puller)));
     let containers = Containers::new(
-        Arc::new(GuestPuller::new(
-            PullConfig::default(),
-            Err("no attester".into()),
-        )),
+        Arc::clone(&puller),
         Runner::new(
             PathBuf::from(env!("CARGO_BIN_EXE_tsuba-agent")),
             state.path().join("control"),
@@ -163,10 +166,11 @@ async fn fixture() -> Option<Fixture> {
     );
     let server = tsuba_agent::serve_all(
         listener,
-        HealthService::new(Instant::now(), "none", true),
-        AttestationService::new(Err("none".into())),
-        ImageService::new(GuestPuller::new(PullConfig::default(), Err("none".into()))),
-        Some(ContainerService::new(containers)),
+        HealthService::new(Instant::now(), "none", Arc::clone(&gate)),
+        InitdataService::new(Arc::clone(&gate)),
+        AttestationService::new(Err("none".into()), Arc::clone(&gate)),
+        ImageService::new(puller, Arc::clone(&gate)),
+        Some(ContainerService::new(containers, gate)),
     )
     .await
     .unwrap();

@@ -29,15 +29,17 @@ pub use generated::agent::{
     CheckRequest, CheckResponse, CloseStdinRequest, CreateContainerRequest,
     CreateContainerResponse, DiagnosticReportRequest, DiagnosticReportResponse, Empty,
     ExecProcessRequest, ExecProcessResponse, GetOOMEventRequest, ListProcessesRequest,
-    ListProcessesResponse, OOMEvent, PullImageRequest, PullImageResponse, ReadStreamRequest,
-    ReadStreamResponse, RemoveContainerRequest, SignalProcessRequest, StartContainerRequest,
-    StatsContainerRequest, StatsContainerResponse, TtyWinResizeRequest, VersionRequest,
-    VersionResponse, WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
-    WriteStreamResponse, check_response::ServingStatus,
+    ListProcessesResponse, OOMEvent, ProvideInitdataRequest, ProvideInitdataResponse,
+    PullImageRequest, PullImageResponse, ReadStreamRequest, ReadStreamResponse,
+    RemoveContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, TtyWinResizeRequest, VersionRequest, VersionResponse,
+    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest, WriteStreamResponse,
+    check_response::ServingStatus,
 };
 pub use generated::agent_ttrpc::{
     Attestation, AttestationClient, Container, ContainerClient, Health, HealthClient, Image,
-    ImageClient, create_attestation, create_container, create_health, create_image,
+    ImageClient, Initdata, InitdataClient, create_attestation, create_container, create_health,
+    create_image, create_initdata,
 };
 
 /// `d` in whole milliseconds, as the API's `*_ms` fields (and the logs that quote them) carry

@@ -14,11 +14,12 @@ use tsuba_protocols::agent::{
     AttestationClient, CheckRequest, CheckResponse, CloseStdinRequest, ContainerClient,
     CreateContainerRequest, CreateContainerResponse, DiagnosticReportRequest,
     DiagnosticReportResponse, ExecProcessRequest, GetOOMEventRequest, HELLO, HealthClient,
-    ImageClient, ListProcessesRequest, MAX_IMAGE_REFERENCE, MAX_OCI_SPEC, MAX_STDIO_CHUNK,
-    OOMEvent, PullImageRequest, PullImageResponse, ReadStreamRequest, ReadStreamResponse,
-    RemoveContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
-    StatsContainerResponse, TtyWinResizeRequest, VersionRequest, VersionResponse,
-    WaitProcessRequest, WaitProcessResponse, WriteStreamRequest,
+    ImageClient, InitdataClient, ListProcessesRequest, MAX_IMAGE_REFERENCE, MAX_OCI_SPEC,
+    MAX_STDIO_CHUNK, OOMEvent, ProvideInitdataRequest, ProvideInitdataResponse, PullImageRequest,
+    PullImageResponse, ReadStreamRequest, ReadStreamResponse, RemoveContainerRequest,
+    SignalProcessRequest, StartContainerRequest, StatsContainerRequest, StatsContainerResponse,
+    TtyWinResizeRequest, VersionRequest, VersionResponse, WaitProcessRequest, WaitProcessResponse,
+    WriteStreamRequest,
 };
 use ttrpc::asynchronous::Client;
 use ttrpc::asynchronous::transport::Socket;
@@ -59,6 +60,7 @@ pub enum AgentClientError {
 #[derive(Clone)]
 pub struct AgentClient {
     health: HealthClient,
+    initdata: InitdataClient,
     attestation: AttestationClient,
     image: ImageClient,
     container: ContainerClient,
@@ -95,6 +97,7 @@ impl AgentClient {
         let client = Client::new(Socket::new(stream));
         Ok(AgentClient {
             health: HealthClient::new(client.clone()),
+            initdata: InitdataClient::new(client.clone()),
             attestation: AttestationClient::new(client.clone()),
             image: ImageClient::new(client.clone()),
             container: ContainerClient::new(client),
@@ -149,6 +152,25 @@ impl AgentClient {
 }
 
 impl AgentClient {
+    /// `Initdata.Provide`: gives the guest the document whose digest its launch bound. A guest
+    /// that finds another digest in its report refuses, with the reason, and serves nothing but
+    /// health from then on.
+    pub async fn provide_initdata(
+        &self,
+        document: &[u8],
+        timeout: Duration,
+    ) -> Result<ProvideInitdataResponse, AgentClientError> {
+        let mut req = ProvideInitdataRequest::new();
+        req.document = document.to_vec();
+        self.initdata
+            .provide(context(timeout), &req)
+            .await
+            .map_err(|source| AgentClientError::Rpc {
+                method: "Initdata.Provide",
+                source,
+            })
+    }
+
     /// `Attestation.GetDiagnosticReport`: the guest's evidence for `nonce` (report data derived
     /// by [`tsuba_protocols::agent::diagnostic_report_data`]).
     pub async fn diagnostic_report(

@@ -87,12 +87,57 @@ pub enum AnnotationError {
         /// Why.
         why: &'static str,
     },
+    /// The initdata annotation is not base64 of a gzip-compressed initdata document.
+    #[error("annotation {INITDATA_ANNOTATION} is invalid: {0}")]
+    Initdata(String),
     /// No image named.
     #[error(
         "no image: tsuba pulls the image in the guest and needs {CRI_IMAGE_NAME} (CRI) or \
          {TSUBA_IMAGE} (ctr run --annotation {TSUBA_IMAGE}=<ref>)"
     )]
     NoImage,
+}
+
+/// The pod's initdata, as Kata and CoCo's tooling give it: the TOML document, gzip-compressed,
+/// then base64 (standard alphabet).
+pub const INITDATA_ANNOTATION: &str = "io.katacontainers.config.runtime.cc_init_data";
+
+/// The initdata document of the pod's annotation, if it has one. The host chooses it like
+/// everything else here; what makes it trustworthy is that the launcher binds its digest into
+/// the launch and the guest checks that binding.
+pub fn initdata(
+    annotations: &HashMap<String, String>,
+) -> Result<Option<tsuba_policy::Initdata>, AnnotationError> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let Some(value) = annotations.get(INITDATA_ANNOTATION) else {
+        return Ok(None);
+    };
+    let max = tsuba_policy::MAX_INITDATA_LEN;
+    // base64 of gzip never needs more than twice the document's own bound.
+    if value.len() > 2 * max {
+        return Err(AnnotationError::Initdata(format!(
+            "{} bytes, more than {}",
+            value.len(),
+            2 * max
+        )));
+    }
+    let gzipped = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| AnnotationError::Initdata(format!("not base64 ({e})")))?;
+    let mut document = Vec::new();
+    flate2::read::GzDecoder::new(gzipped.as_slice())
+        .take(max as u64 + 1)
+        .read_to_end(&mut document)
+        .map_err(|e| AnnotationError::Initdata(format!("not gzip ({e})")))?;
+    if document.len() > max {
+        return Err(AnnotationError::Initdata(format!(
+            "the document is larger than {max} bytes"
+        )));
+    }
+    tsuba_policy::Initdata::from_bytes(&document)
+        .map(Some)
+        .map_err(|e| AnnotationError::Initdata(e.to_string()))
 }
 
 /// One configuration override a pod may ask for.
@@ -399,6 +444,36 @@ mod tests {
             image(&ann(&[(TSUBA_IMAGE, &long)])).unwrap_err(),
             AnnotationError::Value { .. }
         ));
+    }
+
+    fn gzip_base64(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(bytes).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+    }
+
+    #[test]
+    fn initdata_comes_from_kata_s_annotation_gzip_then_base64() {
+        let doc = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"a\" = \"b\"\n";
+        let parsed = initdata(&ann(&[(INITDATA_ANNOTATION, &gzip_base64(doc.as_bytes()))]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.as_str(), doc);
+        assert_eq!(initdata(&ann(&[])).unwrap(), None);
+        for (bad, why) in [
+            ("%%%".to_owned(), "not base64"),
+            (gzip_base64(b"not toml at all"), "not valid initdata toml"),
+            ("aGVsbG8=".to_owned(), "not gzip"),
+            (
+                gzip_base64(&vec![b'#'; tsuba_policy::MAX_INITDATA_LEN + 1]),
+                "larger than",
+            ),
+        ] {
+            let err = initdata(&ann(&[(INITDATA_ANNOTATION, &bad)])).unwrap_err();
+            assert!(err.to_string().contains(why), "{why}: {err}");
+        }
     }
 
     #[test]

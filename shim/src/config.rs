@@ -80,16 +80,6 @@ impl Timeouts {
     }
 }
 
-/// The key broker the guest attests to. Both values go on the (measured) kernel command line.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Broker {
-    /// `https://host:port` as the guest reaches it.
-    pub url: String,
-    /// The broker's key pin (`sha256:<hex>` of its CA's public key), as `tsuba kbs` prints it.
-    pub pin: String,
-}
-
 /// The runtime configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,9 +87,6 @@ pub struct RuntimeConfigFile {
     /// The guest VM: the same table as a `tsuba` launch config (mode, firmware, kernel, initrd,
     /// cmdline, vcpus, memory_mib, initdata, accel, agent_transport, network).
     pub vm: LaunchConfigFile,
-    /// The key broker.
-    #[serde(default)]
-    pub broker: Option<Broker>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -136,9 +123,6 @@ pub enum ConfigError {
     /// The `[vm]` table is invalid.
     #[error("the [vm] table of the tsuba runtime config {0} is invalid")]
     Vm(PathBuf, #[source] Box<LaunchConfigError>),
-    /// The broker values cannot go on a kernel command line.
-    #[error("broker url and pin must be non-empty and contain no whitespace (in {0})")]
-    Broker(PathBuf),
 }
 
 /// A checked runtime configuration.
@@ -169,13 +153,6 @@ impl RuntimeConfig {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: RuntimeConfigFile =
             toml::from_str(text).map_err(|e| ConfigError::Parse(path.to_owned(), e))?;
-        if let Some(b) = &file.broker
-            && [&b.url, &b.pin]
-                .iter()
-                .any(|v| v.is_empty() || v.chars().any(char::is_whitespace))
-        {
-            return Err(ConfigError::Broker(path.to_owned()));
-        }
         let config = RuntimeConfig {
             path: path.to_owned(),
             file,
@@ -190,19 +167,12 @@ impl RuntimeConfig {
         self.path.parent().unwrap_or(Path::new("/"))
     }
 
-    /// The checked launch config for `vm` (the file's table, possibly overridden), with the
-    /// broker's keys added to the command line.
+    /// The checked launch config for `vm` (the file's table, possibly overridden). The key
+    /// broker is not here: it is per pod, in the initdata (`vm.initdata`, or the pod's
+    /// annotation), whose digest the launch binds.
     pub fn launch_config(&self, vm: &LaunchConfigFile) -> Result<LaunchConfig, ConfigError> {
-        let mut vm = vm.clone();
-        if let Some(b) = &self.file.broker {
-            let keys = format!("tsuba.agent.kbs={} tsuba.agent.kbs-pin={}", b.url, b.pin);
-            vm.cmdline = if vm.cmdline.trim().is_empty() {
-                keys
-            } else {
-                format!("{keys} {}", vm.cmdline.trim())
-            };
-        }
-        vm.into_config(self.base())
+        vm.clone()
+            .into_config(self.base())
             .map_err(|e| ConfigError::Vm(self.path.clone(), Box::new(e)))
     }
 
@@ -279,15 +249,12 @@ mod tests {
         [vm.firmware]
         boot = "OVMF.fd"
         measured = "AMDSEV.fd"
-        [broker]
-        url = "https://10.0.2.2:8443"
-        pin = "sha256:00ff"
         [timeouts]
         agent_ready_secs = 60
     "#;
 
     #[test]
-    fn parses_a_full_config_and_puts_the_broker_on_the_command_line() {
+    fn parses_a_full_config() {
         let dir = fixture();
         let c = RuntimeConfig::parse(&dir.path().join("runtime.toml"), GOOD).unwrap();
         assert_eq!(c.file.timeouts.agent_ready_secs, 60);
@@ -295,10 +262,7 @@ mod tests {
         assert_eq!(c.state_root(), PathBuf::from("/tmp/tsuba-state"));
         let launch = c.launch_config(&c.file.vm).unwrap();
         assert_eq!(launch.kernel, dir.path().join("vmlinuz"));
-        assert_eq!(
-            launch.extra_cmdline,
-            "tsuba.agent.kbs=https://10.0.2.2:8443 tsuba.agent.kbs-pin=sha256:00ff quiet"
-        );
+        assert_eq!(launch.extra_cmdline, "quiet");
     }
 
     #[test]
@@ -326,11 +290,11 @@ mod tests {
     }
 
     #[test]
-    fn broker_values_with_whitespace_are_refused() {
+    fn a_broker_table_is_refused_it_belongs_in_initdata() {
         let dir = fixture();
-        let text = GOOD.replace("sha256:00ff", "sha256:00 panic=0");
+        let text = format!("{GOOD}\n[broker]\nurl = \"https://10.0.2.2:8443\"\n");
         let err = RuntimeConfig::parse(&dir.path().join("r.toml"), &text).unwrap_err();
-        assert!(matches!(err, ConfigError::Broker(_)), "{err:?}");
+        assert!(matches!(err, ConfigError::Parse(..)), "{err:?}");
     }
 
     #[test]

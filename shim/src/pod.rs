@@ -374,9 +374,16 @@ impl Pod {
                     "this shim already runs the VM of sandbox {sandbox_id}"
                 )));
             }
-            let launch = config
+            let mut launch = config
                 .launch_config(&settings.vm)
                 .map_err(|e| PodError::InvalidArgument(error_chain(&e)))?;
+            // The pod's own initdata wins over the runtime config's: each is bound into the
+            // launch and checked by the guest all the same.
+            if let Some(doc) = annotations::initdata(&annotations)
+                .map_err(|e| PodError::InvalidArgument(e.to_string()))?
+            {
+                launch.initdata = Some(doc);
+            }
             self.boot(
                 &config,
                 &launch,

@@ -178,6 +178,27 @@ impl Sandbox {
             Ok(Ok(agent)) => Ok(Ok(agent)),
             Err(e) => Err(e),
         };
+        let outcome = match outcome {
+            Ok(Ok(agent)) => match &config.initdata {
+                // Before anything else: a TEE guest serves nothing until it has its initdata.
+                Some(doc) => match agent
+                    .provide_initdata(doc.as_str().as_bytes(), agent_timeout)
+                    .await
+                {
+                    Ok(provided) => {
+                        info!(
+                            binding = %provided.binding,
+                            policy = %provided.policy,
+                            "the guest took its initdata"
+                        );
+                        Ok(Ok(agent))
+                    }
+                    Err(e) => Ok(Err(e)),
+                },
+                None => Ok(Ok(agent)),
+            },
+            other => other,
+        };
         match outcome {
             Ok(Ok(agent)) => {
                 info!(

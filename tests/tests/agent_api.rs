@@ -95,12 +95,8 @@ async fn image_pull_without_a_measured_broker_is_refused_with_the_missing_option
     assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
     assert_eq!(
         status.message,
-        GuestPullError::NotConfigured("tsuba.agent.kbs").to_string()
-    );
-    assert_eq!(
-        status.message,
-        "image pulls are not configured in this guest: the measured command line has no \
-         tsuba.agent.kbs option"
+        "image pulls are not configured in this guest: initdata names no key broker \
+         (aa.toml [token_configs.kbs] url)"
     );
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tracing::{info, warn};
 use tsuba_attestation_agent::attester::{Attester, Evidence};
+use tsuba_policy::AgentRequest;
 use tsuba_protocols::agent::{
     Attestation, DiagnosticReportRequest, DiagnosticReportResponse, MAX_DIAGNOSTIC_NONCE,
     diagnostic_report_data,
@@ -12,16 +13,20 @@ use tsuba_protocols::agent::{
 use tsuba_protocols::evidence::ReportData;
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::initdata::Gate;
+
 /// The `Attestation` service over the guest's attester, if it has one.
 #[derive(Debug, Clone)]
 pub struct AttestationService {
     attester: Result<Arc<dyn Attester>, String>,
+    gate: Arc<Gate>,
 }
 
 impl AttestationService {
-    /// A service over `attester`, or one that explains why there is none.
-    pub fn new(attester: Result<Arc<dyn Attester>, String>) -> Self {
-        AttestationService { attester }
+    /// A service over `attester`, or one that explains why there is none; each request decided
+    /// by `gate`.
+    pub fn new(attester: Result<Arc<dyn Attester>, String>, gate: Arc<Gate>) -> Self {
+        AttestationService { attester, gate }
     }
 }
 
@@ -36,6 +41,12 @@ impl Attestation for AttestationService {
         _ctx: &TtrpcContext,
         req: DiagnosticReportRequest,
     ) -> ttrpc::Result<DiagnosticReportResponse> {
+        self.gate
+            .admit(
+                AgentRequest::DiagnosticReport,
+                || serde_json::json!({"nonce_len": req.nonce.len()}),
+            )
+            .map_err(|e| e.to_status())?;
         if req.nonce.len() > MAX_DIAGNOSTIC_NONCE {
             return Err(status(
                 ttrpc::Code::INVALID_ARGUMENT,

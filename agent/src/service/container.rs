@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::{Value, json};
 use tracing::warn;
 use tsuba_protocols::agent::{
     CloseStdinRequest, Container, CreateContainerRequest, CreateContainerResponse, Empty,
@@ -17,23 +18,61 @@ use ttrpc::asynchronous::TtrpcContext;
 
 use super::image::{chain, to_status as pull_status};
 use crate::container::{ContainerError, Containers};
+use crate::initdata::Gate;
+use tsuba_policy::AgentRequest;
 
 /// Longest RemoveContainer grace period honoured.
 const MAX_REMOVE_TIMEOUT: u32 = 300;
+
+/// What the policy admitted a container as, for the requests that name it later (an exec is
+/// decided by the container it runs in).
+#[derive(Debug, Clone, Default)]
+struct Admitted {
+    /// The CRI container name (`io.kubernetes.cri.container-name`), empty without CRI.
+    name: String,
+    /// The image reference the container was created from.
+    image: String,
+}
 
 /// The `Container` service.
 #[derive(Debug, Clone)]
 pub struct ContainerService {
     containers: Arc<Containers>,
+    gate: Arc<Gate>,
+    admitted: Arc<std::sync::Mutex<std::collections::HashMap<String, Admitted>>>,
 }
 
 impl ContainerService {
-    /// A service over the pod's containers.
-    pub fn new(containers: Containers) -> Self {
+    /// A service over the pod's containers, each request decided by `gate`.
+    pub fn new(containers: Containers, gate: Arc<Gate>) -> Self {
         ContainerService {
             containers: Arc::new(containers),
+            gate,
+            admitted: Arc::default(),
         }
     }
+
+    fn admitted(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Admitted>> {
+        self.admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decides a request by the policy; `input` is the request as the policy sees it.
+    fn admit(&self, request: AgentRequest, input: impl FnOnce() -> Value) -> ttrpc::Result<()> {
+        self.gate.admit(request, input).map_err(|e| e.to_status())
+    }
+
+    /// The policy input of a request that names a container and a process.
+    fn named(&self, container_id: &str, exec_id: &str) -> Value {
+        json!({"container_id": container_id, "exec_id": exec_id})
+    }
+}
+
+/// Parses JSON the host sent (bounded by the API) for the policy's input; malformed JSON is the
+/// handlers' to refuse, so it becomes null here (and the policy refuses a null spec).
+fn parsed(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
 /// The one place container errors become ttrpc codes.
@@ -85,12 +124,39 @@ impl Container for ContainerService {
         if !req.sandbox_id.is_empty() && !tsuba_protocols::agent::is_valid_id(&req.sandbox_id) {
             return Err(to_status(&ContainerError::BadId("sandbox_id")));
         }
+        if req.oci_spec.len() > tsuba_protocols::agent::MAX_OCI_SPEC {
+            return Err(bad(format!(
+                "the OCI spec is {} bytes, more than {}",
+                req.oci_spec.len(),
+                tsuba_protocols::agent::MAX_OCI_SPEC
+            )));
+        }
+        let spec = parsed(&req.oci_spec);
+        let name = spec["annotations"]["io.kubernetes.cri.container-name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.admit(AgentRequest::CreateContainer, || {
+            json!({
+                "container_id": req.container_id,
+                "sandbox_id": req.sandbox_id,
+                "image": req.image,
+                "oci": spec,
+            })
+        })?;
         let created = status(
             self.containers
                 .create(&req.container_id, &req.image, &req.oci_spec)
                 .await,
             "CreateContainer",
         )?;
+        self.admitted().insert(
+            req.container_id.clone(),
+            Admitted {
+                name,
+                image: req.image.clone(),
+            },
+        );
         let mut resp = CreateContainerResponse::new();
         resp.pid = created.pid;
         resp.manifest_digest = created.manifest_digest;
@@ -106,6 +172,9 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: StartContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.admit(AgentRequest::StartContainer, || {
+            self.named(&req.container_id, "")
+        })?;
         status(
             self.containers.start(&req.container_id).await,
             "StartContainer",
@@ -118,6 +187,22 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: ExecProcessRequest,
     ) -> ttrpc::Result<ExecProcessResponse> {
+        if req.process.len() > tsuba_protocols::agent::MAX_OCI_SPEC {
+            return Err(bad("the exec's process is larger than 1 MiB".into()));
+        }
+        let container = self
+            .admitted()
+            .get(&req.container_id)
+            .cloned()
+            .unwrap_or_default();
+        self.admit(AgentRequest::ExecProcess, || {
+            json!({
+                "container_id": req.container_id,
+                "exec_id": req.exec_id,
+                "process": parsed(&req.process),
+                "container": {"name": container.name, "image": container.image},
+            })
+        })?;
         let pid = status(
             self.containers
                 .exec(&req.container_id, &req.exec_id, &req.process)
@@ -134,6 +219,10 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: SignalProcessRequest,
     ) -> ttrpc::Result<Empty> {
+        self.admit(AgentRequest::SignalProcess, || {
+            json!({"container_id": req.container_id, "exec_id": req.exec_id,
+                   "signal": req.signal, "all": req.all})
+        })?;
         status(
             self.containers
                 .signal(&req.container_id, &req.exec_id, req.signal, req.all)
@@ -148,6 +237,9 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
+        self.admit(AgentRequest::WaitProcess, || {
+            self.named(&req.container_id, &req.exec_id)
+        })?;
         let exit = status(
             self.containers.wait(&req.container_id, &req.exec_id).await,
             "WaitProcess",
@@ -169,6 +261,10 @@ impl Container for ContainerService {
                 req.data.len()
             )));
         }
+        self.admit(AgentRequest::WriteStream, || {
+            json!({"container_id": req.container_id, "exec_id": req.exec_id,
+                   "stream": "stdin", "len": req.data.len()})
+        })?;
         let process = status(
             self.containers.io(&req.container_id, &req.exec_id),
             "WriteStdin",
@@ -188,6 +284,9 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: CloseStdinRequest,
     ) -> ttrpc::Result<Empty> {
+        self.admit(AgentRequest::CloseStdin, || {
+            self.named(&req.container_id, &req.exec_id)
+        })?;
         let process = status(
             self.containers.io(&req.container_id, &req.exec_id),
             "CloseStdin",
@@ -225,6 +324,9 @@ impl Container for ContainerService {
         let (Ok(rows), Ok(columns)) = (u16::try_from(req.rows), u16::try_from(req.columns)) else {
             return Err(bad("rows and columns must fit in 16 bits".into()));
         };
+        self.admit(AgentRequest::TtyWinResize, || {
+            self.named(&req.container_id, &req.exec_id)
+        })?;
         let process = status(
             self.containers.io(&req.container_id, &req.exec_id),
             "TtyWinResize",
@@ -246,6 +348,9 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: ListProcessesRequest,
     ) -> ttrpc::Result<ListProcessesResponse> {
+        self.admit(AgentRequest::ListProcesses, || {
+            self.named(&req.container_id, "")
+        })?;
         let pids = status(self.containers.pids(&req.container_id), "ListProcesses")?;
         let mut resp = ListProcessesResponse::new();
         resp.pids = pids;
@@ -257,6 +362,9 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: StatsContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
+        self.admit(AgentRequest::StatsContainer, || {
+            self.named(&req.container_id, "")
+        })?;
         let stats = status(self.containers.stats(&req.container_id), "StatsContainer")?;
         let mut resp = StatsContainerResponse::new();
         resp.memory_usage_bytes = stats.memory_usage;
@@ -274,11 +382,15 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         req: RemoveContainerRequest,
     ) -> ttrpc::Result<Empty> {
+        self.admit(AgentRequest::RemoveContainer, || {
+            self.named(&req.container_id, "")
+        })?;
         let timeout = Duration::from_secs(u64::from(req.timeout_secs.min(MAX_REMOVE_TIMEOUT)));
         status(
             self.containers.remove(&req.container_id, timeout).await,
             "RemoveContainer",
         )?;
+        self.admitted().remove(&req.container_id);
         Ok(Empty::new())
     }
 
@@ -287,6 +399,7 @@ impl Container for ContainerService {
         _ctx: &TtrpcContext,
         _req: GetOOMEventRequest,
     ) -> ttrpc::Result<OOMEvent> {
+        self.admit(AgentRequest::GetOomEvent, || json!({}))?;
         let id = self.containers.next_oom().await.ok_or_else(|| {
             to_status(&ContainerError::Unavailable("the OOM watch stopped".into()))
         })?;
@@ -308,6 +421,10 @@ impl ContainerService {
                 "max_len {max} is not within 1..={MAX_STDIO_CHUNK}"
             )));
         }
+        self.admit(AgentRequest::ReadStream, || {
+            json!({"container_id": req.container_id, "exec_id": req.exec_id,
+                   "stream": if stderr { "stderr" } else { "stdout" }})
+        })?;
         let process = status(
             self.containers.io(&req.container_id, &req.exec_id),
             if stderr { "ReadStderr" } else { "ReadStdout" },

@@ -1,5 +1,6 @@
 //! `Health`: is the agent serving, and what is it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -9,33 +10,24 @@ use tsuba_protocols::agent::{
 };
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::initdata::Gate;
+
 /// The `Health` service.
 #[derive(Debug, Clone)]
 pub struct HealthService {
     started: Instant,
     tee: String,
-    can_pull: bool,
+    gate: Arc<Gate>,
 }
 
 impl HealthService {
-    /// A health service for an agent that started at `started` in the TEE named `tee`;
-    /// `can_pull` says whether the agent can do what its measured configuration asks (with a
-    /// broker configured: an attester and a usable broker trust).
-    pub fn new(started: Instant, tee: impl Into<String>, can_pull: bool) -> Self {
+    /// A health service for an agent that started at `started` in the TEE named `tee`, serving
+    /// as `gate` says.
+    pub fn new(started: Instant, tee: impl Into<String>, gate: Arc<Gate>) -> Self {
         HealthService {
             started,
             tee: tee.into(),
-            can_pull,
-        }
-    }
-
-    /// SERVING only when the agent can do its job: a guest whose measured configuration names a
-    /// broker it cannot use would fail every pull, and the host should learn that at once.
-    fn status(&self) -> ServingStatus {
-        if self.can_pull {
-            ServingStatus::SERVING
-        } else {
-            ServingStatus::NOT_SERVING
+            gate,
         }
     }
 }
@@ -44,7 +36,15 @@ impl HealthService {
 impl Health for HealthService {
     async fn check(&self, _ctx: &TtrpcContext, _req: CheckRequest) -> ttrpc::Result<CheckResponse> {
         let mut resp = CheckResponse::new();
-        resp.status = self.status().into();
+        // SERVING only when the agent can do its job: it has its initdata (TEE guests) and a
+        // broker it can use, if one is named; otherwise the reason says what is missing.
+        match self.gate.not_serving() {
+            None => resp.status = ServingStatus::SERVING.into(),
+            Some(reason) => {
+                resp.status = ServingStatus::NOT_SERVING.into();
+                resp.reason = reason;
+            }
+        }
         resp.uptime_ms = tsuba_protocols::agent::millis(self.started.elapsed());
         resp.agent_rss_kib = resident_kib().unwrap_or(0);
         Ok(resp)
@@ -85,19 +85,6 @@ fn parse_vm_rss_kib(status: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serving_only_when_the_configured_work_can_be_done() {
-        let started = Instant::now();
-        assert_eq!(
-            HealthService::new(started, "sim-snp", true).status(),
-            ServingStatus::SERVING
-        );
-        assert_eq!(
-            HealthService::new(started, "none", false).status(),
-            ServingStatus::NOT_SERVING
-        );
-    }
 
     #[test]
     fn parses_vm_rss() {

@@ -7,25 +7,21 @@ use tracing::warn;
 use tsuba_protocols::agent::{Image, PullImageRequest, PullImageResponse};
 use ttrpc::asynchronous::TtrpcContext;
 
+use crate::initdata::Gate;
 use crate::pull::{GuestPullError, GuestPuller};
+use tsuba_policy::AgentRequest;
 
 /// The `Image` service over the guest's puller.
 #[derive(Debug, Clone)]
 pub struct ImageService {
     puller: Arc<GuestPuller>,
+    gate: Arc<Gate>,
 }
 
 impl ImageService {
-    /// A service over `puller`.
-    pub fn new(puller: GuestPuller) -> Self {
-        ImageService {
-            puller: Arc::new(puller),
-        }
-    }
-
-    /// A service over a puller shared with the Container service.
-    pub fn shared(puller: Arc<GuestPuller>) -> Self {
-        ImageService { puller }
+    /// A service over a puller shared with the Container service, each pull decided by `gate`.
+    pub fn new(puller: Arc<GuestPuller>, gate: Arc<Gate>) -> Self {
+        ImageService { puller, gate }
     }
 }
 
@@ -78,6 +74,12 @@ impl Image for ImageService {
         _ctx: &TtrpcContext,
         req: PullImageRequest,
     ) -> ttrpc::Result<PullImageResponse> {
+        self.gate
+            .admit(
+                AgentRequest::PullImage,
+                || serde_json::json!({"image": req.image}),
+            )
+            .map_err(|e| e.to_status())?;
         // The pull future is not `Send` for every lifetime (a compiler limit with async
         // closures inside the KBS and registry clients), which ttrpc's handlers must be; so it
         // runs on a blocking thread, driven through the runtime's handle (the agent's main
@@ -140,9 +142,10 @@ mod tests {
         let (code, message) = code_and_message(&GuestPullError::BadReference);
         assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
         assert!(message.contains("image reference"));
-        let (code, message) = code_and_message(&GuestPullError::NotConfigured("tsuba.agent.kbs"));
+        let (code, message) =
+            code_and_message(&GuestPullError::NotConfigured(crate::pull::NO_BROKER));
         assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
-        assert!(message.contains("tsuba.agent.kbs"));
+        assert!(message.contains("aa.toml [token_configs.kbs] url"));
         let unreachable = GuestPullError::Broker(KbsClientError::Protocol {
             step: "auth",
             what: "no challenge",

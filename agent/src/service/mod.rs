@@ -4,6 +4,7 @@ mod attestation;
 mod container;
 mod health;
 mod image;
+mod initdata;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ pub use attestation::AttestationService;
 pub use container::ContainerService;
 pub use health::HealthService;
 pub use image::ImageService;
+pub use initdata::InitdataService;
 use thiserror::Error;
 use ttrpc::asynchronous::Server;
 use ttrpc::asynchronous::transport::Listener;
@@ -28,27 +30,31 @@ pub enum ServiceError {
 pub async fn serve(
     listener: Listener,
     health: HealthService,
+    initdata: InitdataService,
     attestation: AttestationService,
     image: ImageService,
 ) -> Result<Server, ServiceError> {
-    serve_all(listener, health, attestation, image, None).await
+    serve_all(listener, health, initdata, attestation, image, None).await
 }
 
 /// Starts serving the agent API on `listener`, with the Container service when given.
 pub async fn serve_all(
     listener: Listener,
     health: HealthService,
+    initdata: InitdataService,
     attestation: AttestationService,
     image: ImageService,
     container: Option<ContainerService>,
 ) -> Result<Server, ServiceError> {
     let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> = Arc::new(health);
+    let initdata: Arc<dyn tsuba_protocols::agent::Initdata + Send + Sync> = Arc::new(initdata);
     let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> =
         Arc::new(attestation);
     let image: Arc<dyn tsuba_protocols::agent::Image + Send + Sync> = Arc::new(image);
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(tsuba_protocols::agent::create_health(health))
+        .register_service(tsuba_protocols::agent::create_initdata(initdata))
         .register_service(tsuba_protocols::agent::create_attestation(attestation))
         .register_service(tsuba_protocols::agent::create_image(image));
     if let Some(container) = container {
