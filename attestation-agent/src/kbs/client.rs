@@ -8,7 +8,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use serde::Serialize;
 use serde_json::Value;
+use tsuba_policy::Initdata;
 use tsuba_protocols::kbs_binding::BindingDigest;
 use zeroize::Zeroizing;
 
@@ -40,6 +42,11 @@ pub struct KbsClientConfig {
     pub backoff: Duration,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// The initdata document this guest was launched with, presented in every attestation
+    /// request as `"init-data": {"format": "toml", "body": <its exact text>}`. The broker checks
+    /// its digest against the evidence's `HOST_DATA` / `MRCONFIGID` and refuses a document that
+    /// does not match; `None` sends `"init-data": null`.
+    pub init_data: Option<Initdata>,
 }
 
 impl KbsClientConfig {
@@ -53,8 +60,64 @@ impl KbsClientConfig {
             attempts: 4,
             backoff: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
+            init_data: None,
         }
     }
+}
+
+/// The attestation request, serialised in the field order of `kbs_types::Attestation` (what
+/// guest-components sends; docs/interop.md, the wire capture).
+#[derive(Serialize)]
+struct AttestRequest<'a> {
+    #[serde(rename = "init-data")]
+    init_data: Option<InitDataBody<'a>>,
+    #[serde(rename = "runtime-data")]
+    runtime_data: RuntimeDataBody<'a>,
+    #[serde(rename = "tee-evidence")]
+    tee_evidence: TeeEvidenceBody<'a>,
+}
+
+#[derive(Serialize)]
+struct InitDataBody<'a> {
+    format: &'static str,
+    body: &'a str,
+}
+
+#[derive(Serialize)]
+struct RuntimeDataBody<'a> {
+    nonce: &'a str,
+    #[serde(rename = "tee-pubkey")]
+    tee_pubkey: &'a Value,
+}
+
+#[derive(Serialize)]
+struct TeeEvidenceBody<'a> {
+    primary_evidence: &'a Value,
+    additional_evidence: &'a str,
+}
+
+/// The body of `POST /kbs/v0/attest`.
+fn attestation_body(
+    init_data: Option<&Initdata>,
+    nonce: &str,
+    tee_pubkey: &Value,
+    evidence: &Value,
+) -> Result<String, KbsClientError> {
+    let request = AttestRequest {
+        init_data: init_data.map(|document| InitDataBody {
+            format: "toml",
+            body: document.as_str(),
+        }),
+        runtime_data: RuntimeDataBody { nonce, tee_pubkey },
+        tee_evidence: TeeEvidenceBody {
+            primary_evidence: evidence,
+            additional_evidence: "",
+        },
+    };
+    serde_json::to_string(&request).map_err(|_| KbsClientError::Protocol {
+        step: "attest",
+        what: "attestation request could not be serialised",
+    })
 }
 
 struct Attested {
@@ -207,17 +270,15 @@ impl KbsClient {
                 what: "attester task failed",
             })?
             .map_err(KbsClientError::Attester)?;
-        let attestation = serde_json::json!({
-            "init-data": null,
-            "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
-            "tee-evidence": {"primary_evidence": evidence, "additional_evidence": ""},
-        });
+        let attestation =
+            attestation_body(self.config.init_data.as_ref(), &nonce, &jwk, &evidence)?;
         let url = format!("{}/kbs/v0/attest", self.base);
         let request = self
             .http
             .post(&url)
             .header(COOKIE, cookie)
-            .json_body(&attestation);
+            .header(CONTENT_TYPE, "application/json")
+            .body(attestation);
         let response = self.send("attest", request, &url).await?;
         let body: Value = read_json("attest", response).await?;
         let token = body
@@ -407,6 +468,41 @@ fn unix_now() -> u64 {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn attestation_body_is_the_wire_capture_shape_with_and_without_init_data() {
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256"});
+        let evidence = serde_json::json!({"report_data": "cmQ=", "svn": "1"});
+        // Byte for byte the shape of docs' wire capture (field order of kbs_types::Attestation).
+        assert_eq!(
+            attestation_body(None, "bm9uY2U=", &jwk, &evidence).unwrap(),
+            r#"{"init-data":null,"runtime-data":{"nonce":"bm9uY2U=","tee-pubkey":{"crv":"P-256","kty":"EC"}},"tee-evidence":{"primary_evidence":{"report_data":"cmQ=","svn":"1"},"additional_evidence":""}}"#
+        );
+        let text =
+            "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"a\" = '''\nb \"q\"\n'''\n";
+        let document = Initdata::parse(text).unwrap();
+        let body = attestation_body(Some(&document), "bm9uY2U=", &jwk, &evidence).unwrap();
+        let expected_prefix = format!(
+            r#"{{"init-data":{{"format":"toml","body":{}}},"runtime-data":{{"nonce":"bm9uY2U="#,
+            serde_json::to_string(text).unwrap()
+        );
+        assert!(body.starts_with(&expected_prefix), "{body}");
+        // The broker reads back the exact text, so its digest is the launcher's.
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["init-data"]["body"].as_str(), Some(text));
+        assert_eq!(
+            Initdata::parse(parsed["init-data"]["body"].as_str().unwrap())
+                .unwrap()
+                .host_data(),
+            document.host_data()
+        );
+    }
+
+    #[test]
+    fn a_new_config_presents_no_init_data() {
+        let config = KbsClientConfig::new("http://127.0.0.1:1", BrokerTrust::InsecurePlainHttp);
+        assert!(config.init_data.is_none());
+    }
 
     #[test]
     fn token_expiry_reads_exp() {
