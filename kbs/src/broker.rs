@@ -11,11 +11,11 @@ use base64::Engine;
 use kbs_types::{Attestation, TeePubKey};
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256, Sha384};
 
 use crate::admin::AdminAuth;
 use crate::binding::{BindingDigest, REPORT_DATA_LEN};
 use crate::error::KbsError;
+use crate::init_data;
 use crate::jwe::{self, FlattenedJwe};
 use crate::policy::{self, Decision, Policy};
 #[cfg(feature = "postgres")]
@@ -298,6 +298,9 @@ impl Broker {
         let session = session.ok_or(KbsError::MissingCookie)?;
         let raw: Value = serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
         let attestation = Attestation::deserialize(&raw).map_err(KbsError::MalformedRequest)?;
+        // A malformed document is a malformed request: refused before the nonce is spent.
+        let document =
+            init_data::parse(attestation.init_data.as_ref()).map_err(KbsError::InitData)?;
         // The nonce is gone from the session from here on, whatever happens next.
         let ((tee, nonce), generation) = match &self.exchange {
             Exchange::Memory(sessions) => (
@@ -338,11 +341,22 @@ impl Broker {
         } else {
             hex::encode(binding.as_bytes())
         };
+        // Only a document whose digest the verified evidence carries is taken.
+        let init_data = document
+            .as_ref()
+            .map(|document| init_data::check(document, &claims))
+            .transpose()
+            .map_err(KbsError::InitData)?;
+        let (init_data, init_data_claims) = match init_data {
+            Some(verified) => (Some(verified.digest), Some(verified.data)),
+            None => (None, None),
+        };
         let claims_json = serde_json::to_value(&claims).map_err(KbsError::MalformedRequest)?;
         let input = serde_json::json!({
             "claims": claims_json,
             "expected_report_data": expected_report_data,
-            "init_data": init_data_input(attestation.init_data.as_ref()),
+            "init_data": init_data,
+            "init_data_claims": init_data_claims,
         });
         let loaded = self.current(generation)?;
         let decision = loaded
@@ -363,11 +377,20 @@ impl Broker {
             simulated,
             tee_pubkey: raw_key.clone(),
             claims: claims_json,
+            init_data,
+            init_data_claims,
         };
         let token = loaded
             .signer
             .issue(&token_claims)
             .map_err(KbsError::Issue)?;
+        // A token this broker would refuse as a bearer token is not issued.
+        if token.len() > token::MAX_TOKEN_LEN {
+            return Err(KbsError::TokenTooLarge {
+                len: token.len(),
+                max: token::MAX_TOKEN_LEN,
+            });
+        }
         match &self.exchange {
             Exchange::Memory(sessions) => sessions.set_attested(session, token_claims),
             #[cfg(feature = "postgres")]
@@ -414,6 +437,8 @@ impl Broker {
             "claims": claims.claims,
             "tee": claims.tee,
             "simulated": claims.simulated,
+            "init_data": claims.init_data,
+            "init_data_claims": claims.init_data_claims,
             "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
             "broker": {"insecure_release_to_simulated": self.config.insecure_release_to_simulated},
         });
@@ -689,19 +714,6 @@ fn load_policies(store: &dyn StateStore) -> Result<Policies, KbsError> {
         attestation: compile(attestation, policy::DEFAULT_ATTESTATION_POLICY)?,
         resource: compile(resource, policy::DEFAULT_RESOURCE_POLICY)?,
     })
-}
-
-/// The init-data as policy input: its format and the digests a TEE would bind (SNP `HOST_DATA`
-/// holds SHA-256, TDX `MRCONFIGID` SHA-384 zero-padded).
-fn init_data_input(init_data: Option<&kbs_types::InitData>) -> Value {
-    match init_data {
-        None => Value::Null,
-        Some(data) => serde_json::json!({
-            "format": data.format,
-            "sha256": hex::encode(Sha256::digest(data.body.as_bytes())),
-            "sha384": hex::encode(Sha384::digest(data.body.as_bytes())),
-        }),
-    }
 }
 
 /// Seconds since the Unix epoch.

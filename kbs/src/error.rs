@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::admin::AdminAuthError;
+use crate::init_data::InitDataError;
 use crate::jwe::JweError;
 use crate::policy::PolicyError;
 use crate::session::SessionError;
@@ -57,6 +58,18 @@ pub enum KbsError {
     /// The evidence did not verify.
     #[error("evidence verification failed")]
     Evidence(#[source] VerifierError),
+    /// The init-data of the request is malformed, or does not match the evidence.
+    #[error("init-data refused")]
+    InitData(#[source] InitDataError),
+    /// The token for this attestation would be longer than a bearer token may be (the
+    /// init-data `[data]` table it carries is too large).
+    #[error("the attestation token would be {len} bytes, more than the {max} a token may have")]
+    TokenTooLarge {
+        /// The token's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The attestation policy refused the evidence.
     #[error("attestation policy denied: {}", reasons.join("; "))]
     AttestationDenied {
@@ -138,6 +151,11 @@ impl KbsError {
             E::NonceMismatch => (StatusCode::UNAUTHORIZED, "NonceMismatch"),
             E::TeeKey(_) => (StatusCode::BAD_REQUEST, "InvalidTeePubKey"),
             E::Evidence(_) => (StatusCode::UNAUTHORIZED, "AttestationFailed"),
+            E::InitData(err) if err.is_malformed_request() => {
+                (StatusCode::BAD_REQUEST, "InvalidInitData")
+            }
+            E::InitData(_) => (StatusCode::UNAUTHORIZED, "InitDataMismatch"),
+            E::TokenTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "TokenTooLarge"),
             E::AttestationDenied { .. } => (StatusCode::UNAUTHORIZED, "AttestationDenied"),
             E::TokenNotFound => (StatusCode::UNAUTHORIZED, "TokenNotFound"),
             E::Token(_) => (StatusCode::UNAUTHORIZED, "TokenVerification"),
@@ -253,6 +271,32 @@ mod tests {
             "storage failed: state database is unavailable: error connecting to server: \
              Connection refused (os error 111)"
         );
+    }
+
+    #[test]
+    fn init_data_is_400_when_malformed_and_401_when_the_evidence_does_not_bind_it() {
+        let malformed = KbsError::InitData(InitDataError::UnsupportedFormat {
+            format: "json".into(),
+        });
+        assert_eq!(
+            malformed.status_and_type(),
+            (StatusCode::BAD_REQUEST, "InvalidInitData")
+        );
+        let mismatch = KbsError::InitData(InitDataError::Mismatch {
+            field: "MRCONFIGID",
+        });
+        assert_eq!(
+            mismatch.status_and_type(),
+            (StatusCode::UNAUTHORIZED, "InitDataMismatch")
+        );
+        assert_eq!(
+            mismatch.detail(),
+            "init-data refused: init-data does not match the MRCONFIGID bound into the evidence"
+        );
+        let unbound = KbsError::InitData(InitDataError::Unbound {
+            tee: "sample".into(),
+        });
+        assert_eq!(unbound.status_and_type().0, StatusCode::UNAUTHORIZED);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod binding;
 mod broker;
 mod error;
 mod http;
+mod init_data;
 mod jwe;
 mod policy;
 #[cfg(feature = "postgres")]
@@ -49,6 +50,7 @@ pub use binding::{BindingDigest, REPORT_DATA_LEN};
 pub use broker::{Broker, BrokerConfig, PROTOCOL_VERSION, PolicyKind, rotate_token_key};
 pub use error::KbsError;
 pub use http::{HttpLimits, router};
+pub use init_data::InitDataError;
 pub use jwe::{FlattenedJwe, JweError};
 /// TEE types of the KBS protocol (re-exported from `kbs-types`).
 pub use kbs_types::Tee;

@@ -3,11 +3,22 @@
 //! Both policies live in `package policy` and define `allow` (a boolean) and may define `reasons`
 //! (a set of strings saying why a request was refused; they end up in the refusal the guest sees).
 //!
-//! * The attestation policy sees `input.claims` (the verified [`Claims`](crate::Claims)) and
-//!   `input.expected_report_data`; `data.reference_values` holds the reference values.
+//! * The attestation policy sees `input.claims` (the verified [`Claims`](crate::Claims)),
+//!   `input.expected_report_data`, `input.init_data` and `input.init_data_claims`;
+//!   `data.reference_values` holds the reference values.
 //! * The resource policy sees `input.claims`, `input.tee`, `input.simulated`,
-//!   `input.resource` (`repo`, `type`, `tag`) and `input.broker.insecure_release_to_simulated`
-//!   (the administrator's opt-in to releasing resources to simulated guests).
+//!   `input.init_data`, `input.init_data_claims`, `input.resource` (`repo`, `type`, `tag`) and
+//!   `input.broker.insecure_release_to_simulated` (the administrator's opt-in to releasing
+//!   resources to simulated guests).
+//!
+//! `input.init_data` and `input.init_data_claims` are named and shaped as in Trustee's
+//! attestation service. When the guest presented its initdata document in the attestation
+//! request and its digest is the one the evidence binds, `init_data` is that binding (SNP
+//! `HOST_DATA`, 32 bytes, or TDX `MRCONFIGID`, 48 bytes; lowercase hex, the same string as
+//! `input.claims.host_data`) and `init_data_claims` is the document's `[data]` table (file name
+//! to text). Without a document both are `null`; a document that does not match is refused
+//! before any policy runs. A resource policy that releases only to guests launched with one
+//! initdata document says `input.init_data == "<hex>"`.
 
 use std::collections::BTreeMap;
 
@@ -281,6 +292,7 @@ fn representative_input(kind: PolicyKind) -> (&'static str, Value) {
                 "claims": claims,
                 "expected_report_data": "00".repeat(64),
                 "init_data": null,
+                "init_data_claims": null,
             }),
         ),
         PolicyKind::Resource => (
@@ -289,6 +301,8 @@ fn representative_input(kind: PolicyKind) -> (&'static str, Value) {
                 "claims": claims,
                 "tee": "snp",
                 "simulated": false,
+                "init_data": null,
+                "init_data_claims": null,
                 "resource": {"repo": "default", "type": "key", "tag": "1"},
                 "broker": {"insecure_release_to_simulated": false},
             }),

@@ -334,6 +334,8 @@ mod tests {
             simulated: true,
             tee_pubkey: serde_json::Value::Null,
             claims: serde_json::Value::Null,
+            init_data: None,
+            init_data_claims: None,
         }
     }
 

@@ -5,6 +5,8 @@
 //! The key is kept and stored as a `p256` key (PKCS#8 PEM, JWK); signing and checking go through
 //! `ring`, whose P-256 is about ten times faster than `p256`'s (one of each per handshake).
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::{Signature, SigningKey};
@@ -70,6 +72,15 @@ pub struct TokenClaims {
     pub tee_pubkey: Value,
     /// The verified evidence claims the policies saw.
     pub claims: Value,
+    /// The initdata digest the guest presented its document for and the evidence binds (SNP
+    /// `HOST_DATA` or TDX `MRCONFIGID`, lowercase hex), as Trustee's `init_data` claim; `None`
+    /// (null) when the guest presented no init-data.
+    #[serde(default)]
+    pub init_data: Option<String>,
+    /// That document's `[data]` table, as Trustee's `init_data_claims`; `None` (null) when the
+    /// guest presented no init-data.
+    #[serde(default)]
+    pub init_data_claims: Option<BTreeMap<String, String>>,
 }
 
 /// Signs and checks attestation tokens with the broker's P-256 key.
@@ -208,7 +219,32 @@ mod tests {
             simulated: true,
             tee_pubkey: serde_json::json!({"kty": "EC"}),
             claims: serde_json::json!({"measurement": "ab"}),
+            init_data: Some("cd".repeat(32)),
+            init_data_claims: Some(BTreeMap::from([("aa.toml".into(), "x = 1\n".into())])),
         }
+    }
+
+    #[test]
+    fn init_data_claims_round_trip_and_older_claims_without_them_still_read() {
+        let json = serde_json::to_value(claims(200)).unwrap();
+        assert_eq!(json["init_data"], "cd".repeat(32));
+        assert_eq!(json["init_data_claims"]["aa.toml"], "x = 1\n");
+        // Claims stored by a broker from before init-data (a shared database's sessions).
+        let mut older = json.clone();
+        let map = older.as_object_mut().unwrap();
+        map.remove("init_data");
+        map.remove("init_data_claims");
+        let read: TokenClaims = serde_json::from_value(older).unwrap();
+        assert_eq!(read.init_data, None);
+        assert_eq!(read.init_data_claims, None);
+        // Without init-data the claims say null, not absent.
+        let none = TokenClaims {
+            init_data: None,
+            init_data_claims: None,
+            ..claims(200)
+        };
+        let json = serde_json::to_value(none).unwrap();
+        assert!(json["init_data"].is_null() && json.get("init_data_claims").is_some());
     }
 
     #[test]

@@ -236,6 +236,110 @@ async fn malformed_requests_are_400() {
     );
 }
 
+fn with_init_data(attestation: &str, init_data: Value) -> String {
+    let mut request: Value = serde_json::from_str(attestation).unwrap();
+    request["init-data"] = init_data;
+    request.to_string()
+}
+
+const INITDATA: &str = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note\" = \"a\"\n";
+
+#[tokio::test]
+async fn malformed_init_data_is_400_and_leaves_the_nonce_usable() {
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    let good = attestation(&nonce, &nonce);
+    for (init_data, expected) in [
+        (json!({"format": "json", "body": "{}"}), "InvalidInitData"),
+        (
+            json!({"format": "TOML", "body": INITDATA}),
+            "InvalidInitData",
+        ),
+        (
+            json!({"format": "toml", "body": "not [toml"}),
+            "InvalidInitData",
+        ),
+        (
+            json!({"format": "toml", "body": INITDATA.replace("0.1.0", "0.2.0")}),
+            "InvalidInitData",
+        ),
+        (
+            json!({"format": "toml", "body": INITDATA.replace("sha256", "sm3")}),
+            "InvalidInitData",
+        ),
+        // Truncated in the middle of the [data] table.
+        (
+            json!({"format": "toml", "body": &INITDATA[..INITDATA.len() - 4]}),
+            "InvalidInitData",
+        ),
+        (json!({"format": "toml"}), "MalformedRequest"),
+        (json!({"format": 1, "body": INITDATA}), "MalformedRequest"),
+        (json!("toml"), "MalformedRequest"),
+    ] {
+        let reply = call(
+            &f.app,
+            post(
+                "/kbs/v0/attest",
+                Some(&cookie),
+                with_init_data(&good, init_data.clone()),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, kind(&reply)),
+            (StatusCode::BAD_REQUEST, expected),
+            "{init_data}: {:?}",
+            reply.body
+        );
+    }
+    // The format is quoted back, bounded.
+    let reply = call(
+        &f.app,
+        post(
+            "/kbs/v0/attest",
+            Some(&cookie),
+            with_init_data(&good, json!({"format": "x".repeat(20_000), "body": ""})),
+        ),
+    )
+    .await;
+    assert_eq!(kind(&reply), "InvalidInitData");
+    assert!(reply.body["detail"].as_str().unwrap().len() < 400);
+    // None of these spent the session's nonce.
+    let reply = call(&f.app, post("/kbs/v0/attest", Some(&cookie), good)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+}
+
+#[tokio::test]
+async fn init_data_with_evidence_that_cannot_bind_it_is_refused() {
+    // Trustee's sample evidence has no HOST_DATA or MRCONFIGID: a document cannot be checked,
+    // so it is refused rather than passed to the policies unchecked.
+    let f = fixture(Duration::from_secs(60));
+    let (cookie, nonce) = challenge(&f.app).await;
+    let request = with_init_data(
+        &attestation(&nonce, &nonce),
+        json!({"format": "toml", "body": INITDATA}),
+    );
+    let reply = call(&f.app, post("/kbs/v0/attest", Some(&cookie), request)).await;
+    assert_eq!(
+        (reply.status, kind(&reply)),
+        (StatusCode::UNAUTHORIZED, "InitDataMismatch")
+    );
+    assert_eq!(
+        reply.body["detail"],
+        "init-data refused: sample evidence carries no HOST_DATA or MRCONFIGID to check init-data against"
+    );
+    // Nothing was attested.
+    let reply = call(
+        &f.app,
+        get(
+            "/kbs/v0/resource/default/key/1",
+            &[("cookie", cookie.as_str())],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn replayed_nonce_is_refused() {
     let f = fixture(Duration::from_secs(60));

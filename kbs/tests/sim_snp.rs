@@ -18,9 +18,10 @@ use tsuba_attestation_agent::kbs::{
     BrokerTrust, EvidenceProvider, KbsClient, KbsClientConfig, KbsClientError,
 };
 use tsuba_kbs::{
-    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, SnpProduct,
-    SnpVerifier, Tee, Transport, VerifierSet, router, serve,
+    AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind, ResourcePath,
+    SnpProduct, SnpVerifier, Tee, Transport, VerifierSet, router, serve,
 };
+use tsuba_policy::Initdata;
 use tsuba_protocols::evidence::{GuestPolicy, ReportData};
 use tsuba_tee_sim::{SIM_DEFAULT_POLICY, SIM_DEFAULT_TCB, SimAmdSp, SnpReportRequest};
 
@@ -29,6 +30,8 @@ const MEASUREMENT: [u8; 48] = [0x5a; 48];
 struct SimSnp {
     sp: Arc<SimAmdSp>,
     debug: bool,
+    /// What the launcher bound into HOST_DATA (an initdata digest, or zeros).
+    host_data: [u8; 32],
     /// Send the evidence in guest-components' JSON shape instead of tsuba's.
     guest_components: bool,
 }
@@ -70,7 +73,8 @@ impl EvidenceProvider for SimSnp {
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let mut report_data = [0u8; 64];
         report_data[..48].copy_from_slice(binding);
-        let mut request = SnpReportRequest::new(MEASUREMENT, [0; 32], ReportData(report_data));
+        let mut request =
+            SnpReportRequest::new(MEASUREMENT, self.host_data, ReportData(report_data));
         if self.debug {
             request.policy = GuestPolicy(SIM_DEFAULT_POLICY.0 | GuestPolicy::DEBUG);
         }
@@ -150,6 +154,7 @@ fn client_with(setup: &Setup, debug: bool, guest_components: bool) -> KbsClient 
         Arc::new(SimSnp {
             sp: Arc::clone(&setup.sp),
             debug,
+            host_data: [0; 32],
             guest_components,
         }),
     )
@@ -226,6 +231,7 @@ async fn tampered_guest_components_evidence_is_refused() {
         Arc::new(Tampered(SimSnp {
             sp: Arc::clone(&setup.sp),
             debug: false,
+            host_data: [0; 32],
             guest_components: true,
         })),
     )
@@ -337,4 +343,195 @@ async fn sim_device_attester_through_the_kbs_client() {
     assert_eq!(&secret[..], b"sim-secret");
     drop(client);
     device.abort();
+}
+
+/// Two initdata documents that differ only in their `[data]`.
+fn initdata(note: &str) -> Initdata {
+    Initdata::parse(&format!(
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n\n[data]\n\"note\" = \"{note}\"\n"
+    ))
+    .unwrap()
+}
+
+/// A sim-snp guest launched with `launched_with` bound into HOST_DATA (zeros when `None`),
+/// presenting `presents` in its attestation requests.
+fn initdata_client(
+    setup: &Setup,
+    launched_with: Option<&Initdata>,
+    presents: Option<Initdata>,
+) -> KbsClient {
+    let mut config = KbsClientConfig::new(
+        format!("http://{}", setup.server.local_addr()),
+        BrokerTrust::InsecurePlainHttp,
+    );
+    config.attempts = 1;
+    config.init_data = presents;
+    KbsClient::new(
+        config,
+        Arc::new(SimSnp {
+            sp: Arc::clone(&setup.sp),
+            debug: false,
+            host_data: launched_with.map_or([0; 32], |doc| *doc.host_data().as_bytes()),
+            guest_components: false,
+        }),
+    )
+    .unwrap()
+}
+
+fn token_payload(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn refused(err: &KbsClientError) -> (&'static str, u16, &str, &str) {
+    match err {
+        KbsClientError::Refused {
+            step,
+            status,
+            kind,
+            detail,
+        } => (*step, *status, kind.as_str(), detail.as_str()),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_and_the_attestation_policy_see_the_initdata_the_evidence_binds() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let (a, b) = (initdata("a"), initdata("b"));
+    setup
+        .broker
+        .set_policy(
+            PolicyKind::Attestation,
+            r#"package policy
+default allow := false
+allow if {
+    input.claims.report_data == input.expected_report_data
+    input.init_data == input.claims.host_data
+    input.init_data_claims.note == "a"
+}
+reasons contains "initdata note is not a" if not allow
+"#,
+        )
+        .unwrap();
+
+    let token = initdata_client(&setup, Some(&a), Some(a.clone()))
+        .attest()
+        .await
+        .unwrap();
+    let claims = token_payload(&token);
+    assert_eq!(claims["init_data"], a.host_data().to_hex());
+    assert_eq!(claims["init_data_claims"], serde_json::json!({"note": "a"}));
+    assert_eq!(claims["claims"]["host_data"], a.host_data().to_hex());
+
+    // A guest launched with, and presenting, another document: the policy sees its data.
+    let err = initdata_client(&setup, Some(&b), Some(b.clone()))
+        .attest()
+        .await
+        .unwrap_err();
+    let (step, status, kind, detail) = refused(&err);
+    assert_eq!((step, status, kind), ("attest", 401, "AttestationDenied"));
+    assert!(detail.contains("initdata note is not a"), "{detail}");
+
+    // A guest presenting no document: the claims are null, so this policy refuses it.
+    let err = initdata_client(&setup, Some(&a), None)
+        .attest()
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err).2, "AttestationDenied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_policy_requiring_one_initdata_releases_only_to_guests_launched_with_it() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let (a, b) = (initdata("a"), initdata("b"));
+    setup
+        .broker
+        .set_policy(
+            PolicyKind::Resource,
+            &format!(
+                r#"package policy
+default allow := false
+allow if input.init_data == "{}"
+reasons contains "the guest was not launched with the required initdata" if not allow
+"#,
+                a.host_data().to_hex()
+            ),
+        )
+        .unwrap();
+
+    let secret = initdata_client(&setup, Some(&a), Some(a.clone()))
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap();
+    assert_eq!(&secret[..], b"sim-secret");
+
+    for (launched_with, presents) in [(Some(&b), Some(b.clone())), (Some(&a), None), (None, None)] {
+        let err = initdata_client(&setup, launched_with, presents)
+            .get_resource("kbs:///default/key/1")
+            .await
+            .unwrap_err();
+        let (step, status, kind, detail) = refused(&err);
+        assert_eq!((step, status, kind), ("resource", 401, "PolicyDeny"));
+        assert!(
+            detail.contains("not launched with the required initdata"),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initdata_that_is_not_the_one_bound_at_launch_is_refused_naming_host_data() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    let (a, b) = (initdata("a"), initdata("b"));
+    // Launched with A, presents B (a host swapping the document after launch).
+    let err = initdata_client(&setup, Some(&a), Some(b.clone()))
+        .get_resource("kbs:///default/key/1")
+        .await
+        .unwrap_err();
+    let (step, status, kind, detail) = refused(&err);
+    assert_eq!((step, status, kind), ("attest", 401, "InitDataMismatch"));
+    assert!(
+        detail.contains("init-data does not match the HOST_DATA bound into the evidence"),
+        "{detail}"
+    );
+    // Launched without initdata (HOST_DATA zero), presents one.
+    let err = initdata_client(&setup, None, Some(a.clone()))
+        .attest()
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err).2, "InitDataMismatch");
+    // The same document with one byte more is another document.
+    let spaced = Initdata::parse(&format!("{}\n", a.as_str())).unwrap();
+    let err = initdata_client(&setup, Some(&a), Some(spaced))
+        .attest()
+        .await
+        .unwrap_err();
+    assert_eq!(refused(&err).2, "InitDataMismatch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initdata_too_large_to_carry_in_a_token_gets_no_token() {
+    let setup = setup(EvidenceTrust::InsecureAcceptSimulated);
+    // Valid and bound, but its [data] table would make a token the broker refuses as a bearer
+    // token (64 KiB): none is issued, and the guest is told why.
+    let big = initdata(&"x".repeat(60 * 1024));
+    let err = initdata_client(&setup, Some(&big), Some(big.clone()))
+        .attest()
+        .await
+        .unwrap_err();
+    let (step, status, kind, detail) = refused(&err);
+    assert_eq!((step, status, kind), ("attest", 413, "TokenTooLarge"));
+    assert!(detail.contains("more than the 65536"), "{detail}");
+    // A modest document still attests.
+    let small = initdata(&"x".repeat(1024));
+    initdata_client(&setup, Some(&small), Some(small.clone()))
+        .attest()
+        .await
+        .unwrap();
 }

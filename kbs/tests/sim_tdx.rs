@@ -28,6 +28,7 @@ use tsuba_kbs::{
     AdminAuth, Broker, BrokerConfig, EvidenceTrust, HttpLimits, ResourcePath, Transport,
     VerifierOptions, build_verifiers, router, serve,
 };
+use tsuba_policy::Initdata;
 use tsuba_protocols::evidence::ReportData;
 use tsuba_protocols::evidence::ccel::TdvfBoot;
 use tsuba_tee_sim::{SimAmdSp, SimTdx, TdxLaunch, TdxQuoteRequest};
@@ -50,6 +51,8 @@ struct SimTdxGuest {
     sim: Arc<SimTdx>,
     booted: TdvfBoot,
     logged: TdvfBoot,
+    /// What the launcher bound into MRCONFIGID (an initdata digest, or zeros).
+    mr_config_id: [u8; 48],
 }
 
 impl EvidenceProvider for SimTdxGuest {
@@ -61,7 +64,7 @@ impl EvidenceProvider for SimTdxGuest {
         &self,
         binding: &[u8; 48],
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-        let launch = TdxLaunch::new(MRTD, [0; 48]).with_boot(&self.booted);
+        let launch = TdxLaunch::new(MRTD, self.mr_config_id).with_boot(&self.booted);
         let mut report_data = [0u8; 64];
         report_data[..48].copy_from_slice(binding);
         let mut request =
@@ -141,18 +144,31 @@ fn setup(refs: &BTreeMap<String, Vec<String>>) -> Setup {
 }
 
 fn client(setup: &Setup, booted: TdvfBoot, logged: TdvfBoot) -> KbsClient {
+    guest(setup, booted, logged, [0; 48], None)
+}
+
+/// A guest whose launch bound `mr_config_id`, presenting `init_data`.
+fn guest(
+    setup: &Setup,
+    booted: TdvfBoot,
+    logged: TdvfBoot,
+    mr_config_id: [u8; 48],
+    init_data: Option<Initdata>,
+) -> KbsClient {
     let mut config = KbsClientConfig::new(
         format!("http://{}", setup.server.local_addr()),
         BrokerTrust::InsecurePlainHttp,
     );
     config.attempts = 1;
     config.backoff = Duration::from_millis(10);
+    config.init_data = init_data;
     KbsClient::new(
         config,
         Arc::new(SimTdxGuest {
             sim: Arc::clone(&setup.sim),
             booted,
             logged,
+            mr_config_id,
         }),
     )
     .unwrap()
@@ -235,5 +251,55 @@ async fn tdx_without_rtmr_reference_values_is_refused() {
     assert_eq!(
         detail,
         "attestation policy denied: tdx: no rtmr1 and rtmr2 reference values (tdx_rtmr1, tdx_rtmr2) are configured, so the kernel, initrd and command line are unchecked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initdata_is_checked_against_mrconfigid() {
+    let setup = setup(&genuine_refs());
+    let genuine = boot(b"genuine initrd", CMDLINE);
+    // sha256: the MRCONFIGID form is the digest zero-padded to 48 bytes.
+    let doc = |note: &str| {
+        Initdata::parse(&format!(
+            "version = \"0.1.0\"\nalgorithm = \"sha256\"\n\n[data]\n\"note\" = \"{note}\"\n"
+        ))
+        .unwrap()
+    };
+    let (a, b) = (doc("a"), doc("b"));
+    let launched_with_a = *a.mr_config_id().as_bytes();
+
+    let client = guest(
+        &setup,
+        genuine.clone(),
+        genuine.clone(),
+        launched_with_a,
+        Some(a.clone()),
+    );
+    let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
+    assert_eq!(&secret[..], b"tdx-secret");
+    let token = client.attest().await.unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["init_data"], a.mr_config_id().to_hex());
+    assert!(
+        claims["init_data"]
+            .as_str()
+            .unwrap()
+            .ends_with(&"00".repeat(16))
+    );
+    assert_eq!(claims["init_data_claims"]["note"], "a");
+
+    let (kind, detail) = refusal(&guest(
+        &setup,
+        genuine.clone(),
+        genuine,
+        launched_with_a,
+        Some(b),
+    ))
+    .await;
+    assert_eq!(kind, "InitDataMismatch");
+    assert_eq!(
+        detail,
+        "init-data refused: init-data does not match the MRCONFIGID bound into the evidence"
     );
 }
