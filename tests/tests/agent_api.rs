@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 use tsuba_agent::{
-    AttestationService, GuestPullError, GuestPuller, HealthService, ImageService, PullConfig,
+    AttestationService, Gate, GuestPuller, HealthService, ImageService, InitdataService, PullConfig,
 };
 use tsuba_protocols::agent::{
     HELLO, MAX_DIAGNOSTIC_NONCE, MAX_IMAGE_REFERENCE, PROTOCOL_VERSION, ServingStatus,
@@ -27,14 +27,21 @@ async fn agent_on_socketpair() -> (tokio::net::UnixStream, ttrpc::asynchronous::
     let listener = Listener::new(
         futures::stream::iter([Ok::<_, std::io::Error>(guest)]).chain(futures::stream::pending()),
     );
+    let puller = std::sync::Arc::new(GuestPuller::new(
+        PullConfig::default(),
+        Err("no tee found".into()),
+    ));
+    // No TEE: the gate is open, as in a guest without one.
+    let gate = std::sync::Arc::new(Gate::new(
+        Err("no tee found".into()),
+        std::sync::Arc::clone(&puller),
+    ));
     let server = tsuba_agent::serve(
         listener,
-        HealthService::new(Instant::now(), "none", true),
-        AttestationService::new(Err("no tee found".into())),
-        ImageService::new(GuestPuller::new(
-            PullConfig::default(),
-            Err("no tee found".into()),
-        )),
+        HealthService::new(Instant::now(), "none", std::sync::Arc::clone(&gate)),
+        InitdataService::new(std::sync::Arc::clone(&gate)),
+        AttestationService::new(Err("no tee found".into()), std::sync::Arc::clone(&gate)),
+        ImageService::new(puller, gate),
     )
     .await
     .unwrap();

@@ -10,12 +10,14 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerPki, HOST_FROM_GUEST, KEY_ID, Registry, free_port, guest_cmdline, hex_of,
-    networked_config, rand_bytes, run, tsuba_bin, write_busybox_image,
+    Broker, BrokerPki, HOST_FROM_GUEST, KEY_ID, Registry, free_port, guest_settings, hex_of,
+    networked_config, permissive_initdata, rand_bytes, run, tsuba_bin, write_busybox_image,
+    write_initdata,
 };
 use tokio::io::AsyncReadExt as _;
 use tsuba_image_rs::Digest;
@@ -166,8 +168,9 @@ impl Agent {
     }
 }
 
-/// Boots the guest and connects to its agent's Container service.
-async fn connect(vm: &mut Vm) -> ContainerClient {
+/// Boots the guest, gives its agent the launch's initdata (whose policy the agent must report as
+/// `policy`), and returns the agent's ttrpc client.
+async fn connect(vm: &mut Vm, initdata: &Path, policy: &str) -> ttrpc::asynchronous::Client {
     let mut stream = vm.take_agent_stream().expect("the agent's serial port");
     let mut hello = [0u8; HELLO.len()];
     tokio::time::timeout(AGENT_TIMEOUT, stream.read_exact(&mut hello))
@@ -175,26 +178,30 @@ async fn connect(vm: &mut Vm) -> ContainerClient {
         .unwrap_or_else(|_| panic!("no agent hello:\n{}", vm.console_tail()))
         .unwrap();
     assert_eq!(&hello, HELLO);
-    ContainerClient::new(ttrpc::asynchronous::Client::new(Socket::new(stream)))
+    let client = ttrpc::asynchronous::Client::new(Socket::new(stream));
+    let mut provide = tsuba_protocols::agent::ProvideInitdataRequest::new();
+    provide.document = std::fs::read(initdata).unwrap();
+    let provided = tsuba_protocols::agent::InitdataClient::new(client.clone())
+        .provide(ctx(AGENT_TIMEOUT), &provide)
+        .await
+        .unwrap();
+    assert_eq!(provided.policy, policy);
+    client
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_encrypted_images_containers_run_in_one_guest_with_exec_signals_stdio_tty_and_oom() {
-    let a = Artefacts::from_env();
-    let work = tempfile::tempdir().unwrap();
-    let runs = tempfile::tempdir().unwrap();
-    let sim_state = work.path().join("tee-sim");
-    let registry = Registry::start(work.path());
-    let pki = BrokerPki::generate(work.path(), "containers");
-    let broker_port = free_port();
-    let cmdline = guest_cmdline(broker_port, &pki.pin(), registry.port);
+/// The owner's side: the busybox image encrypted for the broker's key, pushed to `registry`.
+struct OwnerSide {
+    kek: std::path::PathBuf,
+    manifest_bytes: Vec<u8>,
+}
 
+fn owner_side(work: &Path, registry: &Registry) -> OwnerSide {
     // The owner encrypts the busybox image for the broker's key and pushes it.
-    let plain = work.path().join("plain");
+    let plain = work.join("plain");
     write_busybox_image(&plain);
-    let kek = work.path().join("kek.bin");
+    let kek = work.join("kek.bin");
     std::fs::write(&kek, rand_bytes()).unwrap();
-    let encrypted = work.path().join("encrypted");
+    let encrypted = work.join("encrypted");
     run(Command::new(tsuba_bin())
         .args(["image", "encrypt", "--from"])
         .arg(format!("oci:{}:v1", plain.display()))
@@ -214,35 +221,69 @@ async fn an_encrypted_images_containers_run_in_one_guest_with_exec_signals_stdio
         &format!("docker://{pushed}"),
     ]));
 
-    let launch_dir = tempfile::tempdir().unwrap();
-    let config = networked_config(&a, launch_dir.path(), &cmdline);
-    let reference = launch_reference_values(&config).unwrap().snp.unwrap();
-    let refs = work.path().join("refs.json");
+    OwnerSide {
+        kek,
+        manifest_bytes,
+    }
+}
+
+/// Starts the broker with the image's key, an accept-anything signature policy, and `config`'s
+/// launch measurement as the only reference value.
+fn start_broker(
+    work: &Path,
+    port: u16,
+    pki: &BrokerPki,
+    sim_state: &Path,
+    kek: &Path,
+    config: &tsuba_vmm_tee::LaunchConfig,
+) -> Broker {
+    let reference = launch_reference_values(config).unwrap().snp.unwrap();
+    let refs = work.join("refs.json");
     std::fs::write(
         &refs,
         serde_json::json!({ "measurement": [hex_of(&reference.launch_digest.0)] }).to_string(),
     )
     .unwrap();
-    let policy = work.path().join("policy.json");
+    let policy = work.join("policy.json");
     std::fs::write(
         &policy,
         r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
     )
     .unwrap();
-    let broker = Broker::start(&work.path().join("kbs"), broker_port, &pki, &sim_state);
-    broker.admin(&["set-resource", "default/image-kek/e2e"], Some(&kek));
+    let broker = Broker::start(&work.join("kbs"), port, pki, sim_state);
+    broker.admin(&["set-resource", "default/image-kek/e2e"], Some(kek));
     broker.admin(
         &["set-resource", "default/security-policy/e2e"],
         Some(&policy),
     );
     broker.admin(&["set-reference-values"], Some(&refs));
+    broker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_images_containers_run_in_one_guest_with_exec_signals_stdio_tty_and_oom() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let sim_state = work.path().join("tee-sim");
+    let registry = Registry::start(work.path());
+    let pki = BrokerPki::generate(work.path(), "containers");
+    let broker_port = free_port();
+    let initdata = permissive_initdata(work.path(), broker_port, &pki.pin(), registry.port);
+
+    let owner = owner_side(work.path(), &registry);
+    let manifest_bytes = owner.manifest_bytes.clone();
+    let kek = owner.kek.clone();
+    let launch_dir = tempfile::tempdir().unwrap();
+    let config = networked_config(&a, launch_dir.path(), "", Some(&initdata));
+    let broker = start_broker(work.path(), broker_port, &pki, &sim_state, &kek, &config);
 
     let options = LaunchOptions {
         tee_sim_state: sim_state.clone(),
         ..options_in(runs.path())
     };
     let mut vm = Vm::launch(&config, &options).await.unwrap();
-    let client = connect(&mut vm).await;
+    let client = ContainerClient::new(connect(&mut vm, &initdata, "permissive").await);
     let agent = Agent {
         client,
         image: format!("{HOST_FROM_GUEST}:{}/e2e/busybox:v1", registry.port),
@@ -485,4 +526,188 @@ async fn scenario(agent: &Agent, manifest_bytes: &[u8]) {
     assert_eq!(agent.output("c1", "").await, "fresh\n");
     assert_eq!(agent.wait("c1", "").await.exit_status, 0);
     agent.remove("c1").await;
+}
+
+/// What the Pod YAML of the policy test would say, as policy data: the one container, with
+/// exactly the spec [`spec`] and [`process`] give it.
+fn one_container_policy(image: &str, args: &[&str]) -> tsuba_policy::PolicyData {
+    let mount = |destination: &str, kind: &str| tsuba_policy::MountPolicy {
+        destination: destination.into(),
+        kind: kind.into(),
+        source: kind.into(),
+    };
+    tsuba_policy::PolicyData {
+        containers: vec![tsuba_policy::ContainerPolicy {
+            name: String::new(),
+            image: image.into(),
+            signed: false,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec!["PATH=/bin".into()],
+            env_any_value: Vec::new(),
+            cwd: "/".into(),
+            uid: Some(0),
+            capabilities: vec!["CAP_KILL".into(), "CAP_CHOWN".into()],
+            mounts: vec![
+                mount("/proc", "proc"),
+                mount("/dev", "tmpfs"),
+                mount("/dev/pts", "devpts"),
+                mount("/sys", "sysfs"),
+            ],
+            seccomp_required: false,
+            no_new_privileges: true,
+            exec: Vec::new(),
+        }],
+        ..tsuba_policy::PolicyData::default()
+    }
+}
+
+fn denied(result: ttrpc::Result<impl std::fmt::Debug>) -> String {
+    match result {
+        Err(ttrpc::Error::RpcStatus(status)) => {
+            assert_eq!(
+                status.code(),
+                ttrpc::Code::PERMISSION_DENIED,
+                "{}",
+                status.message
+            );
+            status.message
+        }
+        other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+    }
+}
+
+/// Issue 12 end to end through the agent API: a pod launched with initdata A has HOST_DATA =
+/// digest(A); the broker releases a key tied to digest(A) and refuses once the key is tied to
+/// digest(B); the agent runs the container its policy lists and refuses another command and
+/// any exec; two documents give one launch measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_what_the_initdata_policy_lists_runs_and_the_broker_ties_the_key_to_that_initdata() {
+    let a = Artefacts::from_env();
+    let work = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let sim_state = work.path().join("tee-sim");
+    let registry = Registry::start(work.path());
+    let pki = BrokerPki::generate(work.path(), "initdata");
+    let broker_port = free_port();
+    let owner = owner_side(work.path(), &registry);
+    let pinned = format!(
+        "{HOST_FROM_GUEST}:{}/e2e/busybox@{}",
+        registry.port,
+        Digest::of(&owner.manifest_bytes)
+    );
+    let allowed = ["sh", "-c", "echo policy-allowed"];
+    let settings = guest_settings(broker_port, &pki.pin(), registry.port);
+    let policy_a = tsuba_policy::render_policy(&one_container_policy(&pinned, &allowed));
+    let initdata_a = write_initdata(work.path(), "a.toml", &settings, &policy_a);
+    let mut data_b = one_container_policy(&pinned, &allowed);
+    data_b.read_stderr = false;
+    let initdata_b = write_initdata(
+        work.path(),
+        "b.toml",
+        &settings,
+        &tsuba_policy::render_policy(&data_b),
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = networked_config(&a, dir_a.path(), "", Some(&initdata_a));
+    let config_b = networked_config(&a, dir_b.path(), "", Some(&initdata_b));
+    let (doc_a, doc_b) = (
+        config_a.initdata.clone().unwrap(),
+        config_b.initdata.clone().unwrap(),
+    );
+    assert_ne!(doc_a.host_data(), doc_b.host_data());
+    let (ref_a, ref_b) = (
+        launch_reference_values(&config_a).unwrap().snp.unwrap(),
+        launch_reference_values(&config_b).unwrap().snp.unwrap(),
+    );
+    assert_eq!(
+        ref_a.launch_digest.0, ref_b.launch_digest.0,
+        "one guest image and firmware: one reference value for every pod's initdata"
+    );
+    let broker = start_broker(
+        work.path(),
+        broker_port,
+        &pki,
+        &sim_state,
+        &owner.kek,
+        &config_a,
+    );
+    let tie_to = |doc: &tsuba_policy::Initdata, name: &str| {
+        let path = work.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "package policy\ndefault allow := false\n\
+                 allow if input.init_data == \"{}\"\n\
+                 reasons contains \"the key is tied to another initdata\" if not allow\n",
+                doc.host_data().to_hex()
+            ),
+        )
+        .unwrap();
+        broker.admin(&["set-policy", "resource"], Some(&path));
+    };
+    tie_to(&doc_a, "tied-to-a.rego");
+
+    let options = LaunchOptions {
+        tee_sim_state: sim_state.clone(),
+        ..options_in(runs.path())
+    };
+    let mut vm = Vm::launch(&config_a, &options).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(600), async {
+        let raw = connect(&mut vm, &initdata_a, "initdata").await;
+        // The guest's own evidence carries digest(A).
+        let mut diag = tsuba_protocols::agent::DiagnosticReportRequest::new();
+        diag.nonce = b"initdata-e2e".to_vec();
+        let report = tsuba_protocols::agent::AttestationClient::new(raw.clone())
+            .get_diagnostic_report(ctx(AGENT_TIMEOUT), &diag)
+            .await
+            .unwrap();
+        let report = tsuba_protocols::evidence::SnpReport::parse(&report.evidence).unwrap();
+        assert_eq!(&report.host_data, doc_a.host_data().as_bytes());
+        let agent = Agent {
+            client: ContainerClient::new(raw.clone()),
+            image: pinned.clone(),
+        };
+        // The listed container runs (the broker released the key tied to A).
+        agent
+            .run("c1", spec(Some(process(&allowed, false)), None))
+            .await;
+        assert_eq!(agent.output("c1", "").await, "policy-allowed\n");
+        // Another command: refused at create, naming the rule and the difference.
+        let other = denied(
+            agent
+                .create(
+                    "c2",
+                    spec(Some(process(&["sh", "-c", "cat /etc/marker"], false)), None),
+                )
+                .await,
+        );
+        assert!(other.contains("rule CreateContainerRequest"), "{other}");
+        assert!(other.contains("is not the policy's"), "{other}");
+        // No exec under this policy.
+        let mut exec = tsuba_protocols::agent::ExecProcessRequest::new();
+        exec.container_id = "c1".into();
+        exec.exec_id = "sh".into();
+        exec.process = serde_json::to_vec(&process(&["sh"], false)).unwrap();
+        let refused = denied(agent.client.exec_process(ctx(CALL_TIMEOUT), &exec).await);
+        assert!(refused.contains("rule ExecProcessRequest"), "{refused}");
+        // The key tied to B instead: the next pull is refused with the broker's reason.
+        tie_to(&doc_b, "tied-to-b.rego");
+        let mut pull = tsuba_protocols::agent::PullImageRequest::new();
+        pull.image = pinned.clone();
+        let refused = denied(
+            tsuba_protocols::agent::ImageClient::new(raw)
+                .pull(ctx(Duration::from_secs(120)), &pull)
+                .await,
+        );
+        assert!(refused.contains("tied to another initdata"), "{refused}");
+    })
+    .await;
+    let console = vm.console_tail();
+    vm.shutdown().await.unwrap();
+    if outcome.is_err() {
+        panic!("the scenario took more than 10 minutes\n{console}");
+    }
+    broker.stop();
+    drop(registry);
+    assert_nothing_left(runs.path());
 }

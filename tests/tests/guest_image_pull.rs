@@ -27,8 +27,8 @@ use tsuba_shim::{AgentClientError, Sandbox};
 mod common;
 
 use common::{
-    Broker, BrokerPki, HOST_FROM_GUEST, KEY_ID, Registry, descriptor, free_port, guest_cmdline,
-    hex_of, networked_config, rand_bytes, run, tsuba_bin,
+    Broker, BrokerPki, HOST_FROM_GUEST, KEY_ID, Registry, descriptor, free_port, hex_of,
+    networked_config, permissive_initdata, rand_bytes, run, tsuba_bin,
 };
 use tsuba_tests::{AGENT_TIMEOUT, Artefacts, assert_nothing_left, options_in};
 use tsuba_vmm_tee::{LaunchConfig, LaunchOptions, launch_reference_values};
@@ -152,7 +152,7 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
     let registry = Registry::start(work.path());
     let real_pki = BrokerPki::generate(work.path(), "real");
     let broker_port = free_port();
-    let cmdline = guest_cmdline(broker_port, &real_pki.pin(), registry.port);
+    let initdata = permissive_initdata(work.path(), broker_port, &real_pki.pin(), registry.port);
 
     // The owner's side: a two-layer image, encrypted in the key-provider form, pushed.
     let files = |layer: usize, n: usize| -> Vec<(String, Vec<u8>)> {
@@ -201,7 +201,7 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
 
     // The launch the guest makes, and its one reference measurement.
     let good_dir = tempfile::tempdir().unwrap();
-    let good = networked_config(&a, good_dir.path(), &cmdline);
+    let good = networked_config(&a, good_dir.path(), "", Some(&initdata));
     let reference = launch_reference_values(&good).unwrap().snp.unwrap();
     let refs = work.path().join("refs.json");
     std::fs::write(
@@ -304,7 +304,8 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
     let tampered = networked_config(
         &a,
         tampered_dir.path(),
-        &format!("{cmdline} tsuba.e2e=tampered"),
+        "tsuba.e2e=tampered",
+        Some(&initdata),
     );
     assert_ne!(
         launch_reference_values(&tampered)
@@ -332,9 +333,9 @@ async fn the_guest_attests_pulls_and_decrypts_its_image_and_a_tampered_launch_is
 
 /// A sim-tdx launch config with networking and `extra` kernel arguments, in `dir`. Debian's
 /// plain OVMF carries TDX metadata: it is both what boots and what is measured.
-fn networked_tdx_config(a: &Artefacts, dir: &Path, extra: &str) -> LaunchConfig {
+fn networked_tdx_config(a: &Artefacts, dir: &Path, extra: &str, initdata: &Path) -> LaunchConfig {
     let toml = format!(
-        "mode = \"sim-tdx\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\ncmdline = {extra:?}\n\
+        "initdata = {initdata:?}\nmode = \"sim-tdx\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\ncmdline = {extra:?}\n\
          vcpus = 1\nmemory_mib = 256\n[firmware]\nboot = {fw:?}\nmeasured = {fw:?}\n\
          [network]\nbackend = \"user\"\n",
         kernel = a.kernel(),
@@ -359,15 +360,11 @@ async fn a_sim_tdx_guest_with_another_command_line_but_the_same_firmware_is_refu
     let port = free_port();
     // No registry listens at port 1: a launch the broker accepts gets its policy, then fails at
     // the registry; that failure is the proof that attestation passed.
-    let cmdline = guest_cmdline(port, &pki.pin(), 1);
+    let initdata = permissive_initdata(work.path(), port, &pki.pin(), 1);
     let good_dir = tempfile::tempdir().unwrap();
-    let good = networked_tdx_config(&a, good_dir.path(), &cmdline);
+    let good = networked_tdx_config(&a, good_dir.path(), "", &initdata);
     let tampered_dir = tempfile::tempdir().unwrap();
-    let tampered = networked_tdx_config(
-        &a,
-        tampered_dir.path(),
-        &format!("{cmdline} tsuba.e2e=tampered"),
-    );
+    let tampered = networked_tdx_config(&a, tampered_dir.path(), "tsuba.e2e=tampered", &initdata);
     let reference = launch_reference_values(&good).unwrap().tdx.unwrap();
     let other = launch_reference_values(&tampered).unwrap().tdx.unwrap();
     let boot = reference.boot.as_ref().unwrap();

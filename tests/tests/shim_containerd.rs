@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerPki, Guarded, HOST_FROM_GUEST, KEY_ID, POLICY_ID, Registry, free_port, hex_of,
-    rand_bytes, run, tsuba_bin, write_busybox_image,
+    Broker, BrokerPki, Guarded, HOST_FROM_GUEST, KEY_ID, Registry, free_port, hex_of,
+    permissive_initdata, rand_bytes, run, tsuba_bin, write_busybox_image,
 };
 use tsuba_shim::config::RuntimeConfig;
 use tsuba_tests::{Artefacts, processes_mentioning};
@@ -203,14 +203,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A runtime config for the test's artefacts in `dir`, with `extra` TOML appended.
-fn runtime_config(a: &Artefacts, dir: &Path, name: &str, cmdline: &str, extra: &str) -> PathBuf {
+/// A runtime config for the test's artefacts in `dir`, with `extra` TOML appended and the pod's
+/// `initdata`, if any.
+fn runtime_config(
+    a: &Artefacts,
+    dir: &Path,
+    name: &str,
+    cmdline: &str,
+    extra: &str,
+    initdata: Option<&Path>,
+) -> PathBuf {
     let path = dir.join(name);
+    let initdata = initdata.map_or_else(String::new, |p| format!("initdata = {p:?}\n"));
     std::fs::write(
         &path,
         format!(
             "state_root = \"{state}\"\ntee_sim_state = \"{sim}\"\n{extra}\n\
-             [vm]\nmode = \"sim-snp\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\n\
+             [vm]\n{initdata}mode = \"sim-snp\"\nkernel = {kernel:?}\ninitrd = {initrd:?}\n\
              cmdline = {cmdline:?}\nvcpus = 1\nmemory_mib = 512\n\
              [vm.firmware]\nboot = {boot:?}\nmeasured = {measured:?}\n\
              [vm.network]\nbackend = \"user\"\n\
@@ -262,7 +271,7 @@ fn containerd_starts_the_shim_which_refuses_bad_annotations_and_reads_its_config
     let empty = dir.join("empty");
     std::fs::create_dir(&empty).unwrap();
     let containerd = Containerd::start(&dir.join("containerd"));
-    let good = runtime_config(&a, dir, "runtime.toml", "", "");
+    let good = runtime_config(&a, dir, "runtime.toml", "", "", None);
     let image = "--annotation=io.tsuba.image=127.0.0.1:1/none:v1";
 
     let refused = |config: &Path, id: &str, extra: &[&str]| -> String {
@@ -336,9 +345,8 @@ struct World {
     _registry: Registry,
     broker: Broker,
     image: String,
-    cmdline: String,
-    pin: String,
-    broker_port: u16,
+    /// Initdata naming this broker and registry, with the permissive agent policy.
+    initdata: PathBuf,
 }
 
 fn world(a: &Artefacts, dir: &Path) -> World {
@@ -365,10 +373,7 @@ fn world(a: &Artefacts, dir: &Path) -> World {
             "docker://127.0.0.1:{}/e2e/busybox:v1",
             registry.port
         )));
-    let cmdline = format!(
-        "tsuba.agent.image-policy={POLICY_ID} tsuba.agent.plain-http-registry={HOST_FROM_GUEST}:{}",
-        registry.port
-    );
+    let initdata = permissive_initdata(dir, broker_port, &pin, registry.port);
     let broker = Broker::start(&dir.join("kbs"), broker_port, &pki, &dir.join("tee-sim"));
     broker.admin(&["set-resource", "default/image-kek/e2e"], Some(&kek));
     let policy = dir.join("policy.json");
@@ -386,28 +391,26 @@ fn world(a: &Artefacts, dir: &Path) -> World {
         image: format!("{HOST_FROM_GUEST}:{}/e2e/busybox:v1", registry.port),
         _registry: registry,
         broker,
-        cmdline,
-        pin,
-        broker_port,
+        initdata,
     }
 }
 
 impl World {
     /// A runtime config pointing the guest at this world's broker and registry.
     fn config(&self, a: &Artefacts, dir: &Path, name: &str, extra_cmdline: &str) -> PathBuf {
-        let cmdline = format!("{} {extra_cmdline}", self.cmdline)
-            .trim()
-            .to_owned();
-        runtime_config(
-            a,
-            dir,
-            name,
-            &cmdline,
-            &format!(
-                "[broker]\nurl = \"https://{HOST_FROM_GUEST}:{}\"\npin = \"{}\"",
-                self.broker_port, self.pin
-            ),
-        )
+        self.config_with(a, dir, name, extra_cmdline, &self.initdata)
+    }
+
+    /// As [`World::config`], with another initdata document.
+    fn config_with(
+        &self,
+        a: &Artefacts,
+        dir: &Path,
+        name: &str,
+        extra_cmdline: &str,
+        initdata: &Path,
+    ) -> PathBuf {
+        runtime_config(a, dir, name, extra_cmdline, "", Some(initdata))
     }
 
     /// Registers `config`'s launch measurement as the only reference value.

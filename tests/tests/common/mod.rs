@@ -294,22 +294,68 @@ impl Broker {
     }
 }
 
-/// The measured command-line keys that point the guest at the broker on `broker_port`, known
-/// by the key `pin`, and at the registry.
-pub(crate) fn guest_cmdline(broker_port: u16, pin: &str, registry_port: u16) -> String {
-    format!(
-        "tsuba.agent.kbs=https://{HOST_FROM_GUEST}:{broker_port} tsuba.agent.kbs-pin={pin} \
-         tsuba.agent.image-policy={POLICY_ID} \
-         tsuba.agent.plain-http-registry={HOST_FROM_GUEST}:{reg}",
-        reg = registry_port,
+/// The guest settings that point the guest at the broker on `broker_port`, known by the key
+/// `pin`, and at the registry.
+pub(crate) fn guest_settings(
+    broker_port: u16,
+    pin: &str,
+    registry_port: u16,
+) -> tsuba_policy::GuestSettings {
+    tsuba_policy::GuestSettings {
+        kbs_url: Some(format!("https://{HOST_FROM_GUEST}:{broker_port}")),
+        kbs_pin: Some(pin.to_owned()),
+        image_policy: Some(POLICY_ID.to_owned()),
+        plain_http_registries: vec![format!("{HOST_FROM_GUEST}:{registry_port}")],
+        ..tsuba_policy::GuestSettings::default()
+    }
+}
+
+/// An initdata document in `dir/name` with `settings` and the agent `policy`; returns its path.
+pub(crate) fn write_initdata(
+    dir: &Path,
+    name: &str,
+    settings: &tsuba_policy::GuestSettings,
+    policy: &str,
+) -> PathBuf {
+    let mut data = settings.to_entries().unwrap();
+    data.insert(tsuba_policy::POLICY_REGO.to_owned(), policy.to_owned());
+    let doc =
+        tsuba_policy::render_initdata(tsuba_policy::InitdataAlgorithm::Sha384, &data).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, doc.as_str()).unwrap();
+    path
+}
+
+/// The initdata of the older guest tests: this broker and registry, and the permissive agent
+/// policy (they exercise exec, stdin and terminals; the policy has tests of its own).
+pub(crate) fn permissive_initdata(
+    dir: &Path,
+    broker_port: u16,
+    pin: &str,
+    registry_port: u16,
+) -> PathBuf {
+    write_initdata(
+        dir,
+        "initdata.toml",
+        &guest_settings(broker_port, pin, registry_port),
+        tsuba_policy::agent::PERMISSIVE_POLICY,
     )
 }
 
-/// A sim-snp launch config with networking and `extra` kernel arguments, in `dir`.
-pub(crate) fn networked_config(a: &Artefacts, dir: &Path, extra: &str) -> LaunchConfig {
+/// A sim-snp launch config with networking, `extra` kernel arguments and `initdata`, in `dir`.
+pub(crate) fn networked_config(
+    a: &Artefacts,
+    dir: &Path,
+    extra: &str,
+    initdata: Option<&Path>,
+) -> LaunchConfig {
     drop(sim_config(a, dir, &a.initrd(), extra));
     let path = dir.join("launch.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
+    if let Some(initdata) = initdata {
+        // A top-level key: before the first table.
+        text = format!("initdata = {initdata:?}\n{text}");
+    }
     text.push_str("[network]\nbackend = \"user\"\n");
     std::fs::write(&path, text).unwrap();
     let config = LaunchConfig::from_file(&path).unwrap();
