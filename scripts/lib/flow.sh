@@ -153,14 +153,49 @@ flow_image() {
     admin set-resource "${policy_id#kbs:///}" "$work/policy.json"
 }
 
+# The pod's initdata ($work/initdata.toml): the broker, its key pin, the signature policy's
+# resource and the registry (CoCo's aa.toml and cdh.toml, tsuba.toml), and the agent policy. Its
+# digest becomes HOST_DATA; the guest checks it against its own report before using any of it.
+# The demo's policy is the permissive one until `tsuba policy generate` covers ctr's spec.
+flow_initdata() {
+    cat >"$work/initdata.toml" <<TOML
+version = "0.1.0"
+algorithm = "sha384"
+
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "https://$host_from_guest:$kbs_port"
+'''
+"cdh.toml" = '''
+[kbc]
+name = "cc_kbc"
+url = "https://$host_from_guest:$kbs_port"
+
+[image]
+image_security_policy_uri = "$policy_id"
+'''
+"tsuba.toml" = '''
+kbs_pin = "$kbs_pin"
+plain_http_registries = ["$host_from_guest:$reg_port"]
+'''
+"policy.rego" = '''
+$(cat "$repo/policy/rego/permissive.rego")
+'''
+TOML
+}
+
 # The guest's launch: a `tsuba measure` launch config, and the shim's runtime config whose [vm]
-# table is the same launch (docs/shim.md), so the measurement is what the shim boots.
+# table is the same launch (docs/shim.md), so the measurement is what the shim boots. The
+# command line holds nothing per pod; the initdata does.
 flow_vm_table() { # flow_vm_table EXTRA_KERNEL_ARGS SUBTABLE_PREFIX
+    [ -f "$work/initdata.toml" ] || flow_initdata
     cat <<TOML
 mode = "sim-snp"
 kernel = "$repo/out/guest/release/vmlinuz"
 initrd = "$repo/out/guest/release/initrd.img"
-cmdline = "tsuba.agent.kbs=https://$host_from_guest:$kbs_port tsuba.agent.kbs-pin=$kbs_pin tsuba.agent.image-policy=$policy_id tsuba.agent.plain-http-registry=$host_from_guest:$reg_port$1"
+initdata = "$work/initdata.toml"
+cmdline = "${1# }"
 vcpus = 1
 memory_mib = 512
 [${2}firmware]
