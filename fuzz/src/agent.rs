@@ -11,10 +11,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tsuba_agent::{
-    AttestationService, ContainerService, Containers, GuestPuller, HealthService, ImageService,
-    PullConfig, Reaper, Runner,
+    AttestationService, ContainerService, Containers, Gate, GuestPuller, HealthService,
+    ImageService, InitdataService, PullConfig, Reaper, Runner,
 };
-use tsuba_protocols::agent::{create_attestation, create_container, create_health, create_image};
+use tsuba_protocols::agent::{
+    create_attestation, create_container, create_health, create_image, create_initdata,
+};
 use ttrpc::asynchronous::{Service, TtrpcContext};
 use ttrpc::proto::{GenMessage, MESSAGE_TYPE_REQUEST, Message, Request};
 
@@ -23,25 +25,35 @@ use crate::block_on;
 /// Most frames one input may carry.
 const MAX_FRAMES: usize = 16;
 
-/// The agent's four services, as `tsuba_agent::serve_all` registers them: the image service has
+/// The agent's five services, as `tsuba_agent::serve_all` registers them: the image service has
 /// no broker configured and the attestation service no attester, so nothing leaves the process
 /// (a pull is refused after the request is checked), and the container service has no cgroups
-/// (a create is refused after the spec is checked).
+/// (a create is refused after the spec is checked). Without a TEE the gate is open, and an
+/// initdata document the input provides is parsed, its settings checked and its policy compiled.
 fn services() -> &'static HashMap<String, Service> {
     static SERVICES: OnceLock<HashMap<String, Service>> = OnceLock::new();
     SERVICES.get_or_init(|| {
-        let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> =
-            Arc::new(HealthService::new(Instant::now(), "none", true));
-        let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> = Arc::new(
-            AttestationService::new(Err("no attester in the fuzz target".into())),
-        );
         let puller = Arc::new(GuestPuller::with_images_dir(
             PullConfig::default(),
             Err("no attester in the fuzz target".into()),
             PathBuf::from("/nonexistent/tsuba-fuzz/images"),
         ));
+        let gate = Arc::new(Gate::new(
+            Err("no attester in the fuzz target".into()),
+            Arc::clone(&puller),
+        ));
+        let health: Arc<dyn tsuba_protocols::agent::Health + Send + Sync> = Arc::new(
+            HealthService::new(Instant::now(), "none", Arc::clone(&gate)),
+        );
+        let initdata: Arc<dyn tsuba_protocols::agent::Initdata + Send + Sync> =
+            Arc::new(InitdataService::new(Arc::clone(&gate)));
+        let attestation: Arc<dyn tsuba_protocols::agent::Attestation + Send + Sync> =
+            Arc::new(AttestationService::new(
+                Err("no attester in the fuzz target".into()),
+                Arc::clone(&gate),
+            ));
         let image: Arc<dyn tsuba_protocols::agent::Image + Send + Sync> =
-            Arc::new(ImageService::shared(Arc::clone(&puller)));
+            Arc::new(ImageService::new(Arc::clone(&puller), Arc::clone(&gate)));
         let containers = Containers::new(
             puller,
             Runner::new(
@@ -54,8 +66,9 @@ fn services() -> &'static HashMap<String, Service> {
             PathBuf::from("/nonexistent/tsuba-fuzz/run"),
         );
         let container: Arc<dyn tsuba_protocols::agent::Container + Send + Sync> =
-            Arc::new(ContainerService::new(containers));
+            Arc::new(ContainerService::new(containers, gate));
         let mut services = create_health(health);
+        services.extend(create_initdata(initdata));
         services.extend(create_attestation(attestation));
         services.extend(create_image(image));
         services.extend(create_container(container));
