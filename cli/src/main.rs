@@ -37,6 +37,8 @@ enum Command {
     Image(cmd::image::ImageArgs),
     /// INSECURE, development only: export tee-sim's public roots for a development broker.
     Sim(cmd::sim::SimArgs),
+    /// Generate a pod's agent policy and initdata (`generate`), or test a request (`test`).
+    Policy(cmd::policy::PolicyArgs),
 }
 
 fn main() -> std::process::ExitCode {

@@ -13,6 +13,7 @@ pub(crate) mod image;
 pub(crate) mod image_sign;
 pub(crate) mod kbs;
 pub(crate) mod measure;
+pub(crate) mod policy;
 pub(crate) mod sim;
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -24,5 +25,6 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Kbs(args) => kbs::run(args),
         Command::Image(args) => image::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Policy(args) => policy::run(args),
     }
 }
