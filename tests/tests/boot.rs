@@ -24,12 +24,42 @@ async fn sim_guest_boots_and_its_agent_answers_then_nothing_is_left() {
     let run_dir = sandbox.vm().run_dir().to_owned();
     assert!(run_dir.join("agent.sock").exists());
 
+    // A sim-snp guest launched without initdata serves nothing but health until it gets the
+    // document its launch bound (none: HOST_DATA is zero), and says so.
     let check = sandbox.agent().check(CALL_TIMEOUT).await.unwrap();
     assert_eq!(
         check.status.enum_value_or_default(),
-        tsuba_protocols::agent::ServingStatus::SERVING
+        tsuba_protocols::agent::ServingStatus::NOT_SERVING
+    );
+    assert!(
+        check.reason.contains("initdata has not been given"),
+        "{}",
+        check.reason
     );
     assert!(check.agent_rss_kib > 0, "agent reports its memory use");
+    // The host swaps in a document of its own: refused against the guest's own HOST_DATA, and
+    // the agent is locked for good, saying why.
+    let swapped = "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = \"package agent_policy\"\n";
+    let refused = sandbox
+        .agent()
+        .provide_initdata(swapped.as_bytes(), CALL_TIMEOUT)
+        .await
+        .unwrap_err();
+    let refused = format!("{refused:?}");
+    assert!(refused.contains("HOST_DATA"), "{refused}");
+    let check = sandbox.agent().check(CALL_TIMEOUT).await.unwrap();
+    assert!(
+        check.reason.contains("refused its initdata"),
+        "{}",
+        check.reason
+    );
+    let pull = sandbox
+        .agent()
+        .pull_image("10.0.2.2:5000/app:1", CALL_TIMEOUT)
+        .await
+        .unwrap_err();
+    let pull = format!("{pull:?}");
+    assert!(pull.contains("refused its initdata"), "{pull}");
     let version = sandbox.agent().version(CALL_TIMEOUT).await.unwrap();
     assert_eq!(
         version.protocol_version,
