@@ -617,7 +617,7 @@ fn refuses_pods_it_cannot_express_and_says_what_to_change() {
         ),
         (
             "refuse-deployment.yaml",
-            "the YAML is a Deployment (apps/v1), not a Pod",
+            "the YAML is a Deployment of apiVersion apps/v1, not a v1 Pod",
         ),
     ] {
         let stderr = refused(&fixtures().join(file), &[]);
