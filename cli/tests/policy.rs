@@ -9,6 +9,9 @@
 //! ```
 //!
 //! and review the diff: every changed byte changes the pod's HOST_DATA.
+//!
+//! The digest look-up test needs docker-registry, skopeo and umoci (Debian packages), as the
+//! `tsuba image` tests do.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +21,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+mod encrypt_support;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -612,7 +617,7 @@ fn refuses_pods_it_cannot_express_and_says_what_to_change() {
         ),
         (
             "refuse-deployment.yaml",
-            "the YAML is a Deployment (apps/v1), not a Pod",
+            "the YAML is a Deployment of apiVersion apps/v1, not a v1 Pod",
         ),
     ] {
         let stderr = refused(&fixtures().join(file), &[]);
@@ -777,4 +782,62 @@ fn policy_test_refuses_malformed_requests() {
         "{}",
         text(&run.stderr)
     );
+}
+
+#[test]
+fn an_image_by_tag_is_pinned_to_the_digest_its_registry_serves() {
+    let t = tempfile::tempdir().unwrap();
+    let registry = encrypt_support::Registry::start(None);
+    encrypt_support::source_image(&t.path().join("src"), t.path());
+    encrypt_support::run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", t.path().join("src").display()))
+            .arg(format!("docker://{}/app:v1", registry.addr)),
+    );
+    let digest = encrypt_support::run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{}/app:v1", registry.addr)),
+    );
+    let pinned = format!("{}/app@{}", registry.addr, digest.trim());
+    let yaml = t.path().join("pod.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: app\n    image: {}/app:v1\n    command: [/app/start]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    let run = tsuba(&[
+        "policy",
+        "generate",
+        yaml.to_str().unwrap(),
+        "--plain-http-registry",
+        &registry.addr,
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    // The user is told that the pod must name the pinned reference.
+    assert!(
+        text(&run.stderr).contains(&format!(
+            "image {}/app:v1 is {pinned}: the policy allows only that reference",
+            registry.addr
+        )),
+        "{}",
+        text(&run.stderr)
+    );
+    let policy = out.join("policy.rego");
+    let mut spec = Spec::ctr("unused");
+    spec.args = vec!["/app/start"];
+    let mut input = spec.input();
+    input["image"] = json!(pinned);
+    assert!(decide(&policy, "CreateContainerRequest", input.clone()).0);
+    input["image"] = json!(format!("{}/app:v1", registry.addr));
+    let (ok, out) = decide(&policy, "CreateContainerRequest", input);
+    assert!(!ok);
+    assert!(out.contains("is not allowed by the policy"), "{out}");
 }

@@ -212,7 +212,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         render_policy(&generated.data)
     };
-    AgentPolicy::compile(&policy).context("the generated policy does not compile (a bug)")?;
+    AgentPolicy::compile(&policy)
+        .context("the generated policy cannot be loaded by the agent (fewer containers?)")?;
     let mut entries = settings
         .to_entries()
         .context("cannot write the guest settings")?;
@@ -390,7 +391,8 @@ fn resolve_images(pod: &Pod, args: &GenerateArgs) -> anyhow::Result<BTreeMap<Str
             ImagePlan::Known(image) => {
                 images.insert(reference, image);
             }
-            ImagePlan::Resolve => to_resolve.push(reference),
+            ImagePlan::Resolve if !to_resolve.contains(&reference) => to_resolve.push(reference),
+            ImagePlan::Resolve => {}
         }
     }
     if to_resolve.is_empty() {

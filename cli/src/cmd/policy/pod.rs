@@ -87,8 +87,9 @@ pub(crate) enum PodError {
     Yaml(String),
     /// Another kind of object.
     #[error(
-        "the YAML is a {kind} ({api_version}), not a Pod: give a `apiVersion: v1`, `kind: Pod` \
-         (for a workload such as a Deployment, its pod template written out as a Pod)"
+        "the YAML is a {kind} of apiVersion {api_version}, not a v1 Pod: give an \
+         `apiVersion: v1`, `kind: Pod` document (for a workload such as a Deployment, its pod \
+         template written out as a Pod)"
     )]
     NotAPod {
         /// The kind found.
@@ -163,9 +164,10 @@ struct PodSpec {
     init_containers: Vec<Container>,
     #[serde(default)]
     host_network: bool,
-    #[serde(default)]
+    // Kubernetes spells these two hostPID and hostIPC, not camelCase.
+    #[serde(default, rename = "hostPID")]
     host_pid: bool,
-    #[serde(default)]
+    #[serde(default, rename = "hostIPC")]
     host_ipc: bool,
     #[serde(default)]
     share_process_namespace: bool,
@@ -206,6 +208,8 @@ struct Container {
     lifecycle: Option<Lifecycle>,
     #[serde(default)]
     tty: bool,
+    #[serde(default)]
+    stdin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +402,16 @@ impl Pod {
             containers.push(self.container_policy(c, image, exec)?);
         }
         let mut warnings = Vec::new();
+        for c in self
+            .all_containers()
+            .filter(|c| c.stdin && !stdio.write_stdin)
+        {
+            warnings.push(format!(
+                "container {} sets stdin: true, but the policy refuses writes to stdin \
+                 (give --allow-stdin if the host must write to it)",
+                c.name
+            ));
+        }
         if spec.enable_service_links != Some(false) {
             warnings.push(
                 "enableServiceLinks is not false: kubelet adds variables for every other service \
@@ -566,6 +580,15 @@ fn env(c: &Container) -> Result<Env, PodError> {
                 format!(
                     "variable {} uses valueFrom, which is not supported yet (its value comes \
                      from another object, so the policy cannot pin it): give it a `value`",
+                    var.name
+                ),
+            ));
+        }
+        if var.name.is_empty() || var.name.contains('=') {
+            return Err(container_error(
+                c,
+                format!(
+                    "variable name {:?} is empty or holds '=': give a plain name",
                     var.name
                 ),
             ));
@@ -893,5 +916,75 @@ mod tests {
             Err(PodError::Yaml(_))
         ));
         assert!(matches!(Pod::parse(b"- [unclosed"), Err(PodError::Yaml(_))));
+        assert!(matches!(
+            Pod::parse(b"apiVersion: v2\nkind: Pod\nspec: {}\n"),
+            Err(PodError::NotAPod { api_version, .. }) if api_version == "v2"
+        ));
+        let big = format!(
+            "apiVersion: v1\nkind: Pod\n#{}\n",
+            "x".repeat(MAX_POD_YAML_LEN)
+        );
+        assert!(matches!(
+            Pod::parse(big.as_bytes()),
+            Err(PodError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn refuses_env_from_host_pid_and_bad_names_and_warns_of_stdin_and_service_links() {
+        for (bad, expect) in [
+            (
+                "    envFrom:\n    - configMapRef:\n        name: cfg\n",
+                "envFrom",
+            ),
+            (
+                "    env:\n    - name: \"A=B\"\n      value: x\n",
+                "holds '='",
+            ),
+            (
+                "    volumeDevices:\n    - name: disk\n      devicePath: /dev/xvda\n",
+                "volume disk",
+            ),
+            ("    command: []\n", "`command` is empty"),
+            (
+                "    readinessProbe:\n      exec:\n        command: []\n",
+                "empty command",
+            ),
+            (
+                "    securityContext:\n      runAsUser: 4294967296\n",
+                "runAsUser 4294967296",
+            ),
+            (
+                "    securityContext:\n      seccompProfile:\n        type: Custom\n",
+                "Custom",
+            ),
+        ] {
+            let err = generate(&pod(bad)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("container app: ") && err.contains(expect),
+                "{bad}: {err}"
+            );
+        }
+        for (field, yaml) in [
+            ("hostPID: true", "  hostPID: true\n"),
+            ("hostIPC: true", "  hostIPC: true\n"),
+            ("hostNetwork: true", "  hostNetwork: true\n"),
+            (
+                "shareProcessNamespace: true",
+                "  shareProcessNamespace: true\n",
+            ),
+        ] {
+            let yaml = pod("").replace("spec:\n", &format!("spec:\n{yaml}"));
+            assert!(
+                matches!(generate(&yaml), Err(PodError::PodSetting { field: f, .. }) if f == field),
+                "{field}"
+            );
+        }
+        let g = generate(&pod("    stdin: true\n")).unwrap();
+        assert_eq!(g.warnings.len(), 2, "{:?}", g.warnings);
+        assert!(g.warnings[0].contains("container app sets stdin: true"));
+        assert!(g.warnings[1].contains("enableServiceLinks"));
+        let quiet = pod("").replace("spec:\n", "spec:\n  enableServiceLinks: false\n");
+        assert!(generate(&quiet).unwrap().warnings.is_empty());
     }
 }
