@@ -144,7 +144,13 @@ image_failures(c) := {msg |
 
 process := object.get(input.oci, "process", {})
 
-request_args := object.get(process, "args", [])
+# Absent and null are the same: no arguments (the image's own command).
+request_args := args if {
+	args := object.get(process, "args", [])
+	args != null
+}
+
+request_args := [] if object.get(process, "args", []) == null
 
 # An empty `args` in the policy allows only the image's own entrypoint and command.
 args_failures(c) := {msg |

@@ -143,7 +143,9 @@ flow_image() {
         'cat /etc/motd; echo "it read /app/secret.conf: sha256 $(sha256sum /app/secret.conf | cut -c1-16)..."' \
         >/dev/null
     image=127.0.0.1:$reg_port/demo:enc
-    guest_image=$host_from_guest:$reg_port/demo:enc
+    # The guest pulls by digest, the one the agent policy pins.
+    guest_image=$host_from_guest:$reg_port/demo@sha256:$(skopeo inspect --raw --tls-verify=false \
+        "docker://$image" | sha256sum | cut -d' ' -f1)
     "$tsuba" image encrypt --from "oci:$layout:v1" --to "docker://$image" \
         --plain-http "127.0.0.1:$reg_port" --key-provider "$key_id" \
         --kbs-admin-url "$kbs_url" --kbs-admin-key "$work/admin.pem" --kbs-admin-ca "$work/kbs-ca.pem"
@@ -153,36 +155,37 @@ flow_image() {
     admin set-resource "${policy_id#kbs:///}" "$work/policy.json"
 }
 
-# The pod's initdata ($work/initdata.toml): the broker, its key pin, the signature policy's
-# resource and the registry (CoCo's aa.toml and cdh.toml, tsuba.toml), and the agent policy. Its
-# digest becomes HOST_DATA; the guest checks it against its own report before using any of it.
-# The demo's policy is the permissive one until `tsuba policy generate` covers ctr's spec.
+# The pod's initdata ($work/initdata.toml), from `tsuba policy generate` over the Pod YAML of the
+# containers the demo and the benchmark run (all of the one pinned image; ctr gives no CRI names,
+# so the policy matches them by image and command): the broker, its key pin, the signature
+# policy's resource and the registry, and the agent policy that allows exactly these containers.
+# Its digest becomes HOST_DATA; the guest checks it against its own report before using any of it.
 flow_initdata() {
-    cat >"$work/initdata.toml" <<TOML
-version = "0.1.0"
-algorithm = "sha384"
-
-[data]
-"aa.toml" = '''
-[token_configs.kbs]
-url = "https://$host_from_guest:$kbs_port"
-'''
-"cdh.toml" = '''
-[kbc]
-name = "cc_kbc"
-url = "https://$host_from_guest:$kbs_port"
-
-[image]
-image_security_policy_uri = "$policy_id"
-'''
-"tsuba.toml" = '''
-kbs_pin = "$kbs_pin"
-plain_http_registries = ["$host_from_guest:$reg_port"]
-'''
-"policy.rego" = '''
-$(cat "$repo/policy/rego/permissive.rego")
-'''
-TOML
+    cat >"$work/pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: demo
+spec:
+  enableServiceLinks: false
+  containers:
+  - name: demo
+    image: $guest_image
+  - name: one
+    image: $guest_image
+    command: ["sh", "-c", "echo one"]
+  - name: two
+    image: $guest_image
+    command: ["sh", "-c", "echo two"]
+  - name: sleeper
+    image: $guest_image
+    command: ["sh", "-c", "sleep 600"]
+YAML
+    "$tsuba" policy generate "$work/pod.yaml" --output-dir "$work/pod" \
+        --kbs-url "https://$host_from_guest:$kbs_port" --kbs-pin "$kbs_pin" \
+        --image-policy "$policy_id" --plain-http-registry "$host_from_guest:$reg_port" >/dev/null
+    cp "$work/pod/initdata.toml" "$work/initdata.toml"
+    host_data=$(sed -n 's/^host_data=//p' "$work/pod/reference-values.txt")
 }
 
 # The guest's launch: a `tsuba measure` launch config, and the shim's runtime config whose [vm]

@@ -411,8 +411,9 @@ impl Pod {
                 match created {
                     Ok(r) => {
                         // The phases a user waits for (docs/shim.md; `make demo` and
-                        // bench/ctr-run.sh print them). The guest's own split: attestation,
-                        // the pull (keys, decryption, unpacking), the container's set-up.
+                        // bench/ctr-run.sh print them). The guest's own split: the policy's
+                        // decision, attestation, the pull (keys, decryption, unpacking), the
+                        // container's set-up.
                         info!(
                             id = %req.id,
                             image = %image,
@@ -421,6 +422,7 @@ impl Pod {
                             attest_ms = r.attest_ms,
                             pull_ms = r.pull_ms,
                             setup_ms = r.setup_ms,
+                            policy_us = r.policy_us,
                             "the guest attested, pulled its image and created the container"
                         );
                         r.pid

@@ -129,7 +129,18 @@ async fn an_oversized_nonce_is_refused_by_the_agent() {
     let a = Artefacts::from_env();
     let work = tempfile::tempdir().unwrap();
     let runs = tempfile::tempdir().unwrap();
-    let config = sim_config(&a, work.path(), &a.initrd(), "");
+    // With initdata (no policy: the default allows diagnostic reports), so the refusal below is
+    // the nonce's bound and not the wait for initdata.
+    std::fs::write(work.path().join("initdata.toml"), INITDATA).unwrap();
+    drop(sim_config(&a, work.path(), &a.initrd(), ""));
+    let launch = work.path().join("launch.toml");
+    let text = std::fs::read_to_string(&launch).unwrap();
+    std::fs::write(
+        &launch,
+        format!("initdata = {:?}\n{text}", work.path().join("initdata.toml")),
+    )
+    .unwrap();
+    let config = LaunchConfig::from_file(&launch).unwrap();
     let sandbox = Sandbox::start(&config, &options_in(runs.path()), AGENT_TIMEOUT)
         .await
         .unwrap();
@@ -142,7 +153,14 @@ async fn an_oversized_nonce_is_refused_by_the_agent() {
     sandbox.stop().await.unwrap();
     let err = result.unwrap_err();
     assert!(err.to_string().contains("GetDiagnosticReport"), "{err}");
-    assert!(check.is_ok());
+    assert!(
+        format!("{err:?}").contains("nonce longer than 64 bytes"),
+        "{err:?}"
+    );
+    assert_eq!(
+        check.unwrap().status.enum_value_or_default(),
+        tsuba_protocols::agent::ServingStatus::SERVING
+    );
     assert_nothing_left(runs.path());
 }
 

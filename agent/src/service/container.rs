@@ -136,6 +136,7 @@ impl Container for ContainerService {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        let deciding = std::time::Instant::now();
         self.admit(AgentRequest::CreateContainer, || {
             json!({
                 "container_id": req.container_id,
@@ -144,6 +145,7 @@ impl Container for ContainerService {
                 "oci": spec,
             })
         })?;
+        let policy_us = u64::try_from(deciding.elapsed().as_micros()).unwrap_or(u64::MAX);
         let created = status(
             self.containers
                 .create(&req.container_id, &req.image, &req.oci_spec)
@@ -164,6 +166,7 @@ impl Container for ContainerService {
         resp.attest_ms = tsuba_protocols::agent::millis(created.pull_timings.attest);
         resp.pull_ms = tsuba_protocols::agent::millis(created.pull_timings.pull);
         resp.setup_ms = tsuba_protocols::agent::millis(created.setup);
+        resp.policy_us = policy_us;
         Ok(resp)
     }
 

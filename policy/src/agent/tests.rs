@@ -337,6 +337,30 @@ fn stdio_is_readable_by_default_and_switchable() {
 }
 
 #[test]
+fn absent_or_null_arguments_mean_the_image_s_own_command() {
+    let mut data = data();
+    data.containers[0].args.clear();
+    let policy = policy(&data);
+    let mut request = create();
+    request["oci"]["process"]["args"] = json!(null);
+    policy
+        .decide(AgentRequest::CreateContainer, &request)
+        .unwrap();
+    request["oci"]["process"]
+        .as_object_mut()
+        .unwrap()
+        .remove("args");
+    policy
+        .decide(AgentRequest::CreateContainer, &request)
+        .unwrap();
+    request["oci"]["process"]["args"] = json!(["sh"]);
+    assert!(
+        refusal(&policy, AgentRequest::CreateContainer, &request)
+            .contains("command [\"sh\"] is not the policy's []")
+    );
+}
+
+#[test]
 fn a_signed_image_is_allowed_by_repository_with_any_tag_or_digest() {
     let mut signed = app();
     signed.signed = true;
