@@ -250,8 +250,13 @@ nnp_failures(c) := {msg |
 	msg := "the policy requires noNewPrivileges (allowPrivilegeEscalation: false)"
 }
 
+# The device nodes OCI gives every container (ctr adds them to its specs); the agent makes
+# them from the guest's own /dev. Any other device is a host device.
+default_devices := {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
+
 device_failures(c) := {msg |
 	some d in object.get(request_linux, "devices", [])
+	not object.get(d, "path", "") in default_devices
 	msg := sprintf("device %s is not allowed by the policy", [object.get(d, "path", "")])
 }
 

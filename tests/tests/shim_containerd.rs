@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    Broker, BrokerPki, Guarded, HOST_FROM_GUEST, KEY_ID, Registry, free_port, hex_of,
-    permissive_initdata, rand_bytes, run, tsuba_bin, write_busybox_image,
+    Broker, BrokerPki, Guarded, HOST_FROM_GUEST, KEY_ID, Registry, free_port, guest_settings,
+    hex_of, permissive_initdata, rand_bytes, run, tsuba_bin, write_busybox_image,
 };
 use tsuba_shim::config::RuntimeConfig;
 use tsuba_tests::{Artefacts, processes_mentioning};
@@ -345,8 +345,12 @@ struct World {
     _registry: Registry,
     broker: Broker,
     image: String,
+    /// The image by its manifest digest, as a generated agent policy pins it.
+    pinned: String,
     /// Initdata naming this broker and registry, with the permissive agent policy.
     initdata: PathBuf,
+    /// What a generated initdata tells the guest: this broker, its pin, this registry.
+    settings: tsuba_policy::GuestSettings,
 }
 
 fn world(a: &Artefacts, dir: &Path) -> World {
@@ -374,6 +378,13 @@ fn world(a: &Artefacts, dir: &Path) -> World {
             registry.port
         )));
     let initdata = permissive_initdata(dir, broker_port, &pin, registry.port);
+    let settings = guest_settings(broker_port, &pin, registry.port);
+    let manifest = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://127.0.0.1:{}/e2e/busybox:v1", registry.port),
+    ]));
     let broker = Broker::start(&dir.join("kbs"), broker_port, &pki, &dir.join("tee-sim"));
     broker.admin(&["set-resource", "default/image-kek/e2e"], Some(&kek));
     let policy = dir.join("policy.json");
@@ -389,9 +400,15 @@ fn world(a: &Artefacts, dir: &Path) -> World {
     let _ = a;
     World {
         image: format!("{HOST_FROM_GUEST}:{}/e2e/busybox:v1", registry.port),
+        pinned: format!(
+            "{HOST_FROM_GUEST}:{}/e2e/busybox@{}",
+            registry.port,
+            tsuba_image_rs::Digest::of(&manifest)
+        ),
         _registry: registry,
         broker,
         initdata,
+        settings,
     }
 }
 
@@ -411,6 +428,25 @@ impl World {
         initdata: &Path,
     ) -> PathBuf {
         runtime_config(a, dir, name, extra_cmdline, "", Some(initdata))
+    }
+
+    /// The initdata `tsuba policy generate` writes for `pod_yaml`, with this world's broker and
+    /// registry: the agent policy allows exactly the pod's containers.
+    fn generated_initdata(&self, dir: &Path, pod_yaml: &str) -> PathBuf {
+        let yaml = dir.join("pod.yaml");
+        std::fs::write(&yaml, pod_yaml).unwrap();
+        let out = dir.join("generated");
+        let s = &self.settings;
+        run(Command::new(tsuba_bin())
+            .args(["policy", "generate"])
+            .arg(&yaml)
+            .arg("--output-dir")
+            .arg(&out)
+            .args(["--kbs-url", s.kbs_url.as_deref().unwrap()])
+            .args(["--kbs-pin", s.kbs_pin.as_deref().unwrap()])
+            .args(["--image-policy", s.image_policy.as_deref().unwrap()])
+            .args(["--plain-http-registry", &s.plain_http_registries[0]]));
+        out.join("initdata.toml")
     }
 
     /// Registers `config`'s launch measurement as the only reference value.
@@ -713,7 +749,18 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     let empty = dir.join("empty");
     std::fs::create_dir(&empty).unwrap();
     let w = world(&a, dir);
-    let config = w.config(&a, dir, "runtime.toml", "");
+    // The pod's agent policy, generated from its Pod YAML: exactly these three commands of the
+    // pinned image (ctr gives no CRI names: the policy finds them by image and command).
+    let pod_yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pod1\nspec:\n  enableServiceLinks: false\n  \
+         containers:\n\
+         \x20 - name: c2\n    image: {img}\n    command: [\"sh\", \"-c\", \"echo in-the-pod; exit 7\"]\n\
+         \x20 - name: c3\n    image: {img}\n    command: [\"sh\", \"-c\", \"echo c3-up; sleep 600 & wait $!\"]\n\
+         \x20 - name: c4\n    image: {img}\n    command: [\"dd\", \"if=/dev/zero\", \"of=/dev/null\", \"bs=64M\", \"count=1\"]\n",
+        img = w.pinned
+    );
+    let initdata = w.generated_initdata(dir, &pod_yaml);
+    let config = w.config_with(&a, dir, "runtime.toml", "", &initdata);
     w.trust(dir, &config);
     let mut containerd = Containerd::start(&dir.join("containerd"));
     let mut events = Foreground::spawn(&containerd, &["events".to_owned()]);
@@ -734,7 +781,7 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     let out = containerd.ctr(&sandbox, b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let member = |id: &str, extra: &[&str], cmd: &[&str]| {
-        let image = format!("--annotation=io.kubernetes.cri.image-name={}", w.image);
+        let image = format!("--annotation=io.kubernetes.cri.image-name={}", w.pinned);
         let mut flags = vec![
             "--annotation=io.kubernetes.cri.container-type=container",
             "--annotation=io.kubernetes.cri.sandbox-id=pod1",
@@ -755,6 +802,38 @@ fn a_pods_containers_share_one_vm_with_exit_codes_oom_and_a_containerd_restart()
     );
     c3.wait_for("c3-up");
     assert_eq!(qemu_processes(dir).len(), 1, "one VM for the pod");
+
+    // What the pod's policy does not list: another command, and any exec.
+    let other = member("c5", &[], &["sh", "-c", "cat /etc/marker"]);
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let out = containerd.ctr(&other, b"");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("rule CreateContainerRequest"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains(MARKER),
+        "the refused container printed nothing"
+    );
+    let _ = containerd.ctr(&["container", "rm", "c5"], b"");
+    let exec = containerd.ctr(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "x1",
+            "c3",
+            "cat",
+            "/etc/marker",
+        ],
+        b"",
+    );
+    let err = text(&exec.stderr);
+    assert!(
+        !exec.status.success() && err.contains("rule ExecProcessRequest"),
+        "{err}"
+    );
 
     // Over its 16 MiB limit: OOM-killed with 137, and containerd gets the OOM event.
     let c4 = Foreground::spawn(

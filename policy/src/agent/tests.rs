@@ -220,7 +220,13 @@ fn refused_requests_name_the_rule_and_say_why() {
         );
         assert!(got.contains(message), "{what}: {got}");
     }
-    // The privileged row names its device as well.
+    // OCI's default devices are not host devices; the privileged row's device is.
+    let mut request = create();
+    request["oci"]["linux"]["devices"] =
+        json!([{"path": "/dev/null", "type": "c"}, {"path": "/dev/tty", "type": "c"}]);
+    policy
+        .decide(AgentRequest::CreateContainer, &request)
+        .unwrap();
     let mut request = create();
     request["oci"]["linux"]["devices"] = json!([{"path": "/dev/sda", "type": "b"}]);
     assert!(
