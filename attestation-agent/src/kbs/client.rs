@@ -474,9 +474,18 @@ mod tests {
         let jwk = serde_json::json!({"kty": "EC", "crv": "P-256"});
         let evidence = serde_json::json!({"report_data": "cmQ=", "svn": "1"});
         // Byte for byte the shape of docs' wire capture (field order of kbs_types::Attestation).
+        // The key and the evidence are written as their own values order their members (sorted,
+        // or as inserted when the workspace turns on serde_json's preserve_order, as regorus
+        // does): the envelope's order is what this function decides.
+        let (key, primary) = (
+            serde_json::to_string(&jwk).unwrap(),
+            serde_json::to_string(&evidence).unwrap(),
+        );
         assert_eq!(
             attestation_body(None, "bm9uY2U=", &jwk, &evidence).unwrap(),
-            r#"{"init-data":null,"runtime-data":{"nonce":"bm9uY2U=","tee-pubkey":{"crv":"P-256","kty":"EC"}},"tee-evidence":{"primary_evidence":{"report_data":"cmQ=","svn":"1"},"additional_evidence":""}}"#
+            format!(
+                r#"{{"init-data":null,"runtime-data":{{"nonce":"bm9uY2U=","tee-pubkey":{key}}},"tee-evidence":{{"primary_evidence":{primary},"additional_evidence":""}}}}"#
+            )
         );
         let text =
             "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"a\" = '''\nb \"q\"\n'''\n";
