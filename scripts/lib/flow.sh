@@ -143,13 +143,13 @@ flow_image() {
         'cat /etc/motd; echo "it read /app/secret.conf: sha256 $(sha256sum /app/secret.conf | cut -c1-16)..."' \
         >/dev/null
     image=127.0.0.1:$reg_port/demo:enc
-    # The guest pulls by digest, the one the agent policy pins.
-    guest_image=$host_from_guest:$reg_port/demo@sha256:$(skopeo inspect --raw --tls-verify=false \
-        "docker://$image" | sha256sum | cut -d' ' -f1)
     "$tsuba" image encrypt --from "oci:$layout:v1" --to "docker://$image" \
         --plain-http "127.0.0.1:$reg_port" --key-provider "$key_id" \
         --kbs-admin-url "$kbs_url" --kbs-admin-key "$work/admin.pem" --kbs-admin-ca "$work/kbs-ca.pem"
     rm -rf "$work/bundle" "$layout"
+    # The guest pulls by digest (of what was pushed), the one the agent policy pins.
+    guest_image=$host_from_guest:$reg_port/demo@sha256:$(skopeo inspect --raw --tls-verify=false \
+        "docker://$image" | sha256sum | cut -d' ' -f1)
     # The guest's signature policy, from the broker.
     echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$work/policy.json"
     admin set-resource "${policy_id#kbs:///}" "$work/policy.json"
