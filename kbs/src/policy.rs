@@ -209,9 +209,10 @@ impl Policy {
             .add_data(regorus::Value::from(data))
             .map_err(|err| PolicyError::Input(err.into()))?;
         // Evaluate once with an empty input so a policy that fails to compile is refused at load.
-        let mut probe = engine.clone();
-        probe.set_input(regorus::Value::from(serde_json::json!({})));
-        probe
+        // On the engine itself: that prepares it once, and every evaluation's clone inherits it
+        // instead of preparing again.
+        engine.set_input(regorus::Value::from(serde_json::json!({})));
+        engine
             .eval_rule("data.policy.allow".into())
             .map_err(|err| PolicyError::Compile(err.into()))?;
         Ok(Self {

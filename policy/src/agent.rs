@@ -278,11 +278,13 @@ impl AgentPolicy {
         // Which rules exist (regorus errs on a path that names no rule). A rule that errs on an
         // empty request otherwise (a conflict, a bad builtin call) would refuse every request at
         // run time: refuse the policy now instead.
+        // The probes run on the engine itself, not a clone: the first evaluation prepares it
+        // (rule analysis, scheduling), and the clone each decision starts from then inherits
+        // that instead of preparing again (about 0.45 ms a decision on this machine).
         let mut defined = [false; AgentRequest::ALL.len()];
+        engine.set_input(regorus::Value::from(serde_json::json!({})));
         for (slot, request) in defined.iter_mut().zip(AgentRequest::ALL) {
-            let mut probe = engine.clone();
-            probe.set_input(regorus::Value::from(serde_json::json!({})));
-            match probe.eval_rule(format!("data.agent_policy.{}", request.rule())) {
+            match engine.eval_rule(format!("data.agent_policy.{}", request.rule())) {
                 Ok(_) => *slot = true,
                 Err(e) if e.to_string().contains("not a valid rule path") => {}
                 Err(e) => {
