@@ -48,7 +48,7 @@ first_line_ms() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-fields=(first floor boot create attest pull setup start)
+fields=(first floor boot create attest pull setup start policy)
 for f in "${fields[@]}"; do : >"$work/$f.txt"; done
 greeting="hello from inside a confidential guest"
 for i in $(seq "$runs"); do
@@ -59,6 +59,7 @@ for i in $(seq "$runs"); do
     for f in boot create attest pull setup start; do
         flow_phase "${f}_ms" "run$i" >>"$work/$f.txt"
     done
+    flow_phase policy_us "run$i" >>"$work/policy.txt"
 done
 
 # A pod: the CRI sandbox boots the VM; its first container pulls, the second does not.
@@ -88,9 +89,11 @@ row "    attestation, policy from the broker" attest
 row "    pull: manifest, layers, keys, decrypt, unpack" pull
 row "    layer, cgroup, namespaces, init process" setup
 row "  container start" start
+printf '%-52s %6s µs   [%s]\n' "  the agent policy's decision on CreateContainer" "$(median <"$work/policy.txt")" "$(paste -sd' ' "$work/policy.txt")"
 echo "first output / floor:                                $(awk -v a="$(median <"$work/first.txt")" -v b="$(median <"$work/floor.txt")" 'BEGIN {printf "%.2f", a/b}')"
 echo "in a running pod, first container (pulls):          $first_pulls ms"
 echo "in a running pod, second container (no pull):       $second ms"
 echo "shim RSS, pod running a container:                  $shim_rss KiB"
+echo "agent RSS, policy compiled (after initdata):        $(grep -oE 'agent_rss_kib=[0-9]+' "$work/containerd.log" | tail -n 1 | cut -d= -f2) KiB"
 echo "QEMU RSS, pod running a container:                  $qemu_rss KiB (guest RAM $guest_mib MiB)"
 echo "release initrd:                                      $size bytes"

@@ -186,9 +186,15 @@ impl Sandbox {
                     .await
                 {
                     Ok(provided) => {
+                        // The agent's memory with the policy compiled (docs/performance.md).
+                        let agent_rss_kib = agent
+                            .check(agent_timeout)
+                            .await
+                            .map_or(0, |c| c.agent_rss_kib);
                         info!(
                             binding = %provided.binding,
                             policy = %provided.policy,
+                            agent_rss_kib,
                             "the guest took its initdata"
                         );
                         Ok(Ok(agent))
