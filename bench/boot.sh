@@ -17,8 +17,31 @@ trap 'rm -rf "$work"' EXIT
 . "$repo/bench/floor.sh"
 floor_initrd "$work" >/dev/null
 
+# The agent boots as for a pod: it takes an initdata document whose policy is the one
+# `tsuba policy generate` writes for a five-container pod, so the figures below include checking
+# the document against the guest's report and compiling the policy (RSS with the engine loaded).
+cat > "$work/pod.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bench
+spec:
+  enableServiceLinks: false
+  containers:
+YAML
+for n in 1 2 3 4 5; do
+    cat >> "$work/pod.yaml" <<YAML
+  - name: c$n
+    image: registry.example:5000/app$n@sha256:$(printf '%064d' "$n")
+    command: ["/app", "--serve", "--id=$n"]
+    env: [{name: MODE, value: prod}]
+YAML
+done
+"$tsuba" policy generate "$work/pod.yaml" --offline --output-dir "$work/pod" >/dev/null
+
 config() { # initrd memory_mib
     cat > "$work/launch-$2.toml" <<TOML
+initdata = "$work/pod/initdata.toml"
 mode = "sim-snp"
 kernel = "$guest/vmlinuz"
 initrd = "$1"

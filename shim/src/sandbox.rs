@@ -181,11 +181,14 @@ impl Sandbox {
         let outcome = match outcome {
             Ok(Ok(agent)) => match &config.initdata {
                 // Before anything else: a TEE guest serves nothing until it has its initdata.
-                Some(doc) => match agent
-                    .provide_initdata(doc.as_str().as_bytes(), agent_timeout)
-                    .await
-                {
-                    Ok(provided) => {
+                Some(doc) => match {
+                    let providing = std::time::Instant::now();
+                    let provided = agent
+                        .provide_initdata(doc.as_str().as_bytes(), agent_timeout)
+                        .await;
+                    (provided, providing.elapsed())
+                } {
+                    (Ok(provided), took) => {
                         // The agent's memory with the policy compiled (docs/performance.md).
                         let agent_rss_kib = agent
                             .check(agent_timeout)
@@ -194,12 +197,13 @@ impl Sandbox {
                         info!(
                             binding = %provided.binding,
                             policy = %provided.policy,
+                            initdata_ms = tsuba_protocols::agent::millis(took),
                             agent_rss_kib,
                             "the guest took its initdata"
                         );
                         Ok(Ok(agent))
                     }
-                    Err(e) => Ok(Err(e)),
+                    (Err(e), _) => Ok(Err(e)),
                 },
                 None => Ok(Ok(agent)),
             },

@@ -76,8 +76,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let result = async {
             let check = sandbox.agent().check(timeout).await?;
             let version = sandbox.agent().version(timeout).await?;
-            // In sim-snp mode, the guest's own evidence, from the tee-sim device.
-            let report = if config.mode == tsuba_vmm_tee::Mode::SimSnp {
+            // In sim-snp mode, the guest's own evidence, from the tee-sim device. Without
+            // initdata the agent serves nothing but health (Health.Check says why).
+            let report = if config.mode == tsuba_vmm_tee::Mode::SimSnp && config.initdata.is_some()
+            {
                 let asked = std::time::Instant::now();
                 let report = sandbox.agent().diagnostic_report(b"tsuba demo", timeout).await?;
                 Some((report, asked.elapsed()))
@@ -101,6 +103,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             check.uptime_ms,
             check.agent_rss_kib
         );
+        if !check.reason.is_empty() {
+            println!("  not serving: {}", check.reason);
+        }
         println!(
             "Health.Version: agent {}, protocol v{}, guest kernel {}, tee {}",
             version.agent_version, version.protocol_version, version.kernel_release, version.tee
