@@ -19,8 +19,8 @@ use tsuba_image_rs::Digest;
 use tsuba_image_rs::ocicrypt::{KeyId, PrivateKey, Recipients, encrypt_layer};
 use tsuba_image_rs::signature::{PayloadKind, SignedPayload};
 use tsuba_protocols::agent::{
-    CheckRequest, CreateContainerRequest, DiagnosticReportRequest, PullImageRequest,
-    SignalProcessRequest, VersionRequest,
+    CheckRequest, CreateContainerRequest, DiagnosticReportRequest, ProvideInitdataRequest,
+    PullImageRequest, SignalProcessRequest, VersionRequest,
 };
 use tsuba_protocols::evidence::{GUID_ARK, GUID_VCEK, ReportData, SnpCertEntry, SnpCertTable};
 use tsuba_protocols::simdev::{Request, Response, SimTee, encode_request, encode_response};
@@ -428,6 +428,53 @@ fn agent(w: &Writer) -> Result<()> {
         "tsuba.agent.v1.Container",
         "SignalProcess",
         signal.write_to_bytes()?,
+    )?;
+    // The pod's initdata: broker settings and a generated-shape policy listing the container
+    // above (parsed, checked and compiled by the agent's gate).
+    let mut data = tsuba_policy::GuestSettings {
+        kbs_url: Some("https://10.0.2.2:8443".into()),
+        kbs_pin: Some(format!("sha256:{}", "ab".repeat(32))),
+        image_policy: Some("kbs:///default/security-policy/app".into()),
+        plain_http_registries: vec!["10.0.2.2:5000".into()],
+        ..tsuba_policy::GuestSettings::default()
+    }
+    .to_entries()?;
+    let policy = tsuba_policy::PolicyData {
+        containers: vec![tsuba_policy::ContainerPolicy {
+            name: String::new(),
+            image: "10.0.2.2:5000/app:1".into(),
+            signed: true,
+            args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into(), "TERM=xterm".into()],
+            env_any_value: Vec::new(),
+            cwd: "/".into(),
+            uid: Some(0),
+            capabilities: vec!["CAP_CHOWN".into(), "CAP_KILL".into()],
+            mounts: Vec::new(),
+            seccomp_required: true,
+            no_new_privileges: true,
+            exec: vec![vec!["cat".into(), "/etc/hostname".into()]],
+        }],
+        ..tsuba_policy::PolicyData::default()
+    };
+    data.insert(
+        tsuba_policy::POLICY_REGO.into(),
+        tsuba_policy::render_policy(&policy),
+    );
+    let initdata = tsuba_policy::render_initdata(tsuba_policy::InitdataAlgorithm::Sha384, &data)?;
+    let mut provide = ProvideInitdataRequest::new();
+    provide.document = initdata.as_str().as_bytes().to_vec();
+    let provide = frame(
+        13,
+        "tsuba.agent.v1.Initdata",
+        "Provide",
+        provide.write_to_bytes()?,
+    )?;
+    w.put("agent_request", "provide-initdata", &provide)?;
+    w.put(
+        "agent_request",
+        "initdata-then-create",
+        &[provide.clone(), create.clone()].concat(),
     )?;
     w.put("agent_request", "create-container", &create)?;
     w.put("agent_request", "signal-process", &signal)?;
