@@ -112,6 +112,30 @@ async fn watch_console(path: &std::path::Path) -> String {
     }
 }
 
+/// Gives the guest its initdata; logs how long it took and the agent's memory with the policy
+/// compiled (docs/performance.md). A refusal (another document than the launch bound, a bad one)
+/// is the agent's error, with its reason.
+async fn provide_initdata(
+    agent: AgentClient,
+    doc: &tsuba_policy::Initdata,
+    timeout: Duration,
+) -> Result<AgentClient, AgentClientError> {
+    let providing = std::time::Instant::now();
+    let provided = agent
+        .provide_initdata(doc.as_str().as_bytes(), timeout)
+        .await?;
+    let took = providing.elapsed();
+    let agent_rss_kib = agent.check(timeout).await.map_or(0, |c| c.agent_rss_kib);
+    info!(
+        binding = %provided.binding,
+        policy = %provided.policy,
+        initdata_ms = tsuba_protocols::agent::millis(took),
+        agent_rss_kib,
+        "the guest took its initdata"
+    );
+    Ok(agent)
+}
+
 /// A running sandbox VM with a connected agent.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -178,36 +202,10 @@ impl Sandbox {
             Ok(Ok(agent)) => Ok(Ok(agent)),
             Err(e) => Err(e),
         };
-        let outcome = match outcome {
-            Ok(Ok(agent)) => match &config.initdata {
-                // Before anything else: a TEE guest serves nothing until it has its initdata.
-                Some(doc) => match {
-                    let providing = std::time::Instant::now();
-                    let provided = agent
-                        .provide_initdata(doc.as_str().as_bytes(), agent_timeout)
-                        .await;
-                    (provided, providing.elapsed())
-                } {
-                    (Ok(provided), took) => {
-                        // The agent's memory with the policy compiled (docs/performance.md).
-                        let agent_rss_kib = agent
-                            .check(agent_timeout)
-                            .await
-                            .map_or(0, |c| c.agent_rss_kib);
-                        info!(
-                            binding = %provided.binding,
-                            policy = %provided.policy,
-                            initdata_ms = tsuba_protocols::agent::millis(took),
-                            agent_rss_kib,
-                            "the guest took its initdata"
-                        );
-                        Ok(Ok(agent))
-                    }
-                    (Err(e), _) => Ok(Err(e)),
-                },
-                None => Ok(Ok(agent)),
-            },
-            other => other,
+        // Before anything else: a TEE guest serves nothing until it has its initdata.
+        let outcome = match (outcome, &config.initdata) {
+            (Ok(Ok(agent)), Some(doc)) => Ok(provide_initdata(agent, doc, agent_timeout).await),
+            (outcome, _) => outcome,
         };
         match outcome {
             Ok(Ok(agent)) => {
