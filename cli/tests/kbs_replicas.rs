@@ -467,7 +467,7 @@ fn a_database_with_a_newer_schema_is_refused_at_start() {
     assert!(
         replica
             .log()
-            .contains("database schema version 999 is newer than this broker's 1"),
+            .contains("database schema version 999 is newer than this broker's 2"),
         "{}",
         replica.log()
     );
@@ -1017,6 +1017,83 @@ async fn one_nonce_sent_to_three_replicas_at_once_is_taken_once() {
                     "session is not usable: session nonce already used".into()
                 ),
             ]
+        );
+    }
+}
+
+/// An auth from the loopback address `from` (each 127.0.0.x is another client to the broker).
+async fn auth_from(url: &str, from: [u8; 4]) -> Reply {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    send(client.post(format!("{url}/kbs/v0/auth")).body(AUTH)).await
+}
+
+/// Sessions waiting for attestation are bounded in the database, for all replicas together:
+/// per client exactly (twenty auths at once from one client, spread over three replicas, get
+/// exactly its five), and in total (a sixth client finds the table full).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenged_sessions_are_bounded_per_client_and_in_total_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let keys = Keys::new(dir.path());
+    let limits = ["--max-sessions-per-client", "5", "--max-sessions", "8"];
+    let replicas: Vec<Replica> = (0..3)
+        .map(|n| {
+            let replica = Replica::spawn(
+                Backend::Database(&pg),
+                &keys,
+                &dir.path().join(format!("bounded-{n}.log")),
+                &limits,
+            );
+            replica.wait_ready();
+            replica
+        })
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    let burst: Vec<_> = (0..20)
+        .map(|n| {
+            let url = urls[n % urls.len()].clone();
+            tokio::spawn(async move { auth_from(&url, [127, 0, 0, 2]).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for auth in burst {
+        statuses.push(auth.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let limited = auth_from(&urls[1], [127, 0, 0, 2]).await;
+    assert_eq!(
+        (limited.status, limited.kind().as_str()),
+        (429, "TooManySessionsFromClient")
+    );
+    // Three more clients fill the table to its eight; the next client is refused, on any
+    // replica, while the first clients are refused for their own limit still.
+    for (n, from) in [[127, 0, 0, 3], [127, 0, 0, 4], [127, 0, 0, 5]]
+        .into_iter()
+        .enumerate()
+    {
+        let reply = auth_from(&urls[n % 3], from).await;
+        assert_eq!(reply.status, 200, "{}", reply.detail());
+    }
+    for url in &urls {
+        let full = auth_from(url, [127, 0, 0, 6]).await;
+        assert_eq!(
+            (full.status, full.kind().as_str()),
+            (503, "TooManySessions"),
+            "{}",
+            full.detail()
         );
     }
 }

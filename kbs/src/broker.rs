@@ -39,7 +39,8 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// How long an attestation token is valid.
     pub token_ttl: Duration,
-    /// Most live sessions at once.
+    /// Most live sessions at once (in-process); with a database, most sessions waiting for
+    /// attestation across every replica.
     pub max_sessions: usize,
     /// Most sessions one client (IP address, IPv6 /64) may have waiting for attestation.
     pub max_sessions_per_client: usize,
@@ -277,8 +278,11 @@ impl Broker {
                     tee,
                     &session.nonce,
                     client_key(client),
-                    self.config.session_ttl,
-                    self.config.max_sessions_per_client,
+                    crate::postgres::SessionLimits {
+                        ttl: self.config.session_ttl,
+                        max_per_client: self.config.max_sessions_per_client,
+                        max_total: self.config.max_sessions,
+                    },
                 )
                 .map_err(KbsError::Store)?
                 .map_err(KbsError::Session)?;

@@ -36,11 +36,24 @@ use crate::session::{ClientKey, SessionError, SessionId};
 use crate::store::{MAX_RESOURCE_LEN, ResourcePath, StateStore, StoreError};
 use crate::token::TokenClaims;
 
+/// How long a new session lives, and how many sessions may wait for attestation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLimits {
+    /// The session's lifetime.
+    pub(crate) ttl: Duration,
+    /// Most sessions one client address may have waiting (exact).
+    pub(crate) max_per_client: usize,
+    /// Most sessions waiting in all, across replicas (concurrent creates may pass it by their
+    /// number).
+    pub(crate) max_total: usize,
+}
+
 /// The newest schema this broker knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migrations: entry `n` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE tsuba_kbs_meta (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     generation bigint NOT NULL
@@ -69,7 +82,35 @@ CREATE TABLE tsuba_kbs_admin_tokens (
     id bytea PRIMARY KEY,
     expires bigint NOT NULL
 );
-"];
+",
+    r"
+-- Version 2: sessions are created by one function that bounds them per client (exactly: the
+-- client's count and the insert happen under an advisory lock on the client) and in total
+-- (the count of every session waiting for attestation, without a lock: concurrent creates can
+-- pass it by at most their number). Returns 0 (created), 1 (client limit) or 2 (full).
+CREATE FUNCTION tsuba_kbs_create_session(
+    p_id text, p_tee text, p_nonce text, p_client text, p_ttl_ms double precision,
+    p_max_per_client bigint, p_max_total bigint
+) RETURNS smallint LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_client IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(29811, hashtext(p_client));
+        IF (SELECT count(*) FROM tsuba_kbs_sessions
+            WHERE client = p_client AND state = 0 AND expires > now()) >= p_max_per_client THEN
+            RETURN 1;
+        END IF;
+    END IF;
+    IF (SELECT count(*) FROM tsuba_kbs_sessions
+        WHERE state = 0 AND expires > now()) >= p_max_total THEN
+        RETURN 2;
+    END IF;
+    INSERT INTO tsuba_kbs_sessions (id, tee, nonce, client, state, expires)
+        VALUES (p_id, p_tee, p_nonce, p_client, 0, now() + p_ttl_ms * interval '1 millisecond');
+    RETURN 0;
+END
+$$;
+",
+];
 
 /// Key of the advisory lock held while migrating (`tsuba` in ASCII).
 const MIGRATION_LOCK: i64 = 0x0074_7375_6261;
@@ -389,30 +430,28 @@ impl PgStore {
         tee: Tee,
         nonce: &str,
         client: ClientKey,
-        ttl: Duration,
-        max_per_client: usize,
+        limits: SessionLimits,
     ) -> Result<Result<(), SessionError>, StoreError> {
         let id = id.as_str().to_owned();
         let nonce = nonce.to_owned();
         let tee = tee.to_string();
         let client_text = client.map(|ip| ip.to_string());
-        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let max = i64::try_from(max_per_client).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(limits.ttl.as_millis()).unwrap_or(i64::MAX);
+        let max = i64::try_from(limits.max_per_client).unwrap_or(i64::MAX);
+        let total = i64::try_from(limits.max_total).unwrap_or(i64::MAX);
         self.run(move |db, _| async move {
-            let inserted = db
-                .execute(
-                    "INSERT INTO tsuba_kbs_sessions (id, tee, nonce, client, state, expires) \
-                     SELECT $1, $2, $3, $4, 0, now() + $5 * interval '1 millisecond' \
-                     WHERE $4::text IS NULL OR (SELECT count(*) FROM tsuba_kbs_sessions \
-                       WHERE client = $4 AND state = 0 AND expires > now()) < $6",
-                    &[&id, &tee, &nonce, &client_text, &(ttl as f64), &max],
+            let outcome: i16 = db
+                .query_one(
+                    "SELECT tsuba_kbs_create_session($1, $2, $3, $4, $5, $6, $7)",
+                    &[&id, &tee, &nonce, &client_text, &(ttl as f64), &max, &total],
                 )
                 .await
-                .map_err(db_error)?;
-            Ok(if inserted == 1 {
-                Ok(())
-            } else {
-                Err(SessionError::ClientLimit)
+                .map_err(db_error)?
+                .get(0);
+            Ok(match outcome {
+                0 => Ok(()),
+                1 => Err(SessionError::ClientLimit),
+                _ => Err(SessionError::Full),
             })
         })
     }

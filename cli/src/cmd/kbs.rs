@@ -192,6 +192,10 @@ struct ServeArgs {
     /// auth calls from it are refused with 429 until it attests or its sessions expire.
     #[arg(long, default_value_t = 256)]
     max_sessions_per_client: usize,
+    /// Most sessions waiting for attestation in all (with --database: across every replica);
+    /// more auth calls are refused with 503 until sessions are attested or expire.
+    #[arg(long, default_value_t = 65_536)]
+    max_sessions: usize,
     /// Attestation token lifetime in seconds.
     #[arg(long, default_value_t = 300)]
     token_ttl: u64,
@@ -373,6 +377,7 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = BrokerConfig::new(args.state_dir.clone().unwrap_or_default(), admin);
     config.session_ttl = Duration::from_secs(args.session_ttl);
     config.max_sessions_per_client = args.max_sessions_per_client;
+    config.max_sessions = args.max_sessions;
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.insecure_release_to_simulated = args.insecure_release_resources_to_simulated;
     let broker = Arc::new(match args.state_dir {

@@ -447,7 +447,7 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             let ready = std::net::TcpStream::connect(self.url.trim_start_matches("http://"))
