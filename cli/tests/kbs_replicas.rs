@@ -884,6 +884,165 @@ async fn spread_handshake(
         .map_err(|e| format!("decrypt: {e}"))
 }
 
+/// What a load run saw: handshakes done, the failures, steps retried on another replica, and
+/// each handshake's start (since the run began) and duration.
+#[derive(Default)]
+struct Load {
+    done: u32,
+    failed: Vec<String>,
+    retries: u32,
+    handshakes: Vec<(Duration, Duration)>,
+}
+
+impl Load {
+    async fn collect(clients: Vec<tokio::task::JoinHandle<Load>>) -> Load {
+        let mut all = Load::default();
+        for client in clients {
+            let one = client.await.unwrap();
+            all.done += one.done;
+            all.failed.extend(one.failed);
+            all.retries += one.retries;
+            all.handshakes.extend(one.handshakes);
+        }
+        all
+    }
+}
+
+/// `clients` guests doing spread handshakes (each step on another replica, retried on the next
+/// when one does not answer) until `run_for` has passed since `start`.
+fn spawn_load(
+    urls: &[String],
+    clients: usize,
+    start: Instant,
+    run_for: Duration,
+) -> Vec<tokio::task::JoinHandle<Load>> {
+    (0..clients)
+        .map(|client| {
+            let urls = urls.to_vec();
+            tokio::spawn(async move {
+                let guest = Guest::new();
+                let mut load = Load::default();
+                let mut round = client;
+                while start.elapsed() < run_for {
+                    round += 1;
+                    let before = load.retries;
+                    let began = start.elapsed();
+                    let mut result =
+                        spread_handshake(&guest, &urls, round, &mut load.retries).await;
+                    // An attest cut off by a kill may have taken the nonce: like any client,
+                    // start again from auth. Only after a transport failure in this handshake.
+                    if load.retries > before
+                        && matches!(&result, Err(why) if why.contains("session nonce already used"))
+                    {
+                        result =
+                            spread_handshake(&guest, &urls, round + 1, &mut load.retries).await;
+                    }
+                    load.handshakes.push((began, start.elapsed() - began));
+                    match result {
+                        Ok(plain) if plain == SECRET => load.done += 1,
+                        Ok(_) => load.failed.push("wrong plaintext".to_owned()),
+                        Err(why) => load.failed.push(why),
+                    }
+                }
+                load
+            })
+        })
+        .collect()
+}
+
+/// The load figures for docs/performance.md ("Key broker on PostgreSQL"): `KBS_LOAD_CLIENTS`
+/// clients (64) for `KBS_LOAD_SECS` (30) of handshakes (sample evidence: the broker's state
+/// handling and HTTP, not evidence verification) on one replica on the folder backend, one on
+/// PostgreSQL, and three on PostgreSQL with one SIGKILLed halfway, side by side in one run. Run
+/// by `bench/kbs-load-replicas.sh`; fails if any handshake fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/kbs-load-replicas.sh"]
+async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let clients = usize::try_from(env("KBS_LOAD_CLIENTS", 64)).unwrap();
+    let run_for = Duration::from_secs(env("KBS_LOAD_SECS", 30));
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new(dir.path());
+    let pg = Postgres::start();
+    let state = dir.path().join("state");
+    // Each setup in turn, so they do not share the 2 cores; the limits are raised so that the
+    // load generator (one address) is not throttled as one client.
+    let limits = ["--max-sessions-per-client", "100000"];
+    let start_replica = |backend: Backend<'_>, name: &str| {
+        let replica = Replica::spawn(backend, &keys, &dir.path().join(name), &limits);
+        replica.wait_ready();
+        replica
+    };
+    let setups: Vec<(&str, Vec<Replica>, bool)> = vec![
+        (
+            "folder x1",
+            vec![start_replica(Backend::Folder(&state), "f.log")],
+            false,
+        ),
+        (
+            "postgres x1",
+            vec![start_replica(Backend::Database(&pg), "p.log")],
+            false,
+        ),
+        (
+            "postgres x3, one killed halfway",
+            (0..3)
+                .map(|n| start_replica(Backend::Database(&pg), &format!("p{n}.log")))
+                .collect(),
+            true,
+        ),
+    ];
+    for (name, mut replicas, kill) in setups {
+        let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+        provision(&urls[0], &keys).await;
+        let start = Instant::now();
+        let load = spawn_load(&urls, clients, start, run_for);
+        let killed_at = if kill {
+            tokio::time::sleep(run_for / 2).await;
+            replicas[1].kill();
+            Some(start.elapsed())
+        } else {
+            None
+        };
+        let Load {
+            done,
+            failed,
+            retries,
+            handshakes,
+        } = Load::collect(load).await;
+        let elapsed = start.elapsed();
+        assert!(
+            failed.is_empty(),
+            "{name}: {} failed: {failed:?}",
+            failed.len()
+        );
+        let mut times: Vec<Duration> = handshakes.iter().map(|(_, took)| *took).collect();
+        times.sort();
+        // The longest handshake in flight when the replica died.
+        let around_kill = killed_at.map_or(0.0, |at| {
+            handshakes
+                .iter()
+                .filter(|(began, took)| *began <= at && *began + *took >= at)
+                .map(|(_, took)| took.as_secs_f64() * 1000.0)
+                .fold(0.0, f64::max)
+        });
+        println!(
+            "kbs-load: setup=\"{name}\" clients={clients} secs={:.1} handshakes={done} per_sec={:.0} \
+             p50={:.1}ms p99={:.1}ms max={:.1}ms longest_at_kill={around_kill:.1}ms retried={retries} failed=0",
+            elapsed.as_secs_f64(),
+            f64::from(done) / elapsed.as_secs_f64(),
+            percentile_ms(&times, 50),
+            percentile_ms(&times, 99),
+            times.last().map_or(0.0, |t| t.as_secs_f64() * 1000.0),
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_write() {
     let mut f = fleet(3);
@@ -891,33 +1050,7 @@ async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_writ
     let urls: Vec<String> = f.replicas.iter().map(|r| r.url.clone()).collect();
     let run_for = Duration::from_secs(6);
     let start = Instant::now();
-    let mut clients = Vec::new();
-    for client in 0..12usize {
-        let urls = urls.clone();
-        clients.push(tokio::spawn(async move {
-            let guest = Guest::new();
-            let (mut done, mut failed, mut retries) = (0u32, Vec::new(), 0u32);
-            let mut round = client;
-            while start.elapsed() < run_for {
-                round += 1;
-                let before = retries;
-                let mut result = spread_handshake(&guest, &urls, round, &mut retries).await;
-                // An attest cut off by the kill may have taken the nonce: like any client, start
-                // again from auth. Only after a transport failure in this very handshake.
-                if retries > before
-                    && matches!(&result, Err(why) if why.contains("session nonce already used"))
-                {
-                    result = spread_handshake(&guest, &urls, round + 1, &mut retries).await;
-                }
-                match result {
-                    Ok(plain) if plain == SECRET => done += 1,
-                    Ok(_) => failed.push("wrong plaintext".to_owned()),
-                    Err(why) => failed.push(why),
-                }
-            }
-            (done, failed, retries)
-        }));
-    }
+    let clients = spawn_load(&urls, 12, start, run_for);
     // A writer: uploads through the replicas in turn; remembers what was acknowledged.
     let writer = {
         let urls = urls.clone();
@@ -955,13 +1088,12 @@ async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_writ
     };
     tokio::time::sleep(run_for / 2).await;
     f.replicas[1].kill();
-    let (mut done, mut failed, mut retries) = (0, Vec::new(), 0);
-    for client in clients {
-        let (d, fl, r) = client.await.unwrap();
-        done += d;
-        failed.extend(fl);
-        retries += r;
-    }
+    let Load {
+        done,
+        failed,
+        retries,
+        ..
+    } = Load::collect(clients).await;
     let acknowledged = writer.await.unwrap();
     assert!(
         failed.is_empty(),

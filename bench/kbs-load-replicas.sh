@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Key broker replicas under load, figures for docs/performance.md ("Key broker: folder or
+# PostgreSQL"): KBS_LOAD_CLIENTS clients (default 64) for KBS_LOAD_SECS seconds (default 30) of
+# auth + attest + resource (each step on another replica) against one `tsuba kbs serve` on the
+# folder backend, one on PostgreSQL, and three on PostgreSQL with one SIGKILLed halfway, one after
+# the other in one run, same release binary, same machine. Trustee's sample evidence, so the
+# figures are the broker's state handling and HTTP; sim-SNP verification (1 to 2 ms of CPU per
+# handshake here) is measured by bench/kbs-load.sh. Needs Debian's postgresql (scripts/setup).
+# Fails on any failed handshake.
+# Usage: bench/kbs-load-replicas.sh [clients] [seconds]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export KBS_LOAD_CLIENTS=${1:-64} KBS_LOAD_SECS=${2:-30}
+jobs=${CARGO_BUILD_JOBS:-2}
+CARGO_BUILD_JOBS=$jobs cargo test --locked -p tsuba-cli --release --test kbs_replicas --no-run \
+    2>&1 | grep -E '^error' || true
+echo "kbs-load-replicas: nproc=$(nproc) cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\" postgres=$(ls /usr/lib/postgresql | sort -n | tail -n 1) commit=$(git rev-parse --short HEAD) load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+CARGO_BUILD_JOBS=$jobs cargo test --locked -p tsuba-cli --release --test kbs_replicas -- \
+    --ignored --nocapture --test-threads 1 bench_handshakes 2>&1 | grep -oE 'kbs-load:.*|test result.*|panicked.*'
+echo "kbs-load-replicas: load after: $(cut -d' ' -f1-3 /proc/loadavg)"
