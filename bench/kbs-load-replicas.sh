@@ -7,6 +7,10 @@
 # figures are the broker's state handling and HTTP; sim-SNP verification (1 to 2 ms of CPU per
 # handshake here) is measured by bench/kbs-load.sh. Needs Debian's postgresql (scripts/setup).
 # Fails on any failed handshake.
+# Another broker (Trustee's KBS, a fleet behind a load balancer) is measured instead when
+# KBS_LOAD_URL is set: its operator provisions KBS_LOAD_RESOURCE (default default/key/1) and lets
+# sample evidence attest; KBS_LOAD_EXPECT_FILE, if given, holds the plaintext every fetch must
+# decrypt to.
 # Usage: bench/kbs-load-replicas.sh [clients] [seconds]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
