@@ -121,7 +121,12 @@ impl TokenSigner {
 
     fn from_key(key: SigningKey) -> Result<Self, TokenError> {
         let public = p256::PublicKey::from(key.verifying_key());
-        let jwk: Value = serde_json::from_str(&public.to_jwk_string()).unwrap_or(Value::Null);
+        let mut jwk: Value = serde_json::from_str(&public.to_jwk_string()).unwrap_or(Value::Null);
+        // The key's algorithm in the JWK too: Trustee reads it there when it checks a token
+        // as a passport ("Failed to find key_algorithm in Jwk" without it).
+        if let Some(members) = jwk.as_object_mut() {
+            members.insert("alg".into(), Value::from("ES256"));
+        }
         let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "jwk": jwk});
         let point = public.to_encoded_point(false).as_bytes().to_vec();
         let rng = ring::rand::SystemRandom::new();
@@ -255,6 +260,10 @@ mod tests {
         let header: Value = decode_json(token.split('.').next().unwrap()).unwrap();
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["jwk"]["crv"], "P-256");
+        assert_eq!(
+            header["jwk"]["alg"], "ES256",
+            "Trustee needs the JWK's algorithm"
+        );
     }
 
     #[test]
