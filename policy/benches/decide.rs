@@ -8,37 +8,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
+use tsuba_policy::containerd::{CAPABILITIES as CAPS, MOUNTS, PATH};
 use tsuba_policy::{
     AgentPolicy, AgentRequest, ContainerPolicy, MountPolicy, PolicyData, render_policy,
 };
-
-/// containerd's default capabilities and mounts, as a generated policy lists them.
-const CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-const MOUNTS: [(&str, &str, &str); 7] = [
-    ("/proc", "proc", "proc"),
-    ("/dev", "tmpfs", "tmpfs"),
-    ("/dev/pts", "devpts", "devpts"),
-    ("/dev/shm", "tmpfs", "shm"),
-    ("/dev/mqueue", "mqueue", "mqueue"),
-    ("/sys", "sysfs", "sysfs"),
-    ("/run", "tmpfs", "tmpfs"),
-];
-const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn image(n: usize) -> String {
     format!(

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod containerd;
 mod guest_settings;
 mod initdata;
 

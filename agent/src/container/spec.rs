@@ -29,22 +29,7 @@ const MAX_HOSTNAME: usize = 64;
 /// else (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_MODULE...) is a privileged
 /// request and refused. CAP_MKNOD is harmless here: every file system the container can write
 /// is mounted nodev.
-pub(crate) const ALLOWED_CAPABILITIES: &[&str] = &[
-    "CAP_AUDIT_WRITE",
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_MKNOD",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SETFCAP",
-    "CAP_SETGID",
-    "CAP_SETPCAP",
-    "CAP_SETUID",
-    "CAP_SYS_CHROOT",
-];
+pub(crate) const ALLOWED_CAPABILITIES: &[&str] = &tsuba_policy::containerd::CAPABILITIES;
 
 /// The device nodes every container gets, bound from the guest's own /dev (OCI's default set).
 pub(crate) const DEFAULT_DEVICES: &[&str] = &[

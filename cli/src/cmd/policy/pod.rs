@@ -18,46 +18,6 @@ pub(crate) const MAX_POD_YAML_LEN: usize = 1024 * 1024;
 /// holds a JSON array of argv arrays.
 pub(crate) const EXEC_ANNOTATION_PREFIX: &str = "io.tsuba.policy/exec.";
 
-/// What containerd 1.6 puts in every container's spec before the pod's settings: the guest
-/// runs containers with `ctr run`, which starts from these. Source: containerd `oci/spec.go`
-/// (`defaultUnixEnv`, `defaultUnixCaps`, `populateDefaultUnixSpec`) and `oci/mounts_linux.go`
-/// (`defaultMounts`); the spec `ctr run` sends is `CTR_SPEC` in
-/// `fuzz/src/bin/tsuba-fuzz-seeds.rs`.
-mod containerd_defaults {
-    /// The `PATH` containerd sets.
-    pub(super) const PATH: &str =
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-    /// The capabilities containerd grants, in its order.
-    pub(super) const CAPABILITIES: [&str; 14] = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
-
-    /// The mounts containerd adds: (destination, type, source).
-    pub(super) const MOUNTS: [(&str, &str, &str); 7] = [
-        ("/proc", "proc", "proc"),
-        ("/dev", "tmpfs", "tmpfs"),
-        ("/dev/pts", "devpts", "devpts"),
-        ("/dev/shm", "tmpfs", "shm"),
-        ("/dev/mqueue", "mqueue", "mqueue"),
-        ("/sys", "sysfs", "sysfs"),
-        ("/run", "tmpfs", "tmpfs"),
-    ];
-}
-
 /// The variables the runtime sets with values the policy cannot know.
 ///
 /// `HOSTNAME` comes from the CRI. kubelet injects the `kubernetes` service's variables
@@ -571,7 +531,7 @@ fn env(c: &Container) -> Result<Env, PodError> {
              policy cannot pin them): write the variables out under `env`",
         ));
     }
-    let mut entries = vec![containerd_defaults::PATH.to_owned()];
+    let mut entries = vec![tsuba_policy::containerd::PATH.to_owned()];
     let mut names: Vec<String> = RUNTIME_ENV.iter().map(|v| (*v).to_owned()).collect();
     for var in &c.env {
         if var.value_from.is_some() {
@@ -711,7 +671,7 @@ fn capabilities(c: &Container, caps: Option<&Capabilities>) -> Result<Vec<String
     let mut out: Vec<String> = if drop_all {
         Vec::new()
     } else {
-        containerd_defaults::CAPABILITIES
+        tsuba_policy::containerd::CAPABILITIES
             .iter()
             .map(|c| (*c).to_owned())
             .filter(|c| !dropped.contains(c))
@@ -739,7 +699,7 @@ fn mounts(c: &Container) -> Result<Vec<MountPolicy>, PodError> {
             ),
         ));
     }
-    Ok(containerd_defaults::MOUNTS
+    Ok(tsuba_policy::containerd::MOUNTS
         .iter()
         .map(|(destination, kind, source)| MountPolicy {
             destination: (*destination).to_owned(),
