@@ -378,16 +378,6 @@ fn initdata_client(
     .unwrap()
 }
 
-fn token_payload(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 fn refused(err: &KbsClientError) -> (&'static str, u16, &str, &str) {
     match err {
         KbsClientError::Refused {
@@ -424,7 +414,7 @@ reasons contains "initdata note is not a" if not allow
         .attest()
         .await
         .unwrap();
-    let claims = token_payload(&token);
+    let claims = common::token_payload(&token);
     assert_eq!(claims["init_data"], a.host_data().to_hex());
     assert_eq!(claims["init_data_claims"], serde_json::json!({"note": "a"}));
     assert_eq!(claims["claims"]["host_data"], a.host_data().to_hex());

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use sha2::{Digest, Sha384};
 use tsuba_attestation_agent::kbs::{
@@ -196,8 +196,7 @@ async fn genuine_sim_tdx_boot_gets_the_resource_with_boot_claims() {
     let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
     assert_eq!(&secret[..], b"tdx-secret");
     let token = client.attest().await.unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let claims = common::token_payload(&token);
     assert_eq!(claims["simulated"], true);
     assert_eq!(claims["tee"], "tdx");
     let details = &claims["claims"]["details"];
@@ -278,8 +277,7 @@ async fn initdata_is_checked_against_mrconfigid() {
     let secret = client.get_resource("kbs:///default/key/1").await.unwrap();
     assert_eq!(&secret[..], b"tdx-secret");
     let token = client.attest().await.unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let claims = common::token_payload(&token);
     assert_eq!(claims["init_data"], a.mr_config_id().to_hex());
     assert!(
         claims["init_data"]

@@ -81,3 +81,15 @@ pub(crate) fn refs(measurements: &[&str]) -> BTreeMap<String, Vec<String>> {
         measurements.iter().map(|m| (*m).to_owned()).collect(),
     )])
 }
+
+/// The claims of an attestation token (its payload, not checked: the broker checked it).
+pub(crate) fn token_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
