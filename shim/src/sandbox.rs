@@ -113,7 +113,7 @@ async fn watch_console(path: &std::path::Path) -> String {
 }
 
 /// Gives the guest its initdata; logs how long it took and the agent's memory with the policy
-/// compiled (docs/performance.md). A refusal (another document than the launch bound, a bad one)
+/// compiled, which the answer carries (docs/performance.md). A refusal (another document than the launch bound, a bad one)
 /// is the agent's error, with its reason.
 async fn provide_initdata(
     agent: AgentClient,
@@ -125,12 +125,11 @@ async fn provide_initdata(
         .provide_initdata(doc.as_str().as_bytes(), timeout)
         .await?;
     let took = providing.elapsed();
-    let agent_rss_kib = agent.check(timeout).await.map_or(0, |c| c.agent_rss_kib);
     info!(
         binding = %provided.binding,
         policy = %provided.policy,
         initdata_ms = tsuba_protocols::agent::millis(took),
-        agent_rss_kib,
+        agent_rss_kib = provided.agent_rss_kib,
         "the guest took its initdata"
     );
     Ok(agent)

@@ -67,7 +67,7 @@ impl Health for HealthService {
 }
 
 /// The agent's resident set size in KiB, from `/proc/self/status`.
-fn resident_kib() -> Option<u64> {
+pub(crate) fn resident_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_vm_rss_kib(&status)
 }

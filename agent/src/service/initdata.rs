@@ -37,6 +37,7 @@ impl Initdata for InitdataService {
         resp.binding = provided.binding;
         resp.algorithm = provided.algorithm.to_owned();
         resp.policy = provided.policy.as_str().to_owned();
+        resp.agent_rss_kib = super::health::resident_kib().unwrap_or(0);
         Ok(resp)
     }
 }
