@@ -27,7 +27,9 @@ use serde_json::Value;
 use crate::broker::PolicyKind;
 
 /// Default attestation policy: the measurement must be a reference value, debug must be off and
-/// the report data must carry this session's binding.
+/// the report data must carry this session's binding. With `init_data` reference values (the
+/// HOST_DATA / MRCONFIGID hex `tsuba policy generate` prints), the guest's initdata binding must
+/// be one of them.
 ///
 /// TDX: MRTD covers only the firmware, so a TDX quote is refused unless the RTMRs that hold the
 /// kernel (RTMR1) and the initrd and command line (RTMR2) are reference values too
@@ -94,14 +96,29 @@ tdx_failures contains "command line digest in rtmr2's event log is not a referen
     not input.claims.details.event_log.cmdline in data.reference_values.tdx_cmdline
 }
 
+# The launch measurement no longer covers a pod's own settings (its initdata: broker, agent
+# policy): with `init_data` reference values configured, only guests launched with one of those
+# documents pass, so a host cannot start a pod under an initdata of its own (say a permissive
+# agent policy) and still get its keys.
+init_data_configured if count(data.reference_values.init_data) > 0
+
+init_data_ok if not init_data_configured
+
+init_data_ok if {
+    init_data_configured
+    input.init_data in data.reference_values.init_data
+}
+
 allow if {
     measurement_ok
     not input.claims.debug
     report_data_ok
     count(tdx_failures) == 0
+    init_data_ok
 }
 
 reasons contains reason if some reason in tdx_failures
+reasons contains "init_data is not a reference value (the guest was launched with another initdata, or none)" if not init_data_ok
 reasons contains "measurement is not a reference value" if not measurement_ok
 reasons contains "debug is enabled" if input.claims.debug
 reasons contains "report data does not match" if not report_data_ok
@@ -355,6 +372,24 @@ mod tests {
             policy.evaluate(input("aa", false, "0103")).unwrap(),
             Decision::Deny(vec!["report data does not match".into()])
         );
+        // init_data reference values, when configured, bind the pod's initdata.
+        let mut with_init_data = refs();
+        with_init_data.insert("init_data".into(), vec!["ab12".into()]);
+        let bound = Policy::compile(DEFAULT_ATTESTATION_POLICY, &with_init_data).unwrap();
+        let mut launched = input("aa", false, "0102");
+        launched["init_data"] = json!("ab12");
+        assert_eq!(bound.evaluate(launched.clone()).unwrap(), Decision::Allow);
+        for other in [json!("cd34"), Value::Null] {
+            launched["init_data"] = other;
+            assert_eq!(
+                bound.evaluate(launched.clone()).unwrap(),
+                Decision::Deny(vec![
+                    "init_data is not a reference value (the guest was launched with another \
+                     initdata, or none)"
+                        .into()
+                ])
+            );
+        }
         let empty = Policy::compile(DEFAULT_ATTESTATION_POLICY, &BTreeMap::new()).unwrap();
         assert!(matches!(
             empty.evaluate(input("aa", false, "0102")).unwrap(),

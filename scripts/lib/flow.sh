@@ -197,7 +197,7 @@ flow_vm_table() { # flow_vm_table EXTRA_KERNEL_ARGS SUBTABLE_PREFIX
 mode = "sim-snp"
 kernel = "$repo/out/guest/release/vmlinuz"
 initrd = "$repo/out/guest/release/initrd.img"
-initdata = "$work/initdata.toml"
+initdata = "${initdata_file:-$work/initdata.toml}"
 cmdline = "${1# }"
 vcpus = 1
 memory_mib = 512
@@ -220,8 +220,11 @@ flow_launch_config() {
 # flow_measure NAME: the SNP launch digest `tsuba measure` predicts for $work/NAME.toml.
 flow_measure() { "$tsuba" measure --config "$work/$1.toml" | jq -er .snp.launch_digest; }
 # flow_trust NAME: the broker's one reference value is NAME's measurement.
+# flow_trust NAME also registers the pod's initdata (its HOST_DATA): a launch under any other
+# initdata, with the same measurement, is refused.
 flow_trust() {
-    jq -n --arg m "$(flow_measure "$1")" '{measurement: [$m]}' >"$work/refs.json"
+    jq -n --arg m "$(flow_measure "$1")" --arg h "${host_data:?flow_initdata sets it}" \
+        '{measurement: [$m], init_data: [$h]}' >"$work/refs.json"
     admin set-reference-values "$work/refs.json"
 }
 
