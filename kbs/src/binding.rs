@@ -3,4 +3,3 @@
 
 pub use tsuba_protocols::evidence::REPORT_DATA_LEN;
 pub use tsuba_protocols::kbs_binding::BindingDigest;
-pub(crate) use tsuba_protocols::kbs_binding::write_canonical;

@@ -1,8 +1,9 @@
 //! Wire definitions shared by host and guest.
 //!
 //! The agent API (ttrpc over vsock or virtio-serial), the sim-device protocol between tee-sim and
-//! its guest client, and the binary evidence formats (SNP attestation report, TDX quote) with their
-//! parsed claims. A leaf crate: it does no I/O.
+//! its guest client, the binary evidence formats (SNP attestation report, TDX quote) with their
+//! parsed claims, and JOSE (the JWE of the KBS protocol and of ocicrypt). A leaf crate: it does no
+//! I/O.
 
 #![forbid(unsafe_code)]
 

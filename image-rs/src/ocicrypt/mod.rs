@@ -11,8 +11,6 @@
 //! checks the HMAC before releasing plaintext; [`encrypt_layer`] is the owner's side.
 
 mod cipher;
-mod jwe;
-mod keys;
 mod provider;
 
 use std::collections::BTreeMap;
@@ -27,11 +25,13 @@ use zeroize::Zeroizing;
 use crate::digest::Digest;
 
 pub use cipher::{CIPHER_AES_256_CTR_HMAC_SHA256, CipherError, LayerKey, Plaintext};
-pub use jwe::JweError;
-pub use keys::{KeyError, PrivateKey, PublicKey};
+// The JWE and its keys are the project's one JOSE implementation, shared with the KBS client
+// and the broker.
 pub use provider::{
     KeyFuture, KeyId, KeyProvider, KeyProviderError, ProviderError, StaticKeyProvider,
 };
+use tsuba_protocols::jose as jwe;
+pub use tsuba_protocols::jose::{JweError, KeyError, PrivateKey, PublicKey};
 
 /// Annotation with JWE-wrapped private options.
 pub const ANNOTATION_JWE: &str = "org.opencontainers.image.enc.keys.jwe";
@@ -378,8 +378,8 @@ pub fn encrypt_layer<R: Read, W: Write>(
     let public = serde_json::to_vec(&public).map_err(|e| OcicryptError::Options("public", e))?;
     let mut annotations = BTreeMap::new();
     if !recipients.jwe.is_empty() {
-        let jwe =
-            jwe::encrypt(&private, &recipients.jwe).map_err(|e| OcicryptError::Wrap(e.into()))?;
+        let jwe = jwe::encrypt_general(&private, &recipients.jwe)
+            .map_err(|e| OcicryptError::Wrap(e.into()))?;
         annotations.insert(ANNOTATION_JWE.to_owned(), B64.encode(jwe));
     }
     if let Some((kid, kek)) = &recipients.provider {

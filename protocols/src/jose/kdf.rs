@@ -1,20 +1,20 @@
-//! JOSE pieces both ends of the KBS protocol need: the broker wraps resource keys with
-//! ECDH-ES+A256KW, the guest's client unwraps them.
+//! The Concat KDF of NIST SP 800-56A as JWA (RFC 7518 section 4.6.2) uses it to turn an ECDH
+//! shared secret into the key-encryption key of `ECDH-ES+A256KW`.
 
 use sha2::{Digest, Sha256};
-
-/// The Concat KDF of NIST SP 800-56A as JWA (RFC 7518 section 4.6.2) uses it for a 256-bit key:
-/// one SHA-256 round over counter, shared secret and OtherInfo (algorithm id, empty PartyU and
-/// PartyV info, key length in bits).
-pub fn concat_kdf(shared: &[u8], alg: &str) -> [u8; 32] {
-    concat_kdf_round(shared, alg, b"", b"", 256)
-}
+use zeroize::Zeroizing;
 
 /// The first (and, for keys of at most 256 bits, only) SHA-256 round of the Concat KDF with
 /// RFC 7518's OtherInfo: `AlgorithmID || PartyUInfo || PartyVInfo` each as a big-endian 32-bit
 /// length and the bytes, then `SuppPubInfo`, the key length in bits. A key of `key_bits` bits is
 /// the first `key_bits / 8` bytes of the result.
-fn concat_kdf_round(shared: &[u8], alg: &str, apu: &[u8], apv: &[u8], key_bits: u32) -> [u8; 32] {
+pub fn concat_kdf(
+    shared: &[u8],
+    alg: &str,
+    apu: &[u8],
+    apv: &[u8],
+    key_bits: u32,
+) -> Zeroizing<[u8; 32]> {
     let mut hasher = Sha256::new();
     hasher.update(1u32.to_be_bytes());
     hasher.update(shared);
@@ -23,7 +23,7 @@ fn concat_kdf_round(shared: &[u8], alg: &str, apu: &[u8], apv: &[u8], key_bits: 
         hasher.update(part);
     }
     hasher.update(key_bits.to_be_bytes());
-    hasher.finalize().into()
+    Zeroizing::new(hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn kdf_matches_rfc7518_appendix_c() {
         use base64::Engine as _;
-        let key = concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 128);
+        let key = *concat_kdf(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 128);
         assert_eq!(key[..16], RFC7518_KEY);
         assert_eq!(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key[..16]),
@@ -54,19 +54,19 @@ mod tests {
 
     #[test]
     fn kdf_depends_on_every_input() {
-        let base = concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 128);
+        let base = *concat_kdf(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 128);
         let mut z = RFC7518_Z;
         z[31] ^= 1;
         for other in [
-            concat_kdf_round(&z, "A128GCM", b"Alice", b"Bob", 128),
-            concat_kdf_round(&RFC7518_Z, "A256GCM", b"Alice", b"Bob", 128),
-            concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alic", b"Bob", 128),
-            concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alice", b"Bo", 128),
+            concat_kdf(&z, "A128GCM", b"Alice", b"Bob", 128),
+            concat_kdf(&RFC7518_Z, "A256GCM", b"Alice", b"Bob", 128),
+            concat_kdf(&RFC7518_Z, "A128GCM", b"Alic", b"Bob", 128),
+            concat_kdf(&RFC7518_Z, "A128GCM", b"Alice", b"Bo", 128),
             // The length prefixes keep the fields apart: moving a byte across them changes it.
-            concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alic", b"eBob", 128),
-            concat_kdf_round(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 256),
+            concat_kdf(&RFC7518_Z, "A128GCM", b"Alic", b"eBob", 128),
+            concat_kdf(&RFC7518_Z, "A128GCM", b"Alice", b"Bob", 256),
         ] {
-            assert_ne!(other, base);
+            assert_ne!(*other, base);
         }
     }
 
@@ -77,7 +77,7 @@ mod tests {
         // ConcatKDFHash(SHA256(), 32, otherinfo=b"\0\0\0\x0eECDH-ES+A256KW" + 8 zero bytes
         // + b"\0\0\x01\0").derive(Z).
         assert_eq!(
-            concat_kdf(&RFC7518_Z, "ECDH-ES+A256KW"),
+            *concat_kdf(&RFC7518_Z, "ECDH-ES+A256KW", b"", b"", 256),
             [
                 0x89, 0xab, 0x83, 0x86, 0x33, 0x75, 0x78, 0x05, 0xbd, 0x67, 0x8c, 0xb1, 0x64, 0xf2,
                 0x42, 0x77, 0x76, 0x82, 0x4e, 0x8f, 0x78, 0x41, 0x52, 0xf2, 0x37, 0x47, 0x09, 0x64,
