@@ -121,11 +121,12 @@ fn sim_snp_evidence_gets_the_resource_to_stdout_or_a_new_private_file() {
 default allow := false
 
 allow if {
-    input.resource.tag != "production"
+    data.plugin == "resource"
+    data["resource-path"][2] != "production"
 }
 
 reasons contains "production resources go to production guests only" if {
-    input.resource.tag == "production"
+    data["resource-path"][2] == "production"
 }
 "#,
     )

@@ -330,7 +330,7 @@ async fn a_policy_change_through_one_replica_applies_on_the_others_at_once() {
         &f.keys,
         "/kbs/v0/resource-policy",
         policy_upload(
-            "package policy\ndefault allow := false\nallow if input.resource.tag == \"2\"\n",
+            "package policy\ndefault allow := false\nallow if data[\"resource-path\"][2] == \"2\"\n",
         ),
     )
     .await;
@@ -514,7 +514,7 @@ async fn export_from_a_folder_import_into_postgres_serves_the_same_and_round_tri
             &folder.url,
             &keys,
             "/kbs/v0/resource-policy",
-            policy_upload("package policy\ndefault allow := false\nallow if input.resource.repo == \"default\"\nallow if input.resource.repo == \"other\"\n"),
+            policy_upload("package policy\ndefault allow := false\nallow if data[\"resource-path\"][0] == \"default\"\nallow if data[\"resource-path\"][0] == \"other\"\n"),
         )
         .await;
         assert_eq!(

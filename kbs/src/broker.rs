@@ -17,12 +17,12 @@ use crate::binding::{BindingDigest, REPORT_DATA_LEN};
 use crate::error::KbsError;
 use crate::init_data;
 use crate::jwe::{self, FlattenedJwe};
-use crate::policy::{self, Decision, Policy};
+use crate::policy::{self, Decision, Policy, ResourceRequest};
 #[cfg(feature = "postgres")]
 use crate::postgres::PgStore;
 use crate::session::{NewSession, SessionError, SessionId, Sessions, client_key};
 use crate::store::{ResourcePath, StateStore, Store, StoreError};
-use crate::token::{self, TokenClaims, TokenSigner};
+use crate::token::{self, Attested, TokenClaims, TokenSigner};
 use crate::verifier::VerifierSet;
 
 /// The one protocol version this broker speaks.
@@ -372,18 +372,21 @@ impl Broker {
             return Err(KbsError::AttestationDenied { reasons });
         }
         let simulated = claims.simulated || self.verifiers.trust().is_insecure();
-        let iat = unix(now);
-        let token_claims = TokenClaims {
-            iss: token::ISSUER.into(),
-            iat,
-            exp: iat.saturating_add(self.config.token_ttl.as_secs()),
-            tee: claims.tee.clone(),
-            simulated,
-            tee_pubkey: raw_key.clone(),
-            claims: claims_json,
-            init_data,
-            init_data_claims,
-        };
+        let token_claims = TokenClaims::new(
+            Attested {
+                tee: claims.tee.clone(),
+                claims: claims_json,
+                debug: claims.debug,
+                simulated,
+                init_data,
+                init_data_claims,
+                report_data: claims.report_data.clone(),
+                tee_pubkey: raw_key.clone(),
+                nonce,
+            },
+            unix(now),
+            self.config.token_ttl.as_secs(),
+        );
         let token = loaded
             .signer
             .issue(&token_claims)
@@ -437,19 +440,16 @@ impl Broker {
             }
             (None, None) => return Err(KbsError::TokenNotFound),
         };
-        let input = serde_json::json!({
-            "claims": claims.claims,
-            "tee": claims.tee,
-            "simulated": claims.simulated,
-            "init_data": claims.init_data,
-            "init_data_claims": claims.init_data_claims,
-            "resource": {"repo": path.repo(), "type": path.kind(), "tag": path.tag()},
-            "broker": {"insecure_release_to_simulated": self.config.insecure_release_to_simulated},
-        });
+        // Trustee's resource-policy input: the token's claims as `input`, the request in `data`.
+        let input = serde_json::to_value(&claims).map_err(KbsError::MalformedRequest)?;
+        let request = ResourceRequest {
+            path,
+            insecure_release_to_simulated: self.config.insecure_release_to_simulated,
+        };
         let decision = loaded
             .policies
             .resource
-            .evaluate(input)
+            .evaluate_resource(input, &request)
             .map_err(KbsError::PolicyEval)?;
         if let Decision::Deny(reasons) = decision {
             return Err(KbsError::PolicyDeny { reasons });
@@ -466,9 +466,10 @@ impl Broker {
         }
         .map_err(KbsError::Store)?
         .ok_or(KbsError::ResourceNotFound)?;
-        let key = TeePubKey::deserialize(&claims.tee_pubkey).map_err(KbsError::MalformedRequest)?;
+        let key = TeePubKey::deserialize(claims.tee_pubkey().unwrap_or(&Value::Null))
+            .map_err(KbsError::MalformedRequest)?;
         let jwe = jwe::encrypt(&key, &bytes).map_err(KbsError::Encrypt)?;
-        tracing::info!(resource = %path, tee = %claims.tee, "resource released");
+        tracing::info!(resource = %path, tee = %claims.tee(), "resource released");
         Ok(jwe)
     }
 

@@ -9,13 +9,15 @@
 //! * `init_data`: the binding field the document matched (32 bytes for SNP, 48 for TDX), lowercase
 //!   hex, as Trustee's verifiers report it (`deps/verifier/src/snp/mod.rs`: `init_data` is
 //!   `hex(HOST_DATA)`; `tdx/claims.rs`: `hex(MR_CONFIG_ID)`);
-//! * `init_data_claims`: the document's `[data]` table, name to text (Trustee's
-//!   `attestation-service/src/lib.rs`, `parse_init_data`).
+//! * `init_data_claims`: the document's `[data]` table, transformed as Trustee's
+//!   `attestation-service/src/lib.rs` (`parse_init_data`) does: `aa.toml` and `cdh.toml` as JSON
+//!   objects, and a `policy.rego`'s `policy_data` object as `agent_policy_claims` in its place.
 //!
 //! Without init-data in the request both are `null` (the raw field is still `claims.host_data`).
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
 use tsuba_policy::{HOST_DATA_LEN, Initdata, InitdataError, MR_CONFIG_ID_LEN};
 
 use crate::verifier::Claims;
@@ -90,8 +92,50 @@ pub(crate) fn parse(
 pub(crate) struct VerifiedInitData {
     /// The binding field it matched, lowercase hex (Trustee's `init_data`).
     pub(crate) digest: String,
-    /// The `[data]` table (Trustee's `init_data_claims`).
-    pub(crate) data: BTreeMap<String, String>,
+    /// The `[data]` table as Trustee shows it (its `init_data_claims`): see [`data_claims`].
+    pub(crate) data: Value,
+}
+
+/// The entries of `[data]` that Trustee shows as JSON rather than text.
+const TOML_ENTRIES: [&str; 2] = ["aa.toml", "cdh.toml"];
+
+/// Where a Kata or tsuba agent policy declares the data its rules read.
+const POLICY_DATA: &str = "policy_data := ";
+
+/// `[data]` as Trustee's attestation service shows it to policies and in the token: each entry's
+/// text, except `aa.toml` and `cdh.toml` parsed into JSON (kept as text when they do not parse),
+/// and a `policy.rego` that declares `policy_data := {...}` replaced by that object, named
+/// `agent_policy_claims`. tsuba's generated policies declare `policy_data` before their rules;
+/// Kata's put it last; the first JSON value after the declaration is read either way.
+pub(crate) fn data_claims(data: &BTreeMap<String, String>) -> Value {
+    let mut claims = serde_json::Map::new();
+    for (name, text) in data {
+        let value = if TOML_ENTRIES.contains(&name.as_str()) {
+            toml::from_str::<Value>(text).unwrap_or_else(|_| Value::from(text.as_str()))
+        } else {
+            Value::from(text.as_str())
+        };
+        claims.insert(name.clone(), value);
+    }
+    if let Some(policy_data) = data.get("policy.rego").and_then(|rego| policy_data(rego)) {
+        claims.remove("policy.rego");
+        claims.insert("agent_policy_claims".into(), policy_data);
+    }
+    Value::Object(claims)
+}
+
+/// The object a Rego policy declares as `policy_data`, if it declares one.
+fn policy_data(rego: &str) -> Option<Value> {
+    let start = rego.find(POLICY_DATA)? + POLICY_DATA.len();
+    let rest = rego.get(start..)?;
+    if !rest.starts_with('{') {
+        return None;
+    }
+    serde_json::Deserializer::from_str(rest)
+        .into_iter::<Value>()
+        .next()?
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// Checks `document` against the binding field of verified `claims`: 32 bytes are SNP
@@ -114,7 +158,7 @@ pub(crate) fn check(
     match outcome {
         Ok(()) => Ok(VerifiedInitData {
             digest: hex::encode(&field),
-            data: document.data().clone(),
+            data: data_claims(document.data()),
         }),
         Err(InitdataError::DigestMismatch { field }) => Err(InitDataError::Mismatch { field }),
         Err(other) => Err(InitDataError::Malformed {
@@ -151,6 +195,7 @@ mod tests {
             report_data: String::new(),
             host_data: host_data.into(),
             details: serde_json::Value::Null,
+            trustee: serde_json::Map::new(),
         }
     }
 
@@ -204,7 +249,8 @@ mod tests {
         let host_data = doc.host_data().to_hex();
         let verified = check(&doc, &claims("snp", &host_data)).unwrap();
         assert_eq!(verified.digest, host_data);
-        assert_eq!(verified.data.get("aa.toml").map(String::as_str), Some("x"));
+        // Not TOML: kept as text.
+        assert_eq!(verified.data["aa.toml"], "x");
 
         let mut tampered = *doc.host_data().as_bytes();
         tampered[0] ^= 0x80;
@@ -255,6 +301,59 @@ mod tests {
                 ),
                 "{host_data}"
             );
+        }
+    }
+
+    #[test]
+    fn claims_show_the_toml_files_as_json_and_the_agent_policy_data_as_trustee_does() {
+        let rego = tsuba_policy::agent::render_policy(&tsuba_policy::agent::PolicyData::default());
+        let data = BTreeMap::from([
+            (
+                "aa.toml".to_owned(),
+                "[token_configs.kbs]\nurl = \"https://kbs:8080\"\n".to_owned(),
+            ),
+            (
+                "cdh.toml".to_owned(),
+                "[kbc]\nname = \"cc_kbc\"\n".to_owned(),
+            ),
+            ("tsuba.toml".to_owned(), "kbs_pin = \"x\"\n".to_owned()),
+            ("policy.rego".to_owned(), rego),
+        ]);
+        let claims = data_claims(&data);
+        assert_eq!(
+            claims["aa.toml"]["token_configs"]["kbs"]["url"],
+            "https://kbs:8080"
+        );
+        assert_eq!(claims["cdh.toml"]["kbc"]["name"], "cc_kbc");
+        // Trustee converts only its own two files.
+        assert_eq!(claims["tsuba.toml"], "kbs_pin = \"x\"\n");
+        // tsuba's generated policy declares its data before the rules.
+        assert!(claims.get("policy.rego").is_none());
+        assert_eq!(
+            claims["agent_policy_claims"],
+            serde_json::to_value(tsuba_policy::agent::PolicyData::default()).unwrap()
+        );
+
+        // Kata's genpolicy puts the data last; a policy without data stays text, as does a
+        // TOML file that does not parse.
+        let kata = "package agent_policy\ndefault x := 1\npolicy_data := {\"containers\": []}\n";
+        let other = BTreeMap::from([
+            ("policy.rego".to_owned(), kata.to_owned()),
+            ("aa.toml".to_owned(), "not toml [".to_owned()),
+        ]);
+        let claims = data_claims(&other);
+        assert_eq!(
+            claims["agent_policy_claims"],
+            serde_json::json!({"containers": []})
+        );
+        assert_eq!(claims["aa.toml"], "not toml [");
+        for rego in [
+            "package p\n",
+            "policy_data := [1]\n",
+            "policy_data := {broken\n",
+        ] {
+            let text = BTreeMap::from([("policy.rego".to_owned(), rego.to_owned())]);
+            assert_eq!(data_claims(&text)["policy.rego"], rego, "{rego}");
         }
     }
 }

@@ -61,7 +61,10 @@ pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
 pub use setup::{SetupError, SnpTcbOption, VerifierOptions, build_verifiers};
 pub use store::{ResourcePath, StateStore, Store as FolderStore, StoreError, copy_state};
-pub use token::{TokenClaims, TokenError};
+pub use token::{
+    AnnotatedEvidence, Appraisal, Attested, EAR_PROFILE, PRIMARY_SUBMOD, RuntimeDataClaims, Status,
+    TokenClaims, TokenError, TrustVector, VerifierId,
+};
 pub use verifier::{
     Claims, EvidenceTrust, SimulatedRootsRefused, SnpCrlError, SnpMinTcbError, SnpProduct,
     SnpRefusal, SnpSetupError, SnpVerifier, TdxSetupError, TdxVerifier, Verifier, VerifierError,

@@ -6,25 +6,31 @@
 //! * The attestation policy sees `input.claims` (the verified [`Claims`](crate::Claims)),
 //!   `input.expected_report_data`, `input.init_data` and `input.init_data_claims`;
 //!   `data.reference_values` holds the reference values.
-//! * The resource policy sees `input.claims`, `input.tee`, `input.simulated`,
-//!   `input.init_data`, `input.init_data_claims`, `input.resource` (`repo`, `type`, `tag`) and
-//!   `input.broker.insecure_release_to_simulated` (the administrator's opt-in to releasing
-//!   resources to simulated guests).
+//! * The resource policy sees what Trustee's resource policies see: `input` is the attestation
+//!   token's claims, an EAR (`input.submods.cpu0["ear.status"]`, its trustworthiness vector,
+//!   and the verified evidence under `"ear.veraison.annotated-evidence"`: the TEE's claims under
+//!   its name, `init_data`, `init_data_claims`; [`crate::token`]), and `data.plugin` is
+//!   `"resource"`, `data["resource-path"]` the requested `[repo, type, tag]`, `data.query` the
+//!   request's query (always empty: the broker takes none). tsuba adds its simulated mark,
+//!   `input.submods.cpu0["tsuba.simulated"]`, and the administrator's opt-in to releasing
+//!   resources to simulated guests, `data.broker.insecure_release_to_simulated`.
 //!
-//! `input.init_data` and `input.init_data_claims` are named and shaped as in Trustee's
-//! attestation service. When the guest presented its initdata document in the attestation
-//! request and its digest is the one the evidence binds, `init_data` is that binding (SNP
-//! `HOST_DATA`, 32 bytes, or TDX `MRCONFIGID`, 48 bytes; lowercase hex, the same string as
-//! `input.claims.host_data`) and `init_data_claims` is the document's `[data]` table (file name
-//! to text). Without a document both are `null`; a document that does not match is refused
+//! `init_data` and `init_data_claims` are named and shaped as in Trustee's attestation service.
+//! When the guest presented its initdata document in the attestation request and its digest is
+//! the one the evidence binds, `init_data` is that binding (SNP `HOST_DATA`, 32 bytes, or TDX
+//! `MRCONFIGID`, 48 bytes; lowercase hex) and `init_data_claims` is the document's `[data]` table
+//! (`aa.toml` and `cdh.toml` as JSON, the agent policy's data as `agent_policy_claims`, other
+//! files as text). Without a document both are `null`; a document that does not match is refused
 //! before any policy runs. A resource policy that releases only to guests launched with one
-//! initdata document says `input.init_data == "<hex>"`.
+//! initdata document says
+//! `input.submods.cpu0["ear.veraison.annotated-evidence"].init_data == "<hex>"`.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::broker::PolicyKind;
+use crate::store::ResourcePath;
 
 /// Default attestation policy: the measurement must be a reference value, debug must be off and
 /// the report data must carry this session's binding. With `init_data` reference values (the
@@ -124,33 +130,63 @@ reasons contains "debug is enabled" if input.claims.debug
 reasons contains "report data does not match" if not report_data_ok
 "#;
 
-/// Default resource policy: any guest that passed attestation may read any resource, unless its
-/// token is marked simulated (simulated or sample evidence, or a broker running with an insecure
-/// evidence option) and the broker was not started with
+/// Default resource policy: the resource plugin releases to any guest whose token's CPU
+/// appraisal is affirming (it passed the attestation policy on real hardware with debug off).
+/// A token marked simulated (simulated or sample evidence, or a broker running with an insecure
+/// evidence option) is refused unless the broker was started with
 /// `--insecure-release-resources-to-simulated`.
 pub const DEFAULT_RESOURCE_POLICY: &str = r#"package policy
 
 default allow := false
 
-attested if {
-    input.claims.measurement != ""
-}
+cpu := input.submods.cpu0
 
-simulated_ok if {
-    not input.simulated
-}
+simulated if cpu["tsuba.simulated"]
 
-simulated_ok if {
-    input.broker.insecure_release_to_simulated
+allow if {
+    data.plugin == "resource"
+    not simulated
+    cpu["ear.status"] == "affirming"
 }
 
 allow if {
-    attested
-    simulated_ok
+    data.plugin == "resource"
+    simulated
+    data.broker.insecure_release_to_simulated
 }
 
-reasons contains "the guest's evidence is simulated and this broker does not release resources to simulated guests" if not simulated_ok
+reasons contains "the guest's evidence is simulated and this broker does not release resources to simulated guests" if {
+    simulated
+    not data.broker.insecure_release_to_simulated
+}
+
+reasons contains sprintf("the guest's appraisal is %v, not affirming", [cpu["ear.status"]]) if {
+    not simulated
+    cpu["ear.status"] != "affirming"
+}
 "#;
+
+/// A resource request as the resource policy sees it in `data`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResourceRequest<'a> {
+    /// The resource asked for.
+    pub(crate) path: &'a ResourcePath,
+    /// The administrator's opt-in to releasing resources to simulated guests.
+    pub(crate) insecure_release_to_simulated: bool,
+}
+
+impl ResourceRequest<'_> {
+    /// Trustee's `data.plugin`, `data["resource-path"]` and `data.query`, and tsuba's
+    /// `data.broker`.
+    fn data(&self) -> Value {
+        serde_json::json!({
+            "plugin": "resource",
+            "resource-path": [self.path.repo(), self.path.kind(), self.path.tag()],
+            "query": {},
+            "broker": {"insecure_release_to_simulated": self.insecure_release_to_simulated},
+        })
+    }
+}
 
 /// Largest policy text accepted.
 pub(crate) const MAX_POLICY_LEN: usize = 64 * 1024;
@@ -161,6 +197,13 @@ pub enum PolicyError {
     /// The policy text does not compile.
     #[error("policy does not compile")]
     Compile(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The policy has no `allow` rule in `package policy`.
+    #[error(
+        "the policy defines no rule data.policy.allow (package policy, rule allow); an \
+         attestation policy written for Trustee computes trust_claims instead, which this broker \
+         does not read (docs/interop.md)"
+    )]
+    NoAllow,
     /// The policy is larger than [`MAX_POLICY_LEN`].
     #[error("policy is larger than {MAX_POLICY_LEN} bytes")]
     TooLarge,
@@ -231,7 +274,14 @@ impl Policy {
         engine.set_input(regorus::Value::from(serde_json::json!({})));
         engine
             .eval_rule("data.policy.allow".into())
-            .map_err(|err| PolicyError::Compile(err.into()))?;
+            .map_err(|err| {
+                // regorus's words for a rule that does not exist (pinned release; tested below).
+                if err.to_string().contains("not a valid rule path") {
+                    PolicyError::NoAllow
+                } else {
+                    PolicyError::Compile(err.into())
+                }
+            })?;
         Ok(Self {
             engine,
             text: text.into(),
@@ -243,7 +293,14 @@ impl Policy {
     /// that matches this broker's input (a policy written for Trustee's input does that).
     pub(crate) fn check_decides(&self, kind: PolicyKind) -> Result<(), PolicyError> {
         let (name, input) = representative_input(kind);
-        let (_, allow) = self.allow_over(input)?;
+        let path =
+            ResourcePath::parse("default/key/1").map_err(|err| PolicyError::Input(err.into()))?;
+        let request = ResourceRequest {
+            path: &path,
+            insecure_release_to_simulated: false,
+        };
+        let data = matches!(kind, PolicyKind::Resource).then(|| request.data());
+        let (_, allow) = self.allow_over(input, data)?;
         if allow == regorus::Value::from(true) || allow == regorus::Value::from(false) {
             return Ok(());
         }
@@ -262,9 +319,22 @@ impl Policy {
         &self.text
     }
 
-    /// A fresh engine over `input` (evaluations stay independent), with `allow` evaluated.
-    fn allow_over(&self, input: Value) -> Result<(regorus::Engine, regorus::Value), PolicyError> {
+    /// A fresh engine over `input` and, for a request that brings its own, `data` beside the
+    /// reference values (evaluations stay independent), with `allow` evaluated.
+    fn allow_over(
+        &self,
+        input: Value,
+        data: Option<Value>,
+    ) -> Result<(regorus::Engine, regorus::Value), PolicyError> {
         let mut engine = self.engine.clone();
+        if let Some(data) = data {
+            // Trustee's resource policies read the request in data, not in input. Added data
+            // makes the engine prepare again: the load bench's resource step pays it
+            // (docs/performance.md).
+            engine
+                .add_data(regorus::Value::from(data))
+                .map_err(|err| PolicyError::Input(err.into()))?;
+        }
         engine.set_input(regorus::Value::from(input));
         let allow = engine
             .eval_rule("data.policy.allow".into())
@@ -272,9 +342,22 @@ impl Policy {
         Ok((engine, allow))
     }
 
-    /// Evaluates the policy over `input`.
+    /// Evaluates an attestation policy over `input`.
     pub(crate) fn evaluate(&self, input: Value) -> Result<Decision, PolicyError> {
-        let (mut engine, allow) = self.allow_over(input)?;
+        self.decide(input, None)
+    }
+
+    /// Evaluates a resource policy over a token's claims (`input`) for `request`.
+    pub(crate) fn evaluate_resource(
+        &self,
+        input: Value,
+        request: &ResourceRequest<'_>,
+    ) -> Result<Decision, PolicyError> {
+        self.decide(input, Some(request.data()))
+    }
+
+    fn decide(&self, input: Value, data: Option<Value>) -> Result<Decision, PolicyError> {
+        let (mut engine, allow) = self.allow_over(input, data)?;
         if allow == regorus::Value::from(true) {
             return Ok(Decision::Allow);
         }
@@ -316,13 +399,24 @@ fn representative_input(kind: PolicyKind) -> (&'static str, Value) {
         PolicyKind::Resource => (
             "resource",
             serde_json::json!({
-                "claims": claims,
-                "tee": "snp",
-                "simulated": false,
-                "init_data": null,
-                "init_data_claims": null,
-                "resource": {"repo": "default", "type": "key", "tag": "1"},
-                "broker": {"insecure_release_to_simulated": false},
+                "eat_profile": crate::token::EAR_PROFILE,
+                "iat": 0,
+                "exp": 1,
+                "iss": crate::token::ISSUER,
+                "ear.verifier-id": {"developer": "tsuba", "build": "tsuba-kbs"},
+                "submods": {"cpu0": {
+                    "ear.status": "affirming",
+                    "ear.trustworthiness-vector": {"executables": 3, "hardware": 2, "configuration": 2},
+                    "ear.appraisal-policy-id": "default",
+                    "tsuba.simulated": false,
+                    "ear.veraison.annotated-evidence": {
+                        "snp": claims,
+                        "init_data": null,
+                        "init_data_claims": null,
+                        "report_data": "00".repeat(64),
+                        "runtime_data_claims": {"tee-pubkey": {}, "nonce": ""},
+                    },
+                }},
             }),
         ),
     }
@@ -522,34 +616,190 @@ mod tests {
         );
     }
 
-    #[test]
-    fn default_resource_policy_refuses_simulated_tokens_unless_opted_in() {
-        let policy = Policy::compile(DEFAULT_RESOURCE_POLICY, &refs()).unwrap();
-        let input = |simulated: bool, opted_in: bool| {
-            json!({
-                "claims": {"measurement": "aa"},
-                "tee": "snp",
-                "simulated": simulated,
-                "resource": {"repo": "default", "type": "key", "tag": "1"},
-                "broker": {"insecure_release_to_simulated": opted_in},
-            })
+    /// The claims of a token the broker would issue for `tee` evidence.
+    fn token(tee: &str, debug: bool, simulated: bool, init_data: Option<&str>) -> Value {
+        let claims = crate::token::TokenClaims::new(
+            crate::token::Attested {
+                tee: tee.into(),
+                claims: json!({"tee": tee, "measurement": "aa", "debug": debug, "svn": 2}),
+                debug,
+                simulated,
+                init_data: init_data.map(str::to_owned),
+                init_data_claims: init_data.map(|_| json!({"aa.toml": {}})),
+                report_data: "01".repeat(64),
+                tee_pubkey: json!({"kty": "EC"}),
+                nonce: "bm9uY2U=".into(),
+            },
+            0,
+            300,
+        );
+        serde_json::to_value(claims).unwrap()
+    }
+
+    fn decide(policy: &Policy, claims: Value, path: &str, opted_in: bool) -> Decision {
+        let path = ResourcePath::parse(path).unwrap();
+        let request = ResourceRequest {
+            path: &path,
+            insecure_release_to_simulated: opted_in,
         };
+        policy.evaluate_resource(claims, &request).unwrap()
+    }
+
+    #[test]
+    fn default_resource_policy_releases_to_affirmed_guests_and_simulated_ones_only_if_opted_in() {
+        let policy = Policy::compile(DEFAULT_RESOURCE_POLICY, &refs()).unwrap();
+        let real = token("snp", false, false, None);
         assert_eq!(
-            policy.evaluate(input(false, false)).unwrap(),
+            decide(&policy, real, "default/key/1", false),
             Decision::Allow
         );
+        let simulated = token("snp", false, true, None);
         assert_eq!(
-            policy.evaluate(input(true, false)).unwrap(),
+            decide(&policy, simulated.clone(), "default/key/1", false),
             Decision::Deny(vec![
                 "the guest's evidence is simulated and this broker does not release resources to \
                  simulated guests"
                     .into()
             ])
         );
-        assert_eq!(policy.evaluate(input(true, true)).unwrap(), Decision::Allow);
-        let mut unattested = input(false, false);
-        unattested["claims"]["measurement"] = json!("");
-        assert_eq!(policy.evaluate(unattested).unwrap(), Decision::Deny(vec![]));
+        assert_eq!(
+            decide(&policy, simulated, "default/key/1", true),
+            Decision::Allow
+        );
+        // Debug on is a warning, not affirming: refused, with the status named.
+        assert_eq!(
+            decide(
+                &policy,
+                token("snp", true, false, None),
+                "default/key/1",
+                false
+            ),
+            Decision::Deny(vec![
+                "the guest's appraisal is warning, not affirming".into()
+            ])
+        );
+        // A token without an appraisal (not one this broker issues) gets nothing.
+        assert_eq!(
+            decide(&policy, json!({"submods": {}}), "default/key/1", true),
+            Decision::Deny(vec![])
+        );
+    }
+
+    /// Policies written to Trustee's documented resource-policy input (its sample policies and
+    /// integration tests read these paths) decide on tsuba's tokens as they would on Trustee's.
+    #[test]
+    fn trustee_style_resource_policies_decide_on_tsuba_tokens() {
+        let compile = |text: &str| {
+            let policy = Policy::compile(text, &refs()).unwrap();
+            policy.check_decides(PolicyKind::Resource).unwrap();
+            policy
+        };
+        let snp = token("snp", false, false, None);
+        let sample = token("sample", false, false, None);
+
+        // Trustee's default: any token but one from the sample TEE.
+        let not_sample = compile(
+            "package policy\ndefault allow = false\nallow if {\n  data.plugin == \"resource\"\n  \
+             not input[\"submods\"][\"cpu0\"][\"ear.veraison.annotated-evidence\"][\"sample\"]\n}\n",
+        );
+        assert_eq!(
+            decide(&not_sample, snp.clone(), "a/b/c", false),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&not_sample, sample, "a/b/c", false),
+            Decision::Deny(vec![])
+        );
+
+        // Every appraisal affirming.
+        let affirming = compile(
+            "package policy\ndefault allow = false\nallow if {\n  count(input.submods) > 0\n  \
+             every _, submod in input.submods { submod[\"ear.status\"] == \"affirming\" }\n}\n",
+        );
+        assert_eq!(
+            decide(&affirming, snp.clone(), "a/b/c", false),
+            Decision::Allow
+        );
+        for refused in [
+            token("snp", true, false, None),
+            token("snp", false, true, None),
+        ] {
+            assert_eq!(
+                decide(&affirming, refused, "a/b/c", false),
+                Decision::Deny(vec![])
+            );
+        }
+
+        // Not contraindicated (Trustee's integration tests): debug passes, simulated does not.
+        let not_contraindicated = compile(
+            "package policy\ndefault allow = false\nallow if \
+             input[\"submods\"][\"cpu0\"][\"ear.status\"] != \"contraindicated\"\n",
+        );
+        assert_eq!(
+            decide(
+                &not_contraindicated,
+                token("snp", true, false, None),
+                "a/b/c",
+                false
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(
+                &not_contraindicated,
+                token("snp", false, true, None),
+                "a/b/c",
+                false
+            ),
+            Decision::Deny(vec![])
+        );
+
+        // The resource path as an array, and evidence claims beside it.
+        let by_path = compile(
+            "package policy\ndefault allow = false\nsvn_needed := {\"one\": 2, \"two\": 3}\n\
+             allow if {\n  data.plugin == \"resource\"\n  count(data[\"resource-path\"]) == 3\n  \
+             data[\"resource-path\"][0] == \"myrepo\"\n  \
+             svn_needed[data[\"resource-path\"][2]] <= \
+             input.submods.cpu0[\"ear.veraison.annotated-evidence\"].snp.svn\n}\n",
+        );
+        assert_eq!(
+            decide(&by_path, snp.clone(), "myrepo/secret/one", false),
+            Decision::Allow
+        );
+        for path in [
+            "myrepo/secret/two",
+            "other/secret/one",
+            "myrepo/secret/three",
+        ] {
+            assert_eq!(
+                decide(&by_path, snp.clone(), path, false),
+                Decision::Deny(vec![]),
+                "{path}"
+            );
+        }
+
+        // Tied to one initdata document.
+        let hex = "ab".repeat(32);
+        let tied = compile(&format!(
+            "package policy\ndefault allow := false\nallow if \
+             input.submods.cpu0[\"ear.veraison.annotated-evidence\"].init_data == \"{hex}\"\n"
+        ));
+        assert_eq!(
+            decide(
+                &tied,
+                token("snp", false, false, Some(&hex)),
+                "a/b/c",
+                false
+            ),
+            Decision::Allow
+        );
+        for other in [Some("cd".repeat(32)), None] {
+            let claims = token("snp", false, false, other.as_deref());
+            assert_eq!(
+                decide(&tied, claims, "a/b/c", false),
+                Decision::Deny(vec![])
+            );
+        }
     }
 
     #[test]
@@ -583,7 +833,7 @@ mod tests {
         // Written to Trustee's resource-policy input: `data.plugin`, `data["resource-path"]`.
         let trustee_style = "package policy\n\
             allow if {\n  data.plugin == \"resource\"\n  \
-            startswith(data[\"resource-path\"], \"default/\")\n}\n";
+            data[\"resource-path\"][0] == \"production\"\n}\n";
         let policy = Policy::compile(trustee_style, &refs()).unwrap();
         let err = policy.check_decides(PolicyKind::Resource).unwrap_err();
         assert!(
@@ -605,6 +855,13 @@ mod tests {
                 ..
             })
         ));
+        // An attestation policy written for Trustee computes a trust vector and has no allow:
+        // refused at upload rather than refusing every guest.
+        let trust_claims = "package policy\ndefault executables := 33\n\
+            trust_claims := {\"executables\": executables}\n";
+        let err = Policy::compile(trust_claims, &refs()).unwrap_err();
+        assert!(matches!(err, PolicyError::NoAllow), "{err:?}");
+        assert!(err.to_string().contains("trust_claims"), "{err}");
         // A non-boolean allow is named.
         let policy = Policy::compile("package policy\nallow := \"yes\"\n", &refs()).unwrap();
         let err = policy.check_decides(PolicyKind::Resource).unwrap_err();

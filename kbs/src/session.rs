@@ -326,17 +326,21 @@ mod tests {
     use super::*;
 
     fn claims() -> TokenClaims {
-        TokenClaims {
-            iss: "i".into(),
-            iat: 0,
-            exp: 1,
-            tee: "sample".into(),
-            simulated: true,
-            tee_pubkey: serde_json::Value::Null,
-            claims: serde_json::Value::Null,
-            init_data: None,
-            init_data_claims: None,
-        }
+        TokenClaims::new(
+            crate::token::Attested {
+                tee: "sample".into(),
+                claims: serde_json::Value::Null,
+                debug: false,
+                simulated: true,
+                init_data: None,
+                init_data_claims: None,
+                report_data: String::new(),
+                tee_pubkey: serde_json::Value::Null,
+                nonce: String::new(),
+            },
+            0,
+            1,
+        )
     }
 
     #[test]

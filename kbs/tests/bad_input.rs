@@ -574,7 +574,7 @@ async fn unauthenticated_admin_calls_are_refused_and_change_nothing() {
     assert!(
         f.broker
             .policy(tsuba_kbs::PolicyKind::Resource)
-            .contains("input.claims.measurement")
+            .contains("ear.status")
     );
     // The stored resource is untouched: attest and read it.
     let (cookie, nonce) = challenge(&f.app).await;
@@ -631,10 +631,11 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
             .contains("reference value")
     );
 
-    // A policy written to Trustee's input (data.plugin) compiles, but its allow is undefined for
-    // this broker's input: refused with the reason, and the stored policy is unchanged.
-    let trustee_style = "package policy\nallow if data.plugin == \"resource\"\n";
-    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", trustee_style).await;
+    // A policy written to another input (tsuba's before it took Trustee's) compiles, but its
+    // allow is undefined for this broker's input: refused with the reason, the stored policy
+    // unchanged.
+    let other_input = "package policy\nallow if input.resource.tag == \"1\"\n";
+    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", other_input).await;
     assert_eq!(
         (reply.status, kind(&reply)),
         (StatusCode::BAD_REQUEST, "InvalidPolicy")
@@ -645,6 +646,17 @@ async fn admin_api_round_trips_and_refuses_bad_policy() {
         "{detail}"
     );
     assert_eq!(f.broker.policy(tsuba_kbs::PolicyKind::Resource), text);
+    // One written to Trustee's input (data.plugin, the EAR claims) decides, and is taken.
+    let trustee_style = "package policy\nallow if {\n  data.plugin == \"resource\"\n  \
+        input.submods.cpu0[\"ear.status\"] == \"affirming\"\n}\n";
+    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", trustee_style).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        f.broker.policy(tsuba_kbs::PolicyKind::Resource),
+        trustee_style
+    );
+    let reply = upload_policy(&f.app, "/kbs/v0/resource-policy", text).await;
+    assert_eq!(reply.status, StatusCode::OK);
 
     let reply = call(
         &f.app,

@@ -121,7 +121,7 @@ async fn restart_between_upload_and_fetch_loses_nothing() {
         kbs.broker
             .set_policy(
                 tsuba_kbs::PolicyKind::Resource,
-                "package policy\nallow := input.resource.tag == \"1\"\n",
+                "package policy\nallow := data[\"resource-path\"][2] == \"1\"\n",
             )
             .unwrap();
         assert_eq!(upload(&kbs.url(), "default/key/1", b"persisted").await, 200);

@@ -169,17 +169,17 @@ async fn sim_snp_evidence_with_reference_measurement_gets_the_resource() {
     assert_eq!(&secret[..], b"sim-secret");
     // The token says simulated.
     let token = client.attest().await.unwrap();
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(claims["simulated"], true);
-    assert_eq!(claims["tee"], "snp");
-    assert_eq!(claims["claims"]["details"]["root"], "tee-sim");
-    assert_eq!(claims["claims"]["measurement"], hex::encode(MEASUREMENT));
+    let claims = common::token_payload(&token);
+    assert_eq!(claims["submods"]["cpu0"]["tsuba.simulated"], true);
+    // Simulated roots are not genuine hardware, whatever a policy allowed.
+    assert_eq!(claims["submods"]["cpu0"]["ear.status"], "contraindicated");
+    assert_eq!(
+        claims["submods"]["cpu0"]["ear.trustworthiness-vector"]["hardware"],
+        97
+    );
+    let evidence = common::annotated_evidence(&claims);
+    assert_eq!(evidence["snp"]["details"]["root"], "tee-sim");
+    assert_eq!(evidence["snp"]["measurement"], hex::encode(MEASUREMENT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,9 +415,13 @@ reasons contains "initdata note is not a" if not allow
         .await
         .unwrap();
     let claims = common::token_payload(&token);
-    assert_eq!(claims["init_data"], a.host_data().to_hex());
-    assert_eq!(claims["init_data_claims"], serde_json::json!({"note": "a"}));
-    assert_eq!(claims["claims"]["host_data"], a.host_data().to_hex());
+    let evidence = common::annotated_evidence(&claims);
+    assert_eq!(evidence["init_data"], a.host_data().to_hex());
+    assert_eq!(
+        evidence["init_data_claims"],
+        serde_json::json!({"note": "a"})
+    );
+    assert_eq!(evidence["snp"]["host_data"], a.host_data().to_hex());
 
     // A guest launched with, and presenting, another document: the policy sees its data.
     let err = initdata_client(&setup, Some(&b), Some(b.clone()))
@@ -447,7 +451,7 @@ async fn a_resource_policy_requiring_one_initdata_releases_only_to_guests_launch
             &format!(
                 r#"package policy
 default allow := false
-allow if input.init_data == "{}"
+allow if input.submods.cpu0["ear.veraison.annotated-evidence"].init_data == "{}"
 reasons contains "the guest was not launched with the required initdata" if not allow
 "#,
                 a.host_data().to_hex()

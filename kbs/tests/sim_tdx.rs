@@ -197,9 +197,8 @@ async fn genuine_sim_tdx_boot_gets_the_resource_with_boot_claims() {
     assert_eq!(&secret[..], b"tdx-secret");
     let token = client.attest().await.unwrap();
     let claims = common::token_payload(&token);
-    assert_eq!(claims["simulated"], true);
-    assert_eq!(claims["tee"], "tdx");
-    let details = &claims["claims"]["details"];
+    assert_eq!(claims["submods"]["cpu0"]["tsuba.simulated"], true);
+    let details = &common::annotated_evidence(&claims)["tdx"]["details"];
     assert_eq!(
         details["event_log"]["initrd"],
         hex::encode(Sha384::digest(b"genuine initrd"))
@@ -278,14 +277,15 @@ async fn initdata_is_checked_against_mrconfigid() {
     assert_eq!(&secret[..], b"tdx-secret");
     let token = client.attest().await.unwrap();
     let claims = common::token_payload(&token);
-    assert_eq!(claims["init_data"], a.mr_config_id().to_hex());
+    let evidence = common::annotated_evidence(&claims);
+    assert_eq!(evidence["init_data"], a.mr_config_id().to_hex());
     assert!(
-        claims["init_data"]
+        evidence["init_data"]
             .as_str()
             .unwrap()
             .ends_with(&"00".repeat(16))
     );
-    assert_eq!(claims["init_data_claims"]["note"], "a");
+    assert_eq!(evidence["init_data_claims"]["note"], "a");
 
     let (kind, detail) = refusal(&guest(
         &setup,

@@ -637,7 +637,7 @@ async fn only_what_the_initdata_policy_lists_runs_and_the_broker_ties_the_key_to
             &path,
             format!(
                 "package policy\ndefault allow := false\n\
-                 allow if input.init_data == \"{}\"\n\
+                 allow if input.submods.cpu0[\"ear.veraison.annotated-evidence\"].init_data == \"{}\"\n\
                  reasons contains \"the key is tied to another initdata\" if not allow\n",
                 doc.host_data().to_hex()
             ),

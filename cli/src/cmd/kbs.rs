@@ -160,7 +160,7 @@ struct ServeArgs {
     insecure_sim_roots: Option<PathBuf>,
     /// INSECURE: let the default resource policy release resources to guests whose token is
     /// marked simulated (it refuses them otherwise). An uploaded resource policy decides for
-    /// itself (input.simulated).
+    /// itself (the token's `submods.cpu0["tsuba.simulated"]`).
     #[arg(long)]
     insecure_release_resources_to_simulated: bool,
     /// Directory of VCEK certificates (DER) for SNP reports that carry none.

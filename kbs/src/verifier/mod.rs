@@ -104,6 +104,12 @@ pub struct Claims {
     pub host_data: String,
     /// TEE-specific details (TCB versions, policy bits, RTMRs, ...).
     pub details: Value,
+    /// The same evidence under the names Trustee's verifier gives it, beside tsuba's own (SNP:
+    /// `policy_debug_allowed`, `reported_tcb_snp`, `platform_smt_enabled`, `chip_id`...; sample:
+    /// `svn`, `launch_digest`), so a policy that reads Trustee's claims reads them here too.
+    /// Empty where tsuba does not give Trustee's names yet (TDX).
+    #[serde(flatten)]
+    pub trustee: serde_json::Map<String, Value>,
 }
 
 /// Why evidence was refused.

@@ -60,11 +60,16 @@ impl Verifier for SampleVerifier {
         Ok(Claims {
             tee: "sample".into(),
             simulated: true,
-            measurement,
+            measurement: measurement.clone(),
             debug: false,
             report_data: hex::encode(report_data),
             host_data: String::new(),
             details: serde_json::json!({"svn": evidence.svn}),
+            // Trustee's sample verifier's names for the same two fields.
+            trustee: serde_json::Map::from_iter([
+                ("svn".to_owned(), evidence.svn.clone().into()),
+                ("launch_digest".to_owned(), measurement.into()),
+            ]),
         })
     }
 }

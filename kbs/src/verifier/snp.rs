@@ -460,6 +460,39 @@ fn claims(verified: &VerifiedReport) -> Claims {
             "id_key_digest": hex::encode(c.id_key_digest),
             "chip_id": c.chip_id.map(hex::encode),
         }),
+        trustee: trustee_claims(r),
+    }
+}
+
+/// PLATFORM_INFO bits (SEV-SNP ABI, table "ATTESTATION_REPORT structure").
+const PLATFORM_SMT_EN: u64 = 1 << 0;
+const PLATFORM_TSME_EN: u64 = 1 << 1;
+
+/// The report's claims as Trustee's SNP verifier names them (`deps/verifier/src/snp`:
+/// `parse_tee_evidence`), without the two tsuba already gives under the same name and value
+/// (`measurement`, `report_data`) and `init_data`, which the broker shows only for a document
+/// the guest presented.
+fn trustee_claims(r: &SnpReport) -> serde_json::Map<String, serde_json::Value> {
+    let policy = r.policy;
+    let tcb = r.reported_tcb.parts(r.tcb_layout());
+    let json = serde_json::json!({
+        "policy_abi_major": policy.abi_major(),
+        "policy_abi_minor": policy.abi_minor(),
+        "policy_smt_allowed": policy.smt(),
+        "policy_migrate_ma": policy.migrate_ma(),
+        "policy_debug_allowed": policy.debug(),
+        "policy_single_socket": policy.single_socket(),
+        "reported_tcb_bootloader": tcb.bootloader,
+        "reported_tcb_tee": tcb.tee,
+        "reported_tcb_snp": tcb.snp,
+        "reported_tcb_microcode": tcb.microcode,
+        "platform_smt_enabled": r.platform_info & PLATFORM_SMT_EN != 0,
+        "platform_tsme_enabled": r.platform_info & PLATFORM_TSME_EN != 0,
+        "chip_id": hex::encode(r.chip_id),
+    });
+    match json {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
     }
 }
 
@@ -620,6 +653,44 @@ mod tests {
         assert_eq!(claims.details["reported_tcb"]["snp"], 8);
         assert_eq!(claims.details["reported_tcb"]["microcode"], 0x73);
         assert!(!claims.debug);
+    }
+
+    /// Trustee's names, with the values Trustee's verifier reads from the same report through
+    /// the `sev` crate it parses reports with (6.x, the dev-dependency `sev-gc`).
+    #[test]
+    fn trustees_snp_claim_names_carry_the_reports_values() {
+        let raw = data("trustee-test-report.bin");
+        let verified = any_tcb()
+            .verify_report(
+                &raw,
+                Some(&table(GUID_VCEK, data("trustee-test-vcek.der"))),
+                inside(),
+            )
+            .unwrap();
+        let claims = claims(&verified);
+        let theirs = sev_gc::firmware::guest::AttestationReport::from_bytes(&raw).unwrap();
+        let expected = serde_json::json!({
+            "policy_abi_major": theirs.policy.abi_major(),
+            "policy_abi_minor": theirs.policy.abi_minor(),
+            "policy_smt_allowed": theirs.policy.smt_allowed(),
+            "policy_migrate_ma": theirs.policy.migrate_ma_allowed(),
+            "policy_debug_allowed": theirs.policy.debug_allowed(),
+            "policy_single_socket": theirs.policy.single_socket_required(),
+            "reported_tcb_bootloader": theirs.reported_tcb.bootloader,
+            "reported_tcb_tee": theirs.reported_tcb.tee,
+            "reported_tcb_snp": theirs.reported_tcb.snp,
+            "reported_tcb_microcode": theirs.reported_tcb.microcode,
+            "platform_tsme_enabled": theirs.plat_info.tsme_enabled(),
+            "platform_smt_enabled": theirs.plat_info.smt_enabled(),
+            "chip_id": hex::encode(&theirs.chip_id[..]),
+        });
+        assert_eq!(serde_json::Value::Object(claims.trustee.clone()), expected);
+        // Beside tsuba's own names, at the top of the claims a policy reads.
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["policy_debug_allowed"], false);
+        assert_eq!(json["reported_tcb_snp"], 8);
+        assert_eq!(json["measurement"], hex::encode(&theirs.measurement[..]));
+        assert_eq!(json["details"]["reported_tcb"]["snp"], 8);
     }
 
     #[test]

@@ -354,6 +354,7 @@ fn tdx_claims(
             "pce_svn": c.pce_svn,
             "event_log": event_log,
         }),
+        trustee: serde_json::Map::new(),
     }
 }
 

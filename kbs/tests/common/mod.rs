@@ -93,3 +93,9 @@ pub(crate) fn token_payload(token: &str) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// The annotated evidence of a token's primary appraisal (`submods.cpu0`), where Trustee's tokens
+/// carry the verified claims.
+pub(crate) fn annotated_evidence(claims: &serde_json::Value) -> &serde_json::Value {
+    &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+}
