@@ -48,6 +48,10 @@ fn run(command: &mut Command) -> Output {
 }
 
 fn start(dir: &Path, public: &Path) -> Broker {
+    start_with(dir, &["--admin-public-key".as_ref(), public.as_os_str()])
+}
+
+fn start_with(dir: &Path, admin: &[&std::ffi::OsStr]) -> Broker {
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -57,8 +61,7 @@ fn start(dir: &Path, public: &Path) -> Broker {
         .arg(addr.to_string())
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .arg("--admin-public-key")
-        .arg(public)
+        .args(admin)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -97,13 +100,18 @@ fn openssl_token(dir: &Path, key: &Path) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap();
     let now = since_epoch.as_secs();
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#);
     let claims = format!(
         r#"{{"iss":"tsuba","sub":"admin","aud":["KBS"],"role":"admin","iat":{now},"exp":{},"jti":"{:032x}"}}"#,
         now + 60,
         // Unique per token: a reused id would be refused as a replay.
         since_epoch.as_nanos()
     );
+    openssl_sign(dir, key, &claims)
+}
+
+/// A JWT with `claims`, signed EdDSA by `openssl pkeyutl` with the PEM key at `key`.
+fn openssl_sign(dir: &Path, key: &Path, claims: &str) -> String {
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#);
     let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
     let input_file = dir.join("token-input");
     let sig_file = dir.join("token-sig");
@@ -184,4 +192,61 @@ fn generated_key_loads_in_openssl_and_signs_tokens_the_broker_accepts() {
         String::from_utf8(listed.stdout).unwrap(),
         "default/test/one\n"
     );
+}
+
+/// Trustee's docker-compose set-up: an Ed25519 key from `openssl genpkey`, and one long-lived
+/// token (`iss`, `sub`, `aud`, `role`, ten years) that `kbs-client config --admin-token-file`
+/// sends on every call. With `--admin-tokens reusable` the broker takes it every time; by default
+/// only once; with `--admin-disabled` never.
+#[test]
+fn trustees_long_lived_admin_token_works_when_the_operator_makes_tokens_reusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("private.key");
+    let public = dir.path().join("public.pub");
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public));
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = openssl_sign(
+        dir.path(),
+        &key,
+        &format!(
+            r#"{{"iss":"TrusteeInDocker","sub":"admin","aud":["KBS"],"role":"admin","iat":{now},"exp":{}}}"#,
+            now + 315_360_000
+        ),
+    );
+
+    let reusable = start_with(
+        dir.path(),
+        &[
+            "--admin-public-key".as_ref(),
+            public.as_os_str(),
+            "--admin-tokens".as_ref(),
+            "reusable".as_ref(),
+        ],
+    );
+    for _ in 0..3 {
+        assert_eq!(list_with(&reusable, &token).0, "HTTP/1.1 200 OK");
+    }
+    drop(reusable);
+
+    let single_use = start(dir.path(), &public);
+    assert_eq!(list_with(&single_use, &token).0, "HTTP/1.1 200 OK");
+    let (status, body) = list_with(&single_use, &token);
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    assert!(body.contains("already used"), "{body}");
+    drop(single_use);
+
+    let disabled = start_with(dir.path(), &["--admin-disabled".as_ref()]);
+    let (status, body) = list_with(&disabled, &token);
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    assert!(body.contains("disabled"), "{body}");
 }

@@ -2,9 +2,11 @@
 //! administrator's Ed25519 key (`{"alg":"EdDSA"}`), as Trustee's broker expects. The token must
 //! carry an `exp` in the future; there is no unauthenticated admin access.
 //!
-//! Each accepted token is remembered until its `exp` (by its `jti` when it has one, else by its
-//! SHA-256) and refused if presented again, so a captured token cannot be replayed within its
-//! lifetime. The memory is bounded: expired entries are dropped as time passes, and when
+//! By default each accepted token is remembered until its `exp` (by its `jti` when it has one,
+//! else by its SHA-256) and refused if presented again, so a captured token cannot be replayed
+//! within its lifetime. An operator whose tooling reuses one token (Trustee's `kbs-client
+//! config --admin-token-file`) chooses [`TokenUse::UntilExpiry`], Trustee's behaviour; a broker
+//! with no admin key ([`AdminAuth::disabled`], Trustee's `DenyAll`) refuses every admin call. The memory is bounded: expired entries are dropped as time passes, and when
 //! `MAX_REMEMBERED_TOKENS` unexpired tokens are remembered, new ones are refused until some
 //! expire (only tokens with a valid signature are ever remembered).
 
@@ -44,6 +46,9 @@ pub enum AdminAuthError {
     /// Too many unexpired tokens are remembered to accept another one now.
     #[error("too many admin tokens in use")]
     TooManyTokens,
+    /// This broker has no admin key: its admin API is off.
+    #[error("the admin api is disabled on this broker (started with --admin-disabled)")]
+    Disabled,
     /// The configured admin key could not be read.
     #[error("admin public key is not a valid ed25519 spki pem")]
     Key(#[source] ed25519_dalek::pkcs8::spki::Error),
@@ -96,20 +101,52 @@ impl SeenTokens {
     }
 }
 
+/// How often one admin token may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenUse {
+    /// Once: a token seen again before it expires is refused (tsuba's default).
+    #[default]
+    Once,
+    /// Any number of times until it expires (Trustee's behaviour).
+    UntilExpiry,
+}
+
 /// Checks admin tokens against the administrator's public key.
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
-    key: VerifyingKey,
+    /// `None`: the admin API is off.
+    key: Option<VerifyingKey>,
+    token_use: TokenUse,
     seen: std::sync::Arc<std::sync::Mutex<SeenTokens>>,
 }
 
 impl AdminAuth {
-    /// Uses `key` as the administrator's key.
+    /// Uses `key` as the administrator's key; each token is accepted once.
     pub fn new(key: VerifyingKey) -> Self {
         Self {
-            key,
+            key: Some(key),
+            token_use: TokenUse::Once,
             seen: std::sync::Arc::default(),
         }
+    }
+
+    /// No administrator: every admin call is refused.
+    pub fn disabled() -> Self {
+        Self {
+            key: None,
+            token_use: TokenUse::Once,
+            seen: std::sync::Arc::default(),
+        }
+    }
+
+    /// The same key, accepting each token as often as `token_use` says.
+    pub fn with_token_use(self, token_use: TokenUse) -> Self {
+        Self { token_use, ..self }
+    }
+
+    /// How often one token may be used.
+    pub fn token_use(&self) -> TokenUse {
+        self.token_use
     }
 
     /// Reads the administrator's key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
@@ -123,7 +160,10 @@ impl AdminAuth {
     /// the token so that it is refused if it comes again before it expires.
     pub fn check(&self, authorization: Option<&str>, now: u64) -> Result<(), AdminAuthError> {
         let (id, exp) = self.verify(authorization, now)?;
-        self.remember(id, exp, now)
+        match self.token_use {
+            TokenUse::Once => self.remember(id, exp, now),
+            TokenUse::UntilExpiry => Ok(()),
+        }
     }
 
     /// Remembers an accepted token's identity in this process until `exp`.
@@ -141,6 +181,7 @@ impl AdminAuth {
         authorization: Option<&str>,
         now: u64,
     ) -> Result<([u8; 32], u64), AdminAuthError> {
+        let key = self.key.as_ref().ok_or(AdminAuthError::Disabled)?;
         let token = authorization
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(AdminAuthError::Missing)?
@@ -164,8 +205,7 @@ impl AdminAuth {
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
             .ok_or(AdminAuthError::Malformed)?;
         let signed_len = token.len() - signature_suffix_len(token);
-        self.key
-            .verify(&token.as_bytes()[..signed_len], &signature)
+        key.verify(&token.as_bytes()[..signed_len], &signature)
             .map_err(|_| AdminAuthError::Signature)?;
         let claims: Claims = decode_json(payload)?;
         let not_before = claims.nbf.or(claims.iat).unwrap_or(0);

@@ -45,6 +45,9 @@ pub enum AdminClientError {
     /// The admin key is not a PKCS#8 Ed25519 key.
     #[error("admin key is not a pkcs#8 ed25519 private key")]
     Key(#[source] ed25519_dalek::pkcs8::Error),
+    /// A reference value's name has characters a URL path segment cannot carry as they are.
+    #[error("reference value name {0:?} is not letters, digits, '_', '-' and '.'")]
+    Name(String),
     /// The client could not be built.
     #[error("admin client configuration is invalid")]
     Config(#[source] reqwest::Error),
@@ -169,7 +172,20 @@ impl AdminClient {
         .map(drop)
     }
 
-    /// Lists resource paths.
+    /// Deletes a resource (Trustee's `DELETE` at its path).
+    pub async fn delete_resource(&self, path: &ResourcePath) -> Result<(), AdminClientError> {
+        let path = format!("/kbs/v0/resource/{path}");
+        self.call(
+            reqwest::Method::DELETE,
+            &path,
+            "application/octet-stream",
+            Vec::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Lists resource paths (tsuba's broker only: Trustee's has no listing).
     pub async fn list_resources(&self) -> Result<Vec<String>, AdminClientError> {
         let body = self
             .call(
@@ -182,9 +198,17 @@ impl AdminClient {
         serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed)
     }
 
-    /// Replaces a policy.
+    /// Replaces a policy, in the envelope both brokers take: Trustee's attestation policy is
+    /// the one with id `default_cpu` (the CPU's, which its broker evaluates).
     pub async fn set_policy(&self, kind: PolicyKind, rego: &str) -> Result<(), AdminClientError> {
-        let body = serde_json::json!({"policy": URL_SAFE_NO_PAD.encode(rego)}).to_string();
+        let policy = URL_SAFE_NO_PAD.encode(rego);
+        let body = match kind {
+            PolicyKind::Attestation => serde_json::json!({
+                "type": "rego", "policy_id": "default_cpu", "policy": policy,
+            }),
+            PolicyKind::Resource => serde_json::json!({"policy": policy}),
+        }
+        .to_string();
         self.call(
             reqwest::Method::POST,
             policy_path(kind),
@@ -195,7 +219,7 @@ impl AdminClient {
         .map(drop)
     }
 
-    /// Reads a policy.
+    /// Reads a policy (tsuba's broker only: Trustee's gives no policy text back).
     pub async fn policy(&self, kind: PolicyKind) -> Result<String, AdminClientError> {
         let body = self
             .call(
@@ -216,7 +240,52 @@ impl AdminClient {
         String::from_utf8(bytes).map_err(|_| AdminClientError::Malformed)
     }
 
-    /// Replaces the reference values.
+    /// Sets one reference value's values, leaving the others, as a Trustee RVPS `sample`
+    /// message (both brokers take it).
+    pub async fn set_reference_value(
+        &self,
+        name: &str,
+        values: &[String],
+    ) -> Result<(), AdminClientError> {
+        use base64::engine::general_purpose::STANDARD;
+        let payload = serde_json::json!({ name: values }).to_string();
+        let body = serde_json::json!({
+            "version": "0.1.0", "type": "sample", "payload": STANDARD.encode(payload),
+        })
+        .to_string();
+        self.call(
+            reqwest::Method::POST,
+            "/kbs/v0/reference-value",
+            "application/json",
+            body.into_bytes(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// One reference value's values (both brokers).
+    pub async fn reference_value(&self, name: &str) -> Result<Vec<String>, AdminClientError> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if name.is_empty() || !name.chars().all(plain) {
+            return Err(AdminClientError::Name(name.chars().take(100).collect()));
+        }
+        let body = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/kbs/v0/reference-value/{name}"),
+                "application/json",
+                Vec::new(),
+            )
+            .await?;
+        // Trustee answers with the stored value as its RVPS holds it: a list, or a single value.
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Array(items)) => Ok(items.iter().map(value_text).collect()),
+            Ok(single) => Ok(vec![value_text(&single)]),
+            Err(_) => Err(AdminClientError::Malformed),
+        }
+    }
+
+    /// Replaces the reference values (tsuba's broker only).
     pub async fn set_reference_values(
         &self,
         values: &BTreeMap<String, Vec<String>>,
@@ -232,7 +301,7 @@ impl AdminClient {
         .map(drop)
     }
 
-    /// Reads the reference values.
+    /// Reads the reference values (tsuba's broker only).
     pub async fn reference_values(
         &self,
     ) -> Result<BTreeMap<String, Vec<String>>, AdminClientError> {
@@ -245,6 +314,14 @@ impl AdminClient {
             )
             .await?;
         serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed)
+    }
+}
+
+/// A reference value as text: a string as itself, anything else as its JSON.
+fn value_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -539,7 +539,9 @@ impl Broker {
                     .admin
                     .verify(authorization, now)
                     .map_err(KbsError::AdminAuth)?;
-                if db.remember_admin_token(id, exp).map_err(KbsError::Store)? {
+                if self.config.admin.token_use() == crate::admin::TokenUse::UntilExpiry
+                    || db.remember_admin_token(id, exp).map_err(KbsError::Store)?
+                {
                     Ok(())
                 } else {
                     Err(KbsError::AdminAuth(crate::AdminAuthError::Replayed))
@@ -554,6 +556,15 @@ impl Broker {
             .set_resource(path, bytes)
             .map_err(KbsError::Store)?;
         tracing::info!(resource = %path, "resource stored");
+        Ok(())
+    }
+
+    /// Deletes a resource (admin); 404 when there is none.
+    pub fn delete_resource(&self, path: &ResourcePath) -> Result<(), KbsError> {
+        if !self.store.delete_resource(path).map_err(KbsError::Store)? {
+            return Err(KbsError::ResourceNotFound);
+        }
+        tracing::info!(resource = %path, "resource deleted");
         Ok(())
     }
 
@@ -616,6 +627,32 @@ impl Broker {
             .map_err(KbsError::Store)?;
         self.reload_after_change()?;
         tracing::info!(names = values.len(), "reference values replaced");
+        Ok(())
+    }
+
+    /// Sets some reference values (admin), each name replacing its values and leaving the
+    /// others: what Trustee's reference value provider does with a `sample` message. On a
+    /// shared store, the read and the write are not one transaction: two such updates through
+    /// different replicas at the same moment may lose one (docs/kbs-operations.md).
+    pub fn merge_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), KbsError> {
+        let _guard = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut merged = self.store.reference_values().map_err(KbsError::Store)?;
+        merged.extend(
+            values
+                .iter()
+                .map(|(name, list)| (name.clone(), list.clone())),
+        );
+        self.store
+            .set_reference_values(&merged)
+            .map_err(KbsError::Store)?;
+        self.reload_after_change()?;
+        tracing::info!(names = values.len(), "reference values set");
         Ok(())
     }
 

@@ -94,6 +94,15 @@ pub enum KbsError {
     /// No resource at that path.
     #[error("resource not found")]
     ResourceNotFound,
+    /// No reference value of that name.
+    #[error("no reference value named {name:?}")]
+    ReferenceValueNotFound {
+        /// The name asked for (at most 100 characters of it).
+        name: String,
+    },
+    /// A reference-value message (Trustee's RVPS format) is not one this broker takes.
+    #[error("reference values are not valid")]
+    InvalidReferenceValues(#[source] crate::rvps::RvpsError),
     /// The admin request is not authenticated.
     #[error("admin authentication failed")]
     AdminAuth(#[source] AdminAuthError),
@@ -163,6 +172,8 @@ impl KbsError {
             E::PolicyDeny { .. } => (StatusCode::UNAUTHORIZED, "PolicyDeny"),
             E::ResourcePath(_) => (StatusCode::BAD_REQUEST, "InvalidResourcePath"),
             E::ResourceNotFound => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            E::ReferenceValueNotFound { .. } => (StatusCode::NOT_FOUND, "ReferenceValueNotFound"),
+            E::InvalidReferenceValues(_) => (StatusCode::BAD_REQUEST, "InvalidReferenceValues"),
             E::AdminAuth(AdminAuthError::TooManyTokens) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "TooManyAdminTokens")
             }

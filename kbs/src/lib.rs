@@ -35,6 +35,7 @@ mod jwe;
 mod policy;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rvps;
 mod server;
 mod session;
 mod setup;
@@ -42,7 +43,7 @@ mod store;
 mod token;
 mod verifier;
 
-pub use admin::{AdminAuth, AdminAuthError, sign_admin_token};
+pub use admin::{AdminAuth, AdminAuthError, TokenUse, sign_admin_token};
 pub use admin_client::{AdminClient, AdminClientError, generate_admin_key};
 #[cfg(feature = "postgres")]
 pub use at_rest::{AtRestKeyError, AtRestKeys};
@@ -57,6 +58,7 @@ pub use kbs_types::Tee;
 pub use policy::{DEFAULT_ATTESTATION_POLICY, DEFAULT_RESOURCE_POLICY, PolicyError};
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore, SCHEMA_VERSION};
+pub use rvps::RvpsError;
 pub use server::{RunningServer, ServerError, Transport, load_pem, serve};
 pub use session::{NewSession, SessionError, SessionId};
 pub use setup::{SetupError, SnpTcbOption, VerifierOptions, build_verifiers};

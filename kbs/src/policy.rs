@@ -197,6 +197,10 @@ pub enum PolicyError {
     /// The policy text does not compile.
     #[error("policy does not compile")]
     Compile(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The upload's envelope is wrong (Trustee's `type` or `policy_id` name something this
+    /// broker does not have).
+    #[error("policy upload is not valid: {0}")]
+    Upload(String),
     /// The policy has no `allow` rule in `package policy`.
     #[error(
         "the policy defines no rule data.policy.allow (package policy, rule allow); an \

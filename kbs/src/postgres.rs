@@ -825,6 +825,17 @@ impl StateStore for PgStore {
         })
     }
 
+    fn delete_resource(&self, path: &ResourcePath) -> Result<bool, StoreError> {
+        let name = path.to_string();
+        self.run(move |db, _| async move {
+            let deleted = db
+                .execute("DELETE FROM tsuba_kbs_resources WHERE path = $1", &[&name])
+                .await
+                .map_err(db_error)?;
+            Ok(deleted > 0)
+        })
+    }
+
     fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError> {
         let names = self.run(|db, _| async move {
             let rows = db

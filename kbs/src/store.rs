@@ -191,6 +191,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError>;
     /// Stores a resource.
     fn set_resource(&self, path: &ResourcePath, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Deletes a resource; false when there was none.
+    fn delete_resource(&self, path: &ResourcePath) -> Result<bool, StoreError>;
     /// Lists stored resource paths, sorted.
     fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError>;
     /// For a store shared by replicas: a number that changes with every change of policies,
@@ -357,6 +359,19 @@ impl StateStore for Store {
                 })?;
         }
         write_atomic(&file, bytes)
+    }
+
+    fn delete_resource(&self, path: &ResourcePath) -> Result<bool, StoreError> {
+        let file = self.resource_file(path);
+        match fs::remove_file(&file) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io {
+                op: "delete",
+                path: file,
+                source,
+            }),
+        }
     }
 
     fn list_resources(&self) -> Result<Vec<ResourcePath>, StoreError> {

@@ -378,6 +378,37 @@ async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
             vec!["default/key/9".to_owned()]
         );
     }
+    // The calls that speak Trustee's shapes manage this broker too.
+    admin
+        .set_reference_value("init_data", &["ab".to_owned(), "cd".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        admin.reference_value("init_data").await.unwrap(),
+        ["ab", "cd"]
+    );
+    assert_eq!(
+        admin.reference_values().await.unwrap()["measurement"],
+        ["abcde"]
+    );
+    let rego = "package policy\ndefault allow := false\n";
+    admin
+        .set_policy(tsuba_kbs::PolicyKind::Attestation, rego)
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .policy(tsuba_kbs::PolicyKind::Attestation)
+            .await
+            .unwrap(),
+        rego
+    );
+    admin.delete_resource(&path).await.unwrap();
+    assert!(admin.list_resources().await.unwrap().is_empty());
+    assert!(matches!(
+        admin.delete_resource(&path).await,
+        Err(tsuba_kbs::AdminClientError::Refused { status: 404, .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

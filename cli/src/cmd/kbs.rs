@@ -132,8 +132,17 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Administrator's Ed25519 public key (SPKI PEM).
-    #[arg(long)]
-    admin_public_key: PathBuf,
+    #[arg(long, required_unless_present = "admin_disabled")]
+    admin_public_key: Option<PathBuf>,
+    /// No admin API: every admin call is refused (Trustee's DenyAll). The state is managed
+    /// offline (`tsuba kbs import`, or another replica of the same database).
+    #[arg(long, conflicts_with = "admin_public_key")]
+    admin_disabled: bool,
+    /// How often one admin token may be used: once (each call signs a new one, as `tsuba kbs
+    /// admin` does), or until it expires, as Trustee accepts them (for `kbs-client config
+    /// --admin-token-file`, which sends the same token every time).
+    #[arg(long, value_enum, default_value = "single-use")]
+    admin_tokens: AdminTokens,
     /// TLS certificate chain (PEM).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -204,6 +213,15 @@ struct ServeArgs {
     max_body: usize,
 }
 
+/// How often one admin token may be used (`serve --admin-tokens`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AdminTokens {
+    /// Each token is accepted once.
+    SingleUse,
+    /// A token is accepted until it expires.
+    Reusable,
+}
+
 #[derive(Debug, clap::Args)]
 struct AdminArgs {
     /// Broker URL, e.g. https://kbs.example:8080.
@@ -245,7 +263,12 @@ enum AdminCall {
         /// File with the resource bytes.
         file: PathBuf,
     },
-    /// List resource paths.
+    /// Delete a resource.
+    DeleteResource {
+        /// repo/type/tag
+        path: String,
+    },
+    /// List resource paths (tsuba's broker only).
     ListResources,
     /// Replace a policy with a Rego file.
     SetPolicy {
@@ -264,8 +287,21 @@ enum AdminCall {
         /// JSON file.
         file: PathBuf,
     },
-    /// Print the reference values as JSON.
+    /// Print the reference values as JSON (tsuba's broker only).
     GetReferenceValues,
+    /// Set one reference value's values, leaving the others (Trustee's RVPS message; works
+    /// against Trustee's broker too).
+    SetReferenceValue {
+        /// Its name, e.g. `measurement` or `init_data`.
+        name: String,
+        /// Its values (none clears it).
+        values: Vec<String>,
+    },
+    /// Print one reference value's values as JSON.
+    GetReferenceValue {
+        /// Its name.
+        name: String,
+    },
 }
 
 pub(crate) fn run(args: KbsArgs) -> anyhow::Result<ExitCode> {
@@ -354,9 +390,19 @@ fn keygen(private: &std::path::Path, public: &std::path::Path) -> anyhow::Result
 }
 
 async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let admin_pem = std::fs::read_to_string(&args.admin_public_key)
-        .with_context(|| format!("cannot read {}", args.admin_public_key.display()))?;
-    let admin = AdminAuth::from_public_key_pem(&admin_pem)?;
+    let (args_admin_disabled, args_admin_tokens) = (args.admin_disabled, args.admin_tokens);
+    let admin = match &args.admin_public_key {
+        Some(key) => {
+            let pem = std::fs::read_to_string(key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let token_use = match args.admin_tokens {
+                AdminTokens::SingleUse => tsuba_kbs::TokenUse::Once,
+                AdminTokens::Reusable => tsuba_kbs::TokenUse::UntilExpiry,
+            };
+            AdminAuth::from_public_key_pem(&pem)?.with_token_use(token_use)
+        }
+        None => AdminAuth::disabled(),
+    };
     let trust = EvidenceTrust::new(
         args.insecure_accept_simulated_evidence,
         args.insecure_accept_sample_evidence,
@@ -405,6 +451,14 @@ async fn serve_until_interrupted(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
     let server = tsuba_kbs::serve(args.listen, transport, tsuba_kbs::router(broker, limits))?;
     tracing::info!(addr = %server.local_addr(), "tsuba kbs serving; SIGTERM or SIGINT to stop");
+    match (args_admin_disabled, args_admin_tokens) {
+        (true, _) => tracing::info!("admin api disabled: every admin call is refused"),
+        (false, AdminTokens::Reusable) => tracing::warn!(
+            "admin tokens are reusable until they expire: a token seen on the wire or in a log \
+             can be replayed until then"
+        ),
+        (false, AdminTokens::SingleUse) => {}
+    }
     let stop = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
@@ -449,6 +503,10 @@ async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             client.set_resource(&path, bytes).await?;
         }
+        AdminCall::DeleteResource { path } => {
+            let path = ResourcePath::parse(&path).context("resource path must be repo/type/tag")?;
+            client.delete_resource(&path).await?;
+        }
         AdminCall::ListResources => {
             for path in client.list_resources().await? {
                 out.push_str(&path);
@@ -470,6 +528,13 @@ async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
         AdminCall::GetReferenceValues => {
             out = serde_json::to_string_pretty(&client.reference_values().await?)?;
+            out.push('\n');
+        }
+        AdminCall::SetReferenceValue { name, values } => {
+            client.set_reference_value(&name, &values).await?;
+        }
+        AdminCall::GetReferenceValue { name } => {
+            out = serde_json::to_string(&client.reference_value(&name).await?)?;
             out.push('\n');
         }
     }

@@ -52,7 +52,9 @@ pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
         .route("/kbs/v0/attest", post(protocol::attest))
         .route(
             "/kbs/v0/resource/{repo}/{kind}/{tag}",
-            get(protocol::resource).post(admin::set_resource),
+            get(protocol::resource)
+                .post(admin::set_resource)
+                .delete(admin::delete_resource),
         )
         .route("/kbs/v0/admin/resources", get(admin::list_resources))
         .route(
@@ -66,6 +68,11 @@ pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
         .route(
             "/kbs/v0/reference-values",
             get(admin::get_reference_values).post(admin::set_reference_values),
+        )
+        .route("/kbs/v0/reference-value", post(admin::set_reference_value))
+        .route(
+            "/kbs/v0/reference-value/{name}",
+            get(admin::get_reference_value),
         )
         .fallback(|| async { KbsError::NotFound })
         .method_not_allowed_fallback(|| async { KbsError::NotFound })
