@@ -219,6 +219,18 @@ impl AdminClient {
         .map(drop)
     }
 
+    /// Forgets a policy, so the broker's built-in default applies again (tsuba's broker only).
+    pub async fn delete_policy(&self, kind: PolicyKind) -> Result<(), AdminClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            policy_path(kind),
+            "application/json",
+            Vec::new(),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Reads a policy (tsuba's broker only: Trustee's gives no policy text back).
     pub async fn policy(&self, kind: PolicyKind) -> Result<String, AdminClientError> {
         let body = self

@@ -608,6 +608,18 @@ impl Broker {
         Ok(())
     }
 
+    /// Forgets a policy (admin): the built-in default applies again.
+    pub fn delete_policy(&self, kind: PolicyKind) -> Result<(), KbsError> {
+        let _guard = self
+            .admin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.store.delete_policy(kind).map_err(KbsError::Store)?;
+        self.reload_after_change()?;
+        tracing::info!(?kind, "policy reset to the default");
+        Ok(())
+    }
+
     /// The reference values (admin).
     pub fn reference_values(&self) -> Result<BTreeMap<String, Vec<String>>, KbsError> {
         self.store.reference_values().map_err(KbsError::Store)

@@ -790,6 +790,22 @@ impl StateStore for PgStore {
         self.set_settings(vec![(policy_setting(kind), text.as_bytes().to_vec())])
     }
 
+    fn delete_policy(&self, kind: PolicyKind) -> Result<(), StoreError> {
+        let name = policy_setting(kind);
+        self.run(move |client, _| async move {
+            // The generation moves with it: every replica reloads on its next request.
+            client
+                .execute(
+                    "WITH bump AS (UPDATE tsuba_kbs_meta SET generation = generation + 1) \
+                     DELETE FROM tsuba_kbs_settings WHERE name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+
     fn resource(&self, path: &ResourcePath) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
         let name = path.to_string();
         let sealed = self.run(move |db, _| async move {

@@ -184,6 +184,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn policy(&self, kind: PolicyKind) -> Result<Option<String>, StoreError>;
     /// Stores a policy.
     fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), StoreError>;
+    /// Forgets a stored policy, so the broker's built-in default applies again.
+    fn delete_policy(&self, kind: PolicyKind) -> Result<(), StoreError>;
     /// A resource's bytes, if it exists; wiped from memory when dropped.
     fn resource(
         &self,
@@ -326,6 +328,19 @@ impl StateStore for Store {
 
     fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), StoreError> {
         write_atomic(&self.root.join(policy_file(kind)), text.as_bytes())
+    }
+
+    fn delete_policy(&self, kind: PolicyKind) -> Result<(), StoreError> {
+        let file = self.root.join(policy_file(kind));
+        match fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io {
+                op: "delete",
+                path: file,
+                source,
+            }),
+        }
     }
 
     fn resource(

@@ -403,6 +403,18 @@ async fn admin_client_calls_in_quick_succession_each_use_a_fresh_token() {
             .unwrap(),
         rego
     );
+    // Deleting it brings the built-in default back.
+    admin
+        .delete_policy(tsuba_kbs::PolicyKind::Attestation)
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .policy(tsuba_kbs::PolicyKind::Attestation)
+            .await
+            .unwrap(),
+        tsuba_kbs::DEFAULT_ATTESTATION_POLICY
+    );
     admin.delete_resource(&path).await.unwrap();
     assert!(admin.list_resources().await.unwrap().is_empty());
     assert!(matches!(

@@ -277,6 +277,11 @@ enum AdminCall {
         /// Rego file (`package policy`, rule `allow`).
         file: PathBuf,
     },
+    /// Forget a policy: the broker's built-in default applies again (tsuba's broker only).
+    DeletePolicy {
+        /// Which policy.
+        kind: PolicyName,
+    },
     /// Print a policy.
     GetPolicy {
         /// Which policy.
@@ -519,6 +524,7 @@ async fn admin_call(args: AdminArgs) -> anyhow::Result<ExitCode> {
             client.set_policy(kind.into(), &rego).await?;
         }
         AdminCall::GetPolicy { kind } => out = client.policy(kind.into()).await?,
+        AdminCall::DeletePolicy { kind } => client.delete_policy(kind.into()).await?,
         AdminCall::SetReferenceValues { file } => {
             let text =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

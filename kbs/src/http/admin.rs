@@ -148,6 +148,32 @@ async fn get_policy(
     Ok(Json(serde_json::json!({ "policy": policy })).into_response())
 }
 
+async fn delete_policy(
+    broker: Arc<Broker>,
+    kind: PolicyKind,
+    headers: &HeaderMap,
+) -> Result<Response, KbsError> {
+    check_admin(&broker, headers).await?;
+    tokio::task::spawn_blocking(move || broker.delete_policy(kind))
+        .await
+        .map_err(KbsError::Task)??;
+    Ok(().into_response())
+}
+
+pub(super) async fn delete_resource_policy(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Response, KbsError> {
+    delete_policy(broker, PolicyKind::Resource, &headers).await
+}
+
+pub(super) async fn delete_attestation_policy(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Response, KbsError> {
+    delete_policy(broker, PolicyKind::Attestation, &headers).await
+}
+
 pub(super) async fn set_resource_policy(
     State(broker): State<Arc<Broker>>,
     headers: HeaderMap,

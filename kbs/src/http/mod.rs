@@ -59,11 +59,15 @@ pub fn router(broker: Arc<Broker>, limits: HttpLimits) -> Router {
         .route("/kbs/v0/admin/resources", get(admin::list_resources))
         .route(
             "/kbs/v0/resource-policy",
-            get(admin::get_resource_policy).post(admin::set_resource_policy),
+            get(admin::get_resource_policy)
+                .post(admin::set_resource_policy)
+                .delete(admin::delete_resource_policy),
         )
         .route(
             "/kbs/v0/attestation-policy",
-            get(admin::get_attestation_policy).post(admin::set_attestation_policy),
+            get(admin::get_attestation_policy)
+                .post(admin::set_attestation_policy)
+                .delete(admin::delete_attestation_policy),
         )
         .route(
             "/kbs/v0/reference-values",
