@@ -13,6 +13,7 @@
 mod encrypt_support;
 mod pg_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -22,6 +23,7 @@ use tsuba_attestation_agent::kbs::{EvidenceProvider, InsecureSampleEvidence, Tee
 use tsuba_kbs::BindingDigest;
 
 const AUTH: &str = r#"{"version":"0.4.0","tee":"sample","extra-params":""}"#;
+const AUTH_SNP: &str = r#"{"version":"0.4.0","tee":"snp","extra-params":""}"#;
 const SECRET: &[u8] = b"fleet-secret-0123456789";
 
 fn http() -> reqwest::Client {
@@ -74,15 +76,61 @@ async fn send(request: reqwest::RequestBuilder) -> Reply {
     }
 }
 
-/// A guest: its ephemeral key and sample evidence.
+/// The launch measurement of the load bench's simulated SNP guests.
+const SIM_MEASUREMENT: [u8; 48] = [0x42; 48];
+
+/// What a guest attests with: Trustee's unsigned sample evidence, or a simulated SNP report
+/// signed by tee-sim (the broker verifies its certificate chain and signature).
+#[derive(Clone)]
+enum Evidence {
+    Sample,
+    SimSnp(Arc<tsuba_tee_sim::SimAmdSp>),
+}
+
+impl Evidence {
+    /// The `auth` request body.
+    fn auth(&self) -> &'static str {
+        match self {
+            Self::Sample => AUTH,
+            Self::SimSnp(_) => AUTH_SNP,
+        }
+    }
+
+    fn evidence(&self, binding: &[u8; 48]) -> Value {
+        match self {
+            Self::Sample => InsecureSampleEvidence::default().evidence(binding).unwrap(),
+            Self::SimSnp(sp) => {
+                let mut report_data = [0u8; 64];
+                report_data[..48].copy_from_slice(binding);
+                let signed = sp
+                    .report(&tsuba_tee_sim::SnpReportRequest::new(
+                        SIM_MEASUREMENT,
+                        [0; 32],
+                        tsuba_protocols::evidence::ReportData(report_data),
+                    ))
+                    .unwrap();
+                let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+                json!({"report": b64(&signed.report), "cert_table": b64(&signed.cert_table)})
+            }
+        }
+    }
+}
+
+/// A guest: its ephemeral key and its evidence.
 struct Guest {
     key: TeeKey,
+    evidence: Evidence,
 }
 
 impl Guest {
     fn new() -> Self {
+        Self::with(Evidence::Sample)
+    }
+
+    fn with(evidence: Evidence) -> Self {
         Self {
             key: TeeKey::generate(TeeKeyKind::EcP256).unwrap(),
+            evidence,
         }
     }
 
@@ -106,9 +154,7 @@ impl Guest {
     fn attestation(&self, nonce: &str) -> String {
         let jwk = self.key.public_jwk();
         let binding = BindingDigest::compute(nonce, &jwk, "");
-        let evidence = InsecureSampleEvidence::default()
-            .evidence(binding.as_bytes())
-            .unwrap();
+        let evidence = self.evidence.evidence(binding.as_bytes());
         json!({
             "init-data": null,
             "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
@@ -183,7 +229,10 @@ async fn provision(url: &str, keys: &Keys) {
         url,
         keys,
         "/kbs/v0/reference-values",
-        json!({"measurement": ["abcde"]}).to_string().into_bytes(),
+        // The sample evidence's launch digest, and the load bench's simulated SNP guests'.
+        json!({"measurement": ["abcde", hex::encode(SIM_MEASUREMENT)]})
+            .to_string()
+            .into_bytes(),
     )
     .await;
     admin_ok(url, keys, "/kbs/v0/resource/default/key/1", SECRET.to_vec()).await;
@@ -343,6 +392,18 @@ async fn a_policy_change_through_one_replica_applies_on_the_others_at_once() {
             (401, "PolicyDeny".to_owned().as_str(), None)
         );
     }
+    // Deleting the policy through C brings the default back on A at once.
+    let deleted = send(
+        http()
+            .delete(format!("{c}/kbs/v0/resource-policy"))
+            .header("authorization", f.keys.bearer()),
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.detail());
+    let (reply, plain) = guest
+        .resource(a, Auth::Token(&token), "default/key/1")
+        .await;
+    assert_eq!((reply.status, plain.as_deref()), (200, Some(SECRET)));
     // Reference values too: through C, "abcde" is no longer a reference value; attestation on A
     // is refused.
     admin_ok(
@@ -859,7 +920,9 @@ async fn spread_handshake(
 ) -> Result<Vec<u8>, String> {
     let client = http();
     let auth = step(urls, first, retries, |url| {
-        client.post(format!("{url}/kbs/v0/auth")).body(AUTH)
+        client
+            .post(format!("{url}/kbs/v0/auth"))
+            .body(guest.evidence.auth())
     })
     .await?;
     let cookie = auth.cookie.clone().ok_or("no cookie")?;
@@ -932,6 +995,7 @@ impl Target {
 fn spawn_load(
     urls: &[String],
     target: &Target,
+    evidence: &Evidence,
     clients: usize,
     start: Instant,
     run_for: Duration,
@@ -940,8 +1004,9 @@ fn spawn_load(
         .map(|client| {
             let urls = urls.to_vec();
             let target = target.clone();
+            let evidence = evidence.clone();
             tokio::spawn(async move {
-                let guest = Guest::new();
+                let guest = Guest::with(evidence);
                 let mut load = Load::default();
                 let mut round = client;
                 while start.elapsed() < run_for {
@@ -981,10 +1046,11 @@ fn spawn_load(
 }
 
 /// The load figures for docs/performance.md ("Key broker on PostgreSQL"): `KBS_LOAD_CLIENTS`
-/// clients (64) for `KBS_LOAD_SECS` (30) of handshakes (sample evidence: the broker's state
-/// handling and HTTP, not evidence verification) on one replica on the folder backend, one on
-/// PostgreSQL, and three on PostgreSQL with one SIGKILLed halfway, side by side in one run. Run
-/// by `bench/kbs-load-replicas.sh`; fails if any handshake fails.
+/// clients (64) for `KBS_LOAD_SECS` (30) of handshakes on one replica on the folder backend, one
+/// on PostgreSQL, and three on PostgreSQL with one SIGKILLed halfway, side by side in one run.
+/// `KBS_LOAD_EVIDENCE` is `sim-snp` (the default: tee-sim signs an SNP report per handshake and
+/// the broker verifies its chain) or `sample` (Trustee's unsigned evidence: the broker's state
+/// handling and HTTP alone). Run by `bench/kbs-load-replicas.sh`; fails if any handshake fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: bench/kbs-load-replicas.sh"]
 async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
@@ -1010,6 +1076,7 @@ async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
         let load = Load::collect(spawn_load(
             std::slice::from_ref(&url),
             &target,
+            &Evidence::Sample,
             clients,
             start,
             run_for,
@@ -1028,11 +1095,32 @@ async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
     let keys = Keys::new(dir.path());
     let pg = Postgres::start();
     let state = dir.path().join("state");
+    let kind = std::env::var("KBS_LOAD_EVIDENCE").unwrap_or_else(|_| "sim-snp".into());
     // Each setup in turn, so they do not share the 2 cores; the limits are raised so that the
     // load generator (one address) is not throttled as one client.
-    let limits = ["--max-sessions-per-client", "100000"];
+    let mut args = vec!["--max-sessions-per-client".to_owned(), "100000".to_owned()];
+    let evidence = match kind.as_str() {
+        "sample" => Evidence::Sample,
+        "sim-snp" => {
+            let sp = tsuba_tee_sim::SimAmdSp::open_or_create_with_published_test_roots(
+                &dir.path().join("tee-sim"),
+            )
+            .unwrap();
+            let roots = dir.path().join("sim-roots.pem");
+            std::fs::write(&roots, sp.public_roots_pem().unwrap()).unwrap();
+            args.extend([
+                "--insecure-accept-simulated-evidence".to_owned(),
+                "--insecure-sim-roots".to_owned(),
+                roots.display().to_string(),
+                "--insecure-snp-accept-any-tcb".to_owned(),
+            ]);
+            Evidence::SimSnp(Arc::new(sp))
+        }
+        other => panic!("KBS_LOAD_EVIDENCE is sim-snp or sample, not {other:?}"),
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let start_replica = |backend: Backend<'_>, name: &str| {
-        let replica = Replica::spawn(backend, &keys, &dir.path().join(name), &limits);
+        let replica = Replica::spawn(backend, &keys, &dir.path().join(name), &args);
         replica.wait_ready();
         replica
     };
@@ -1059,7 +1147,14 @@ async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
         let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
         provision(&urls[0], &keys).await;
         let start = Instant::now();
-        let load = spawn_load(&urls, &Target::provisioned(), clients, start, run_for);
+        let load = spawn_load(
+            &urls,
+            &Target::provisioned(),
+            &evidence,
+            clients,
+            start,
+            run_for,
+        );
         let killed_at = if kill {
             tokio::time::sleep(run_for / 2).await;
             replicas[1].kill();
@@ -1068,7 +1163,13 @@ async fn bench_handshakes_on_one_and_three_replicas_with_a_kill() {
             None
         };
         let load = Load::collect(load).await;
-        report(name, clients, start.elapsed(), load, killed_at);
+        report(
+            &format!("{name}, {kind}"),
+            clients,
+            start.elapsed(),
+            load,
+            killed_at,
+        );
     }
 }
 
@@ -1113,7 +1214,14 @@ async fn a_replica_killed_under_load_costs_no_handshake_and_no_acknowledged_writ
     let urls: Vec<String> = f.replicas.iter().map(|r| r.url.clone()).collect();
     let run_for = Duration::from_secs(6);
     let start = Instant::now();
-    let clients = spawn_load(&urls, &Target::provisioned(), 12, start, run_for);
+    let clients = spawn_load(
+        &urls,
+        &Target::provisioned(),
+        &Evidence::Sample,
+        12,
+        start,
+        run_for,
+    );
     // A writer: uploads through the replicas in turn; remembers what was acknowledged.
     let writer = {
         let urls = urls.clone();
