@@ -198,7 +198,14 @@ async fn genuine_sim_tdx_boot_gets_the_resource_with_boot_claims() {
     let token = client.attest().await.unwrap();
     let claims = common::token_payload(&token);
     assert_eq!(claims["submods"]["cpu0"]["tsuba.simulated"], true);
-    let details = &common::annotated_evidence(&claims)["tdx"]["details"];
+    let tdx = &common::annotated_evidence(&claims)["tdx"];
+    // Trustee's names too, as its default policy reads them.
+    assert_eq!(tdx["quote"]["header"]["tee_type"], "81000000");
+    assert_eq!(tdx["tcb_status"], "UpToDate");
+    assert_eq!(tdx["collateral_expiration_status"], "0");
+    assert_eq!(tdx["td_attributes"]["debug"], false);
+    assert_eq!(tdx["quote"]["body"]["mr_td"], tdx["measurement"]);
+    let details = &tdx["details"];
     assert_eq!(
         details["event_log"]["initrd"],
         hex::encode(Sha384::digest(b"genuine initrd"))

@@ -105,9 +105,9 @@ pub struct Claims {
     /// TEE-specific details (TCB versions, policy bits, RTMRs, ...).
     pub details: Value,
     /// The same evidence under the names Trustee's verifier gives it, beside tsuba's own (SNP:
-    /// `policy_debug_allowed`, `reported_tcb_snp`, `platform_smt_enabled`, `chip_id`...; sample:
-    /// `svn`, `launch_digest`), so a policy that reads Trustee's claims reads them here too.
-    /// Empty where tsuba does not give Trustee's names yet (TDX).
+    /// `policy_debug_allowed`, `reported_tcb_snp`, `platform_smt_enabled`, `chip_id`...; TDX:
+    /// `quote.header.*`, `quote.body.*`, `td_attributes.*`, `tcb_status`; sample: `svn`,
+    /// `launch_digest`), so a policy that reads Trustee's claims reads them here too.
     #[serde(flatten)]
     pub trustee: serde_json::Map<String, Value>,
 }

@@ -25,7 +25,7 @@ use dcap_qvl::verify::QuoteVerifier;
 use serde::Deserialize;
 use serde_json::Value;
 use tsuba_protocols::evidence::ccel::{BOOT_RTMRS, EventLog, EventLogError, MAX_EVENT_LOG_LEN};
-use tsuba_protocols::evidence::{TDX_QUOTE_MAX_LEN, TdxClaims, TdxQuote};
+use tsuba_protocols::evidence::{TDX_QUOTE_MAX_LEN, TdxClaims, TdxQuote, TdxQuoteVersion};
 
 use super::{Claims, Verifier, VerifierError};
 use crate::binding::BindingDigest;
@@ -103,6 +103,8 @@ pub(crate) struct VerifiedTdx {
     pub(crate) quote: TdxQuote,
     pub(crate) simulated: bool,
     pub(crate) event_log: Option<EventLog>,
+    /// The platform's TCB status as the collateral gives it (`UpToDate`, ...).
+    pub(crate) tcb_status: String,
 }
 
 impl TdxVerifier {
@@ -183,6 +185,16 @@ impl TdxVerifier {
         raw: &[u8],
         now: SystemTime,
     ) -> Result<(TdxQuote, bool), VerifierError> {
+        self.verify_quote_status(raw, now)
+            .map(|(quote, simulated, _)| (quote, simulated))
+    }
+
+    /// [`Self::verify_quote`], with the platform's TCB status.
+    fn verify_quote_status(
+        &self,
+        raw: &[u8],
+        now: SystemTime,
+    ) -> Result<(TdxQuote, bool, String), VerifierError> {
         if raw.len() > TDX_QUOTE_MAX_LEN {
             return Err(VerifierError::Malformed {
                 what: "tdx quote too large",
@@ -201,12 +213,12 @@ impl TdxVerifier {
         };
         let primary = self.verify_with(&verifier, &self.collaterals, raw, now_secs);
         match (primary, &self.extra_simulated_root) {
-            (Ok(()), _) => Ok((quote, self.simulated)),
+            (Ok(status), _) => Ok((quote, self.simulated, status)),
             (Err(err @ VerifierError::TcbStatus { .. }), _) | (Err(err), None) => Err(err),
             (Err(err), Some(sim)) => {
                 let verifier = QuoteVerifier::new(sim.root_ca_der.clone());
                 match self.verify_with(&verifier, &self.collaterals, raw, now_secs) {
-                    Ok(()) => Ok((quote, true)),
+                    Ok(status) => Ok((quote, true, status)),
                     // Not signed by the simulated root either: report the primary root's error.
                     Err(VerifierError::Quote(_)) => Err(err),
                     Err(sim_err) => Err(sim_err),
@@ -221,7 +233,7 @@ impl TdxVerifier {
         collaterals: &[QuoteCollateralV3],
         raw: &[u8],
         now_secs: u64,
-    ) -> Result<(), VerifierError> {
+    ) -> Result<String, VerifierError> {
         let mut last_error = None;
         for collateral in collaterals {
             match verifier.verify(raw, collateral, now_secs) {
@@ -231,7 +243,7 @@ impl TdxVerifier {
                             status: report.status,
                         });
                     }
-                    return Ok(());
+                    return Ok(report.status);
                 }
                 Err(err) => last_error = Some(err),
             }
@@ -281,7 +293,7 @@ impl TdxVerifier {
             .map_err(|_| VerifierError::Malformed {
                 what: "quote is not base64",
             })?;
-        let (quote, simulated) = self.verify_quote(&raw, now)?;
+        let (quote, simulated, tcb_status) = self.verify_quote_status(&raw, now)?;
         let event_log = evidence
             .cc_eventlog
             .as_deref()
@@ -291,6 +303,7 @@ impl TdxVerifier {
             quote,
             simulated,
             event_log,
+            tcb_status,
         })
     }
 }
@@ -307,12 +320,21 @@ impl Verifier for TdxVerifier {
         if claims.report_data.as_bytes() != &binding.padded() {
             return Err(VerifierError::ReportDataMismatch);
         }
-        Ok(tdx_claims(
+        let mut claims = tdx_claims(
             &verified.quote,
             &claims,
             verified.simulated,
             verified.event_log.as_ref(),
-        ))
+        );
+        claims
+            .trustee
+            .insert("tcb_status".into(), verified.tcb_status.into());
+        // Trustee's "0": the collateral had not expired. This verifier refuses a quote whose
+        // collateral has, so every claim it gives says so.
+        claims
+            .trustee
+            .insert("collateral_expiration_status".into(), "0".into());
+        Ok(claims)
     }
 
     fn trusts_simulated_roots(&self) -> bool {
@@ -354,8 +376,88 @@ fn tdx_claims(
             "pce_svn": c.pce_svn,
             "event_log": event_log,
         }),
-        trustee: serde_json::Map::new(),
+        trustee: trustee_claims(quote),
     }
+}
+
+/// TD_ATTRIBUTES bits Trustee's verifier names (`deps/verifier/src/tdx/claims.rs`).
+const TD_ATTRIBUTE_FLAGS: [(&str, u32); 5] = [
+    ("debug", 0),
+    ("septve_disable", 28),
+    ("protection_keys", 30),
+    ("key_locker", 31),
+    ("perfmon", 63),
+];
+
+/// The quote's claims as Trustee's TDX verifier names them: `quote.header` and `quote.body`
+/// (every field as lowercase hex of its bytes in the quote, TD 1.5 fields and the v5 `type` and
+/// `size` when present) and `td_attributes` as named flags. `tcb_status` is added by the
+/// verifier with `collateral_expiration_status`; `report_data` and `init_data` are tsuba's own fields (the first under the same name
+/// and value), and Trustee's parsed `uefi_event_logs` are not given (tsuba's replayed
+/// components are in `details.event_log`).
+fn trustee_claims(quote: &TdxQuote) -> serde_json::Map<String, Value> {
+    let h = &quote.header;
+    let b = &quote.body;
+    let mut reserved = [0u8; 4];
+    reserved[..2].copy_from_slice(&h.qe_svn.to_le_bytes());
+    reserved[2..].copy_from_slice(&h.pce_svn.to_le_bytes());
+    let mut header = serde_json::Map::new();
+    for (name, bytes) in [
+        ("version", &h.version.number().to_le_bytes()[..]),
+        ("att_key_type", &h.attestation_key_type.to_le_bytes()[..]),
+        ("tee_type", &h.tee_type.to_le_bytes()[..]),
+        ("reserved", &reserved[..]),
+        ("vendor_id", &h.qe_vendor_id[..]),
+        ("user_data", &h.user_data[..]),
+    ] {
+        header.insert(name.into(), hex::encode(bytes).into());
+    }
+    let mut body = serde_json::Map::new();
+    let rtmr_names = ["rtmr_0", "rtmr_1", "rtmr_2", "rtmr_3"];
+    let mut fields: Vec<(&str, &[u8])> = vec![
+        ("tcb_svn", &b.tee_tcb_svn),
+        ("mr_seam", &b.mr_seam),
+        ("mrsigner_seam", &b.mr_signer_seam),
+        ("seam_attributes", &b.seam_attributes),
+        ("td_attributes", &b.td_attributes),
+        ("xfam", &b.xfam),
+        ("mr_td", &b.mr_td),
+        ("mr_config_id", &b.mr_config_id),
+        ("mr_owner", &b.mr_owner),
+        ("mr_owner_config", &b.mr_owner_config),
+    ];
+    fields.extend(rtmr_names.iter().zip(&b.rtmr).map(|(n, r)| (*n, &r[..])));
+    fields.push(("report_data", &b.report_data));
+    if let Some(v15) = &b.v15 {
+        fields.push(("tee_tcb_svn2", &v15.tee_tcb_svn2));
+        fields.push(("mr_servicetd", &v15.mr_servicetd));
+    }
+    for (name, bytes) in fields {
+        body.insert(name.into(), hex::encode(bytes).into());
+    }
+    let mut quote_claims = serde_json::Map::new();
+    quote_claims.insert("header".into(), Value::Object(header));
+    quote_claims.insert("body".into(), Value::Object(body));
+    if h.version == TdxQuoteVersion::V5 {
+        // The v5 body's type (2: TDX 1.0, 3: TDX 1.5) and size, as in the quote.
+        let (kind, size): (u16, u32) = if b.v15.is_some() { (3, 648) } else { (2, 584) };
+        quote_claims.insert("type".into(), hex::encode(kind.to_le_bytes()).into());
+        quote_claims.insert("size".into(), hex::encode(size.to_le_bytes()).into());
+    }
+    let attributes = u64::from_le_bytes(b.td_attributes);
+    let flags = TD_ATTRIBUTE_FLAGS
+        .iter()
+        .map(|(name, bit)| {
+            (
+                (*name).to_owned(),
+                Value::from(attributes & (1 << bit) != 0),
+            )
+        })
+        .collect();
+    let mut claims = serde_json::Map::new();
+    claims.insert("quote".into(), Value::Object(quote_claims));
+    claims.insert("td_attributes".into(), Value::Object(flags));
+    claims
 }
 
 #[cfg(test)]
@@ -440,6 +542,22 @@ mod tests {
             claims.debug,
             expected["td_attributes"]["debug"].as_bool().unwrap()
         );
+    }
+
+    /// Trustee's own names for the same quote, field for field as its verifier printed them.
+    #[test]
+    fn trustees_tdx_claim_names_are_trustees_parse_of_the_same_quote() {
+        let raw = std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap();
+        let quote = TdxQuote::parse(&raw).unwrap();
+        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), false, None);
+        let expected = trustee_expected();
+        assert_eq!(claims.trustee["quote"], expected["quote"]);
+        assert_eq!(claims.trustee["td_attributes"], expected["td_attributes"]);
+        // Beside tsuba's own, at the top of the claims a policy reads; the report data under
+        // both names is the same value.
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["quote"]["body"]["mr_td"], json["measurement"]);
+        assert_eq!(json["report_data"], expected["report_data"]);
     }
 
     #[test]
