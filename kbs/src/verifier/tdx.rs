@@ -180,6 +180,7 @@ impl TdxVerifier {
 
     /// Verifies a raw quote at `now`: signatures, chain, collateral validity and TCB status.
     /// Returns the quote and whether a simulated root signed it.
+    #[cfg(test)]
     pub(crate) fn verify_quote(
         &self,
         raw: &[u8],
@@ -189,7 +190,8 @@ impl TdxVerifier {
             .map(|(quote, simulated, _)| (quote, simulated))
     }
 
-    /// [`Self::verify_quote`], with the platform's TCB status.
+    /// Verifies a raw quote at `now`: signatures, chain, collateral validity and TCB status.
+    /// Returns the quote, whether a simulated root signed it, and the platform's TCB status.
     fn verify_quote_status(
         &self,
         raw: &[u8],
