@@ -1,6 +1,8 @@
 //! Admin authentication: every admin call carries `Authorization: Bearer <JWT>` signed with the
-//! administrator's Ed25519 key (`{"alg":"EdDSA"}`), as Trustee's broker expects. The token must
-//! carry an `exp` in the future; there is no unauthenticated admin access.
+//! administrator's key, as Trustee's broker expects: Ed25519 (`EdDSA`, what `tsuba kbs
+//! admin-keygen` and Trustee's set-up make), P-256 (`ES256`) or RSA (`RS256`), the algorithm
+//! matching the key. The token must carry an `exp` in the future; there is no unauthenticated
+//! admin access.
 //!
 //! By default each accepted token is remembered until its `exp` (by its `jti` when it has one,
 //! else by its SHA-256) and refused if presented again, so a captured token cannot be replayed
@@ -12,8 +14,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::DecodePublicKey;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Deserialize;
 
 /// Largest admin token accepted.
@@ -49,9 +50,20 @@ pub enum AdminAuthError {
     /// This broker has no admin key: its admin API is off.
     #[error("the admin api is disabled on this broker (started with --admin-disabled)")]
     Disabled,
+    /// The token's algorithm is not the one of the administrator's key.
+    #[error("admin token algorithm {alg:?} does not fit the admin key, which takes {expected}")]
+    Algorithm {
+        /// What the token's header names (at most 20 characters).
+        alg: String,
+        /// What the key takes.
+        expected: &'static str,
+    },
     /// The configured admin key could not be read.
-    #[error("admin public key is not a valid ed25519 spki pem")]
-    Key(#[source] ed25519_dalek::pkcs8::spki::Error),
+    #[error(
+        "admin public key is not an Ed25519, P-256 or RSA (2048 to 4096 bits) public key in SPKI \
+         PEM (-----BEGIN PUBLIC KEY-----)"
+    )]
+    Key,
 }
 
 #[derive(Deserialize)]
@@ -111,11 +123,77 @@ pub enum TokenUse {
     UntilExpiry,
 }
 
+/// The administrator's public key, of one of the kinds Trustee's identity providers take.
+#[derive(Debug, Clone)]
+enum AdminKey {
+    /// `EdDSA`.
+    Ed25519(VerifyingKey),
+    /// `ES256`.
+    P256(p256::ecdsa::VerifyingKey),
+    /// `RS256`.
+    Rsa(Box<rsa::RsaPublicKey>),
+}
+
+/// RSA admin key sizes taken (bits).
+const RSA_ADMIN_KEY_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+
+impl AdminKey {
+    fn from_spki_pem(pem: &str) -> Option<Self> {
+        use rsa::pkcs8::DecodePublicKey as _;
+        use rsa::traits::PublicKeyParts as _;
+
+        if let Ok(key) = VerifyingKey::from_public_key_pem(pem) {
+            return Some(Self::Ed25519(key));
+        }
+        if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {
+            return Some(Self::P256(key));
+        }
+        let key = rsa::RsaPublicKey::from_public_key_pem(pem).ok()?;
+        RSA_ADMIN_KEY_BITS
+            .contains(&key.n().bits())
+            .then(|| Self::Rsa(Box::new(key)))
+    }
+
+    /// The JWS algorithm this key verifies.
+    fn alg(&self) -> &'static str {
+        match self {
+            Self::Ed25519(_) => "EdDSA",
+            Self::P256(_) => "ES256",
+            Self::Rsa(_) => "RS256",
+        }
+    }
+
+    /// Checks `signature` over `input`.
+    fn verify(&self, input: &[u8], signature: &[u8]) -> Result<(), AdminAuthError> {
+        use p256::ecdsa::signature::Verifier as _;
+
+        let ok = match self {
+            Self::Ed25519(key) => Signature::from_slice(signature)
+                .is_ok_and(|signature| key.verify(input, &signature).is_ok()),
+            // JWS ES256: r || s, 32 bytes each.
+            Self::P256(key) => p256::ecdsa::Signature::from_slice(signature)
+                .is_ok_and(|signature| key.verify(input, &signature).is_ok()),
+            Self::Rsa(key) => {
+                rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|signature| {
+                    rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new((**key).clone())
+                        .verify(input, &signature)
+                        .is_ok()
+                })
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(AdminAuthError::Signature)
+        }
+    }
+}
+
 /// Checks admin tokens against the administrator's public key.
 #[derive(Debug, Clone)]
 pub struct AdminAuth {
     /// `None`: the admin API is off.
-    key: Option<VerifyingKey>,
+    key: Option<AdminKey>,
     token_use: TokenUse,
     seen: std::sync::Arc<std::sync::Mutex<SeenTokens>>,
 }
@@ -124,7 +202,7 @@ impl AdminAuth {
     /// Uses `key` as the administrator's key; each token is accepted once.
     pub fn new(key: VerifyingKey) -> Self {
         Self {
-            key: Some(key),
+            key: Some(AdminKey::Ed25519(key)),
             token_use: TokenUse::Once,
             seen: std::sync::Arc::default(),
         }
@@ -149,11 +227,15 @@ impl AdminAuth {
         self.token_use
     }
 
-    /// Reads the administrator's key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
+    /// Reads the administrator's key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`): Ed25519,
+    /// P-256 or RSA.
     pub fn from_public_key_pem(pem: &str) -> Result<Self, AdminAuthError> {
-        VerifyingKey::from_public_key_pem(pem)
-            .map(Self::new)
-            .map_err(AdminAuthError::Key)
+        let key = AdminKey::from_spki_pem(pem).ok_or(AdminAuthError::Key)?;
+        Ok(Self {
+            key: Some(key),
+            token_use: TokenUse::Once,
+            seen: std::sync::Arc::default(),
+        })
     }
 
     /// Checks the value of an `Authorization` header at `now` (Unix seconds), and remembers
@@ -196,17 +278,17 @@ impl AdminAuth {
             return Err(AdminAuthError::Malformed);
         };
         let header: Header = decode_json(header)?;
-        if header.alg != "EdDSA" {
-            return Err(AdminAuthError::Malformed);
+        if header.alg != key.alg() {
+            return Err(AdminAuthError::Algorithm {
+                alg: header.alg.chars().take(20).collect(),
+                expected: key.alg(),
+            });
         }
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
-            .ok()
-            .and_then(|bytes| Signature::from_slice(&bytes).ok())
-            .ok_or(AdminAuthError::Malformed)?;
+            .map_err(|_| AdminAuthError::Malformed)?;
         let signed_len = token.len() - signature_suffix_len(token);
-        key.verify(&token.as_bytes()[..signed_len], &signature)
-            .map_err(|_| AdminAuthError::Signature)?;
+        key.verify(&token.as_bytes()[..signed_len], &signature)?;
         let claims: Claims = decode_json(payload)?;
         let not_before = claims.nbf.or(claims.iat).unwrap_or(0);
         let exp = match claims.exp {
@@ -378,6 +460,88 @@ mod tests {
         assert!(AdminAuth::from_public_key_pem("garbage").is_err());
     }
 
+    /// A token signed with `alg` over `claims` by `sign`.
+    fn jws(alg: &str, claims: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#)),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let signature = sign(input.as_bytes());
+        format!("Bearer {input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// Trustee's identity providers take EC and RSA keys too; so does this broker, each with
+    /// its own algorithm only.
+    #[test]
+    fn p256_and_rsa_admin_keys_verify_es256_and_rs256_tokens() {
+        use p256::ecdsa::signature::Signer as _;
+        use rsa::pkcs8::EncodePublicKey as _;
+        use rsa::signature::SignatureEncoding as _;
+
+        let claims = r#"{"exp":200,"role":"admin"}"#;
+        let ec = p256::ecdsa::SigningKey::from_slice(&[5u8; 32]).unwrap();
+        let ec_pem = ec
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        let auth = AdminAuth::from_public_key_pem(&ec_pem).unwrap();
+        let es256 = |input: &[u8]| {
+            let signature: p256::ecdsa::Signature = ec.sign(input);
+            signature.to_bytes().to_vec()
+        };
+        auth.check(Some(&jws("ES256", claims, es256)), 150).unwrap();
+        // The same key and signature under another algorithm's name, and an EdDSA token.
+        assert!(matches!(
+            auth.check(Some(&jws("EdDSA", claims, es256)), 150),
+            Err(AdminAuthError::Algorithm {
+                expected: "ES256",
+                ..
+            })
+        ));
+        let other = p256::ecdsa::SigningKey::from_slice(&[6u8; 32]).unwrap();
+        let foreign = |input: &[u8]| {
+            let signature: p256::ecdsa::Signature = other.sign(input);
+            signature.to_bytes().to_vec()
+        };
+        assert!(matches!(
+            auth.check(Some(&jws("ES256", r#"{"exp":201}"#, foreign)), 150),
+            Err(AdminAuthError::Signature)
+        ));
+
+        let rsa_key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let rsa_pem = rsa_key
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let auth = AdminAuth::from_public_key_pem(&rsa_pem).unwrap();
+        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(rsa_key);
+        let rs256 = |input: &[u8]| signer.sign(input).to_vec();
+        auth.check(Some(&jws("RS256", claims, rs256)), 150).unwrap();
+        assert!(matches!(
+            auth.check(Some(&jws("RS256", claims, |_| vec![0u8; 256])), 150),
+            Err(AdminAuthError::Signature)
+        ));
+        assert!(matches!(
+            auth.check(Some(&jws("ES256", claims, es256)), 150),
+            Err(AdminAuthError::Algorithm {
+                expected: "RS256",
+                ..
+            })
+        ));
+
+        // A small RSA key is not an admin key.
+        let small = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
+        let small_pem = small
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        assert!(matches!(
+            AdminAuth::from_public_key_pem(&small_pem),
+            Err(AdminAuthError::Key)
+        ));
+    }
+
     #[test]
     fn everything_else_is_refused() {
         let auth = AdminAuth::new(key(1).verifying_key());
@@ -419,7 +583,7 @@ mod tests {
         );
         assert!(matches!(
             auth.check(Some(&bearer(&none)), 150),
-            Err(AdminAuthError::Malformed)
+            Err(AdminAuthError::Algorithm { ref alg, expected: "EdDSA" }) if alg == "none"
         ));
         assert!(matches!(
             auth.check(Some("Bearer x.y"), 150),

@@ -131,7 +131,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Administrator's Ed25519 public key (SPKI PEM).
+    /// Administrator's public key (SPKI PEM): Ed25519 (tokens signed EdDSA, as `admin-keygen`
+    /// makes), P-256 (ES256) or RSA of 2048 to 4096 bits (RS256).
     #[arg(long, required_unless_present = "admin_disabled")]
     admin_public_key: Option<PathBuf>,
     /// No admin API: every admin call is refused (Trustee's DenyAll). The state is managed
