@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{Reply, call, kind};
+
 use std::time::Duration;
 
 use axum::Router;
@@ -18,30 +20,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tsuba_kbs::{BindingDigest, EvidenceTrust, HttpLimits, ResourcePath, router};
-
-struct Reply {
-    status: StatusCode,
-    cookie: Option<String>,
-    body: Value,
-}
-
-async fn call(app: &Router, request: Request<Body>) -> Reply {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply {
-        status,
-        cookie,
-        body,
-    }
-}
 
 fn post(uri: &str, cookie: Option<&str>, body: impl Into<Body>) -> Request<Body> {
     let mut builder = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
@@ -57,15 +35,6 @@ fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
         builder = builder.header(*name, *value);
     }
     builder.body(Body::empty()).unwrap()
-}
-
-fn kind(reply: &Reply) -> &str {
-    reply.body["type"]
-        .as_str()
-        .unwrap_or("")
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
 }
 
 /// The admin upload of `text` as the policy at `path` (`/kbs/v0/resource-policy`, ...).

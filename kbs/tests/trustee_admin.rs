@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{call, kind};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,37 +23,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::Signer;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tsuba_kbs::{
     AdminAuth, AdminClient, Broker, BrokerConfig, EvidenceTrust, HttpLimits, PolicyKind,
     ResourcePath, TokenUse, VerifierSet, router,
 };
-
-struct Reply {
-    status: StatusCode,
-    body: Value,
-}
-
-async fn call(app: &Router, request: Request<Body>) -> Reply {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    Reply {
-        status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
-}
-
-fn kind(reply: &Reply) -> &str {
-    reply.body["type"]
-        .as_str()
-        .unwrap_or("")
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-}
 
 fn now() -> u64 {
     SystemTime::now()

@@ -99,3 +99,44 @@ pub(crate) fn token_payload(token: &str) -> serde_json::Value {
 pub(crate) fn annotated_evidence(claims: &serde_json::Value) -> &serde_json::Value {
     &claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
 }
+
+/// An answer of the router: status, the session cookie it set, and the JSON body (null if none).
+pub(crate) struct Reply {
+    pub(crate) status: axum::http::StatusCode,
+    pub(crate) cookie: Option<String>,
+    pub(crate) body: serde_json::Value,
+}
+
+/// Sends `request` through the router in process.
+pub(crate) async fn call(
+    app: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> Reply {
+    use tower::ServiceExt as _;
+
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(axum::http::header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply {
+        status,
+        cookie,
+        body,
+    }
+}
+
+/// The problem type of a refusal: the last segment of its `type` URI.
+pub(crate) fn kind(reply: &Reply) -> &str {
+    reply.body["type"]
+        .as_str()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+}
