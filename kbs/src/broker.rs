@@ -594,10 +594,7 @@ impl Broker {
 
     /// Replaces a policy (admin). The policy is compiled before it is stored.
     pub fn set_policy(&self, kind: PolicyKind, text: &str) -> Result<(), KbsError> {
-        let _guard = self
-            .admin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.lock_admin();
         let refs = self.store.reference_values().map_err(KbsError::Store)?;
         Policy::compile(text, &refs)
             .and_then(|policy| policy.check_decides(kind))
@@ -610,10 +607,7 @@ impl Broker {
 
     /// Forgets a policy (admin): the built-in default applies again.
     pub fn delete_policy(&self, kind: PolicyKind) -> Result<(), KbsError> {
-        let _guard = self
-            .admin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.lock_admin();
         self.store.delete_policy(kind).map_err(KbsError::Store)?;
         self.reload_after_change()?;
         tracing::info!(?kind, "policy reset to the default");
@@ -630,14 +624,8 @@ impl Broker {
         &self,
         values: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), KbsError> {
-        let _guard = self
-            .admin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.store
-            .set_reference_values(values)
-            .map_err(KbsError::Store)?;
-        self.reload_after_change()?;
+        let _guard = self.lock_admin();
+        self.store_reference_values(values)?;
         tracing::info!(names = values.len(), "reference values replaced");
         Ok(())
     }
@@ -650,22 +638,35 @@ impl Broker {
         &self,
         values: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), KbsError> {
-        let _guard = self
-            .admin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.lock_admin();
         let mut merged = self.store.reference_values().map_err(KbsError::Store)?;
         merged.extend(
             values
                 .iter()
                 .map(|(name, list)| (name.clone(), list.clone())),
         );
-        self.store
-            .set_reference_values(&merged)
-            .map_err(KbsError::Store)?;
-        self.reload_after_change()?;
+        self.store_reference_values(&merged)?;
         tracing::info!(names = values.len(), "reference values set");
         Ok(())
+    }
+
+    /// Serialises admin changes; held from reading the store to reloading after the write.
+    fn lock_admin(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the whole reference-value table and recompiles the policies over it; the caller
+    /// holds [`Self::lock_admin`].
+    fn store_reference_values(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), KbsError> {
+        self.store
+            .set_reference_values(values)
+            .map_err(KbsError::Store)?;
+        self.reload_after_change()
     }
 
     fn read_loaded(&self) -> std::sync::RwLockReadGuard<'_, Arc<Loaded>> {
