@@ -14,6 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::challenge::ChallengeKeys;
 use crate::store::StoreError;
 
 const MAGIC: &[u8; 4] = b"TKS1";
@@ -37,6 +38,8 @@ pub enum AtRestKeyError {
 struct Key {
     id: [u8; KEY_ID_LEN],
     cipher: Aes256Gcm,
+    /// Derived from the same bytes, to tag challenge cookies (`crate::challenge`).
+    challenge: ring::hmac::Key,
 }
 
 /// The operator's at-rest keys: the current one seals, every one of them opens.
@@ -74,7 +77,12 @@ fn parse_key(text: &str) -> Result<Key, AtRestKeyError> {
         .finalize();
     let mut id = [0u8; KEY_ID_LEN];
     id.copy_from_slice(&digest[..KEY_ID_LEN]);
-    Ok(Key { id, cipher })
+    let challenge = crate::challenge::derive_key(&bytes);
+    Ok(Key {
+        id,
+        cipher,
+        challenge,
+    })
 }
 
 impl AtRestKeys {
@@ -100,6 +108,18 @@ impl AtRestKeys {
     /// The id of the current key (hex), for logs and `reseal`'s report; not secret.
     pub fn current_id(&self) -> String {
         hex::encode(self.current.id)
+    }
+
+    /// The keys that tag and check challenge cookies, following these keys: the current one
+    /// tags, every one checks, so a rotation does not break the handshakes in flight.
+    pub(crate) fn challenge_keys(&self) -> ChallengeKeys {
+        ChallengeKeys::new(
+            self.current.challenge.clone(),
+            self.previous
+                .iter()
+                .map(|key| key.challenge.clone())
+                .collect(),
+        )
     }
 
     /// Seals `plaintext` as the value named `what`.

@@ -8,12 +8,14 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use kbs_types::{Attestation, TeePubKey};
+use kbs_types::{Attestation, Tee, TeePubKey};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admin::AdminAuth;
 use crate::binding::{BindingDigest, REPORT_DATA_LEN};
+#[cfg(feature = "postgres")]
+use crate::challenge::Challenge;
 use crate::error::KbsError;
 use crate::init_data;
 use crate::jwe::{self, FlattenedJwe};
@@ -39,10 +41,10 @@ pub struct BrokerConfig {
     pub session_ttl: Duration,
     /// How long an attestation token is valid.
     pub token_ttl: Duration,
-    /// Most live sessions at once (in-process); with a database, most sessions waiting for
-    /// attestation across every replica.
+    /// Most live sessions at once, in this process (a database stores no challenge to bound).
     pub max_sessions: usize,
-    /// Most sessions one client (IP address, IPv6 /64) may have waiting for attestation.
+    /// Most sessions one client (IP address, IPv6 /64) may have waiting for attestation, in this
+    /// process.
     pub max_sessions_per_client: usize,
     /// INSECURE: let the default resource policy release resources to guests whose token is
     /// marked simulated.
@@ -91,6 +93,59 @@ struct Loaded {
 
 /// An attested session's token claims, or why there are none.
 type SessionClaims = Result<TokenClaims, SessionError>;
+
+/// The challenge an attestation answers.
+enum Answered {
+    /// A session in this process's table.
+    Memory { tee: Tee, nonce: String },
+    /// A challenge cookie that every replica of a database checks.
+    #[cfg(feature = "postgres")]
+    Shared(Challenge),
+}
+
+impl Answered {
+    fn tee(&self) -> Tee {
+        match self {
+            Self::Memory { tee, .. } => *tee,
+            #[cfg(feature = "postgres")]
+            Self::Shared(challenge) => challenge.tee,
+        }
+    }
+
+    fn nonce(&self) -> &str {
+        match self {
+            Self::Memory { nonce, .. } => nonce,
+            #[cfg(feature = "postgres")]
+            Self::Shared(challenge) => &challenge.nonce,
+        }
+    }
+}
+
+/// Evidence that verified, ready for the attestation policy.
+struct Verified {
+    /// The attestation policy's input.
+    input: Value,
+    /// What the token will say.
+    attested: Attested,
+    /// When the evidence was verified (Unix seconds): the token's `iat`.
+    iat: u64,
+}
+
+/// The attestation policy's outcome.
+enum Appraisal {
+    Allowed { claims: TokenClaims, token: String },
+    Denied(Vec<String>),
+}
+
+impl Appraisal {
+    /// The session's claims when allowed.
+    fn claims(&self) -> Option<&TokenClaims> {
+        match self {
+            Self::Allowed { claims, .. } => Some(claims),
+            Self::Denied(_) => None,
+        }
+    }
+}
 
 /// A resource read ahead of the policy decision (still sealed), or not read yet.
 enum Prefetched {
@@ -267,26 +322,19 @@ impl Broker {
             Exchange::Memory(sessions) => sessions
                 .create(tee, client_key(client), Instant::now())
                 .map_err(KbsError::Session)?,
+            // Nothing is stored: the cookie carries the challenge, tagged for every replica.
+            // While the database is known to be down, no challenge is handed out that could not
+            // be answered.
             #[cfg(feature = "postgres")]
             Exchange::Shared(db) => {
-                let session = NewSession {
-                    id: SessionId::generate(),
-                    nonce: crate::session::fresh_nonce(),
-                };
-                db.create_session(
-                    &session.id,
-                    tee,
-                    &session.nonce,
-                    client_key(client),
-                    crate::postgres::SessionLimits {
-                        ttl: self.config.session_ttl,
-                        max_per_client: self.config.max_sessions_per_client,
-                        max_total: self.config.max_sessions,
-                    },
-                )
-                .map_err(KbsError::Store)?
-                .map_err(KbsError::Session)?;
-                session
+                db.check_reachable().map_err(KbsError::Store)?;
+                let (id, challenge) =
+                    db.challenges()
+                        .issue(tee, self.config.session_ttl, SystemTime::now());
+                NewSession {
+                    id,
+                    nonce: challenge.nonce,
+                }
             }
         };
         let challenge = serde_json::json!({"nonce": session.nonce, "extra-params": ""});
@@ -298,27 +346,17 @@ impl Broker {
     }
 
     /// `POST /kbs/v0/attest`: verifies the evidence and returns an attestation token.
+    ///
+    /// The session's nonce is spent by the first attestation whose evidence verifies, allowed
+    /// or denied; one refused before that leaves it usable until the session expires.
     pub fn attest(&self, session: Option<&SessionId>, body: &[u8]) -> Result<String, KbsError> {
         let session = session.ok_or(KbsError::MissingCookie)?;
         let raw: Value = serde_json::from_slice(body).map_err(KbsError::MalformedRequest)?;
         let attestation = Attestation::deserialize(&raw).map_err(KbsError::MalformedRequest)?;
-        // A malformed document is a malformed request: refused before the nonce is spent.
         let document =
             init_data::parse(attestation.init_data.as_ref()).map_err(KbsError::InitData)?;
-        // The nonce is gone from the session from here on, whatever happens next.
-        let ((tee, nonce), generation) = match &self.exchange {
-            Exchange::Memory(sessions) => (
-                sessions
-                    .take_nonce(session, Instant::now())
-                    .map_err(KbsError::Session)?,
-                self.store.generation().map_err(KbsError::Store)?,
-            ),
-            #[cfg(feature = "postgres")]
-            Exchange::Shared(db) => {
-                let (taken, generation) = db.take_nonce(session).map_err(KbsError::Store)?;
-                (taken.map_err(KbsError::Session)?, Some(generation))
-            }
-        };
+        let answered = self.challenge(session)?;
+        let nonce = answered.nonce().to_owned();
         if attestation.runtime_data.nonce != nonce {
             return Err(KbsError::NonceMismatch);
         }
@@ -330,6 +368,7 @@ impl Broker {
             raw_key,
             &attestation.tee_evidence.additional_evidence,
         );
+        let tee = answered.tee();
         let verifier = self
             .verifiers
             .get(tee)
@@ -356,24 +395,15 @@ impl Broker {
             None => (None, None),
         };
         let claims_json = serde_json::to_value(&claims).map_err(KbsError::MalformedRequest)?;
-        let input = serde_json::json!({
-            "claims": claims_json,
-            "expected_report_data": expected_report_data,
-            "init_data": init_data,
-            "init_data_claims": init_data_claims,
-        });
-        let loaded = self.current(generation)?;
-        let decision = loaded
-            .policies
-            .attestation
-            .evaluate(input)
-            .map_err(KbsError::PolicyEval)?;
-        if let Decision::Deny(reasons) = decision {
-            return Err(KbsError::AttestationDenied { reasons });
-        }
         let simulated = claims.simulated || self.verifiers.trust().is_insecure();
-        let token_claims = TokenClaims::new(
-            Attested {
+        let verified = Verified {
+            input: serde_json::json!({
+                "claims": claims_json,
+                "expected_report_data": expected_report_data,
+                "init_data": init_data,
+                "init_data_claims": init_data_claims,
+            }),
+            attested: Attested {
                 tee: claims.tee.clone(),
                 claims: claims_json,
                 debug: claims.debug,
@@ -384,13 +414,85 @@ impl Broker {
                 tee_pubkey: raw_key.clone(),
                 nonce,
             },
-            unix(now),
+            iat: unix(now),
+        };
+        let appraisal = match (&self.exchange, answered) {
+            (Exchange::Memory(sessions), Answered::Memory { .. }) => {
+                let generation = self.store.generation().map_err(KbsError::Store)?;
+                let loaded = self.current(generation)?;
+                let appraisal = self.appraise(&loaded, &verified)?;
+                sessions
+                    .settle(session, appraisal.claims().cloned(), Instant::now())
+                    .map_err(KbsError::Session)?;
+                appraisal
+            }
+            #[cfg(feature = "postgres")]
+            (Exchange::Shared(db), Answered::Shared(challenge)) => {
+                // Appraised under what this replica has loaded; the spending statement gives the
+                // generation current then, and a change since is appraised again.
+                let loaded = Arc::clone(&self.read_loaded());
+                let appraisal = self.appraise(&loaded, &verified)?;
+                let generation = db
+                    .spend_challenge(&challenge, appraisal.claims())
+                    .map_err(KbsError::Store)?
+                    .map_err(KbsError::Session)?;
+                if loaded.generation == Some(generation) {
+                    appraisal
+                } else {
+                    let fresh = self.current(Some(generation))?;
+                    let again = self.appraise(&fresh, &verified)?;
+                    db.reappraised(&challenge, again.claims())
+                        .map_err(KbsError::Store)?;
+                    again
+                }
+            }
+            #[cfg(feature = "postgres")]
+            _ => return Err(KbsError::Session(SessionError::NotFound)),
+        };
+        match appraisal {
+            Appraisal::Allowed { token, .. } => {
+                tracing::info!(tee = %claims.tee, simulated, measurement = %claims.measurement, "attestation affirmed");
+                Ok(token)
+            }
+            Appraisal::Denied(reasons) => Err(KbsError::AttestationDenied { reasons }),
+        }
+    }
+
+    /// The challenge `session` stands for: its TEE and nonce, read without spending it.
+    fn challenge(&self, session: &SessionId) -> Result<Answered, KbsError> {
+        match &self.exchange {
+            Exchange::Memory(sessions) => {
+                let (tee, nonce) = sessions
+                    .challenge(session, Instant::now())
+                    .map_err(KbsError::Session)?;
+                Ok(Answered::Memory { tee, nonce })
+            }
+            #[cfg(feature = "postgres")]
+            Exchange::Shared(db) => db
+                .challenges()
+                .open(session, SystemTime::now())
+                .map(Answered::Shared)
+                .map_err(KbsError::Session),
+        }
+    }
+
+    /// The attestation policy's decision on verified evidence under `loaded`, and, when it
+    /// allows, the token signed with `loaded`'s key.
+    fn appraise(&self, loaded: &Loaded, verified: &Verified) -> Result<Appraisal, KbsError> {
+        let decision = loaded
+            .policies
+            .attestation
+            .evaluate(verified.input.clone())
+            .map_err(KbsError::PolicyEval)?;
+        if let Decision::Deny(reasons) = decision {
+            return Ok(Appraisal::Denied(reasons));
+        }
+        let claims = TokenClaims::new(
+            verified.attested.clone(),
+            verified.iat,
             self.config.token_ttl.as_secs(),
         );
-        let token = loaded
-            .signer
-            .issue(&token_claims)
-            .map_err(KbsError::Issue)?;
+        let token = loaded.signer.issue(&claims).map_err(KbsError::Issue)?;
         // A token this broker would refuse as a bearer token is not issued.
         if token.len() > token::MAX_TOKEN_LEN {
             return Err(KbsError::TokenTooLarge {
@@ -398,15 +500,7 @@ impl Broker {
                 max: token::MAX_TOKEN_LEN,
             });
         }
-        match &self.exchange {
-            Exchange::Memory(sessions) => sessions.set_attested(session, token_claims),
-            #[cfg(feature = "postgres")]
-            Exchange::Shared(db) => db
-                .set_attested(session, &token_claims)
-                .map_err(KbsError::Store)?,
-        }
-        tracing::info!(tee = %claims.tee, simulated, measurement = %claims.measurement, "attestation affirmed");
-        Ok(token)
+        Ok(Appraisal::Allowed { claims, token })
     }
 
     /// `GET /kbs/v0/resource/{repo}/{type}/{tag}`, authorised by an attested session or a bearer
@@ -491,11 +585,15 @@ impl Broker {
                 Prefetched::No,
             )),
             #[cfg(feature = "postgres")]
-            Exchange::Shared(db) => {
-                let (attested, generation, sealed) =
-                    db.attested(session, path).map_err(KbsError::Store)?;
-                Ok((attested, Some(generation), Prefetched::Sealed(sealed)))
-            }
+            Exchange::Shared(db) => match db.challenges().open(session, SystemTime::now()) {
+                Ok(challenge) => {
+                    let (attested, generation, sealed) =
+                        db.attested(&challenge, path).map_err(KbsError::Store)?;
+                    Ok((attested, Some(generation), Prefetched::Sealed(sealed)))
+                }
+                // Not a cookie of ours, or expired: no round trip.
+                Err(refusal) => Ok((Err(refusal), None, Prefetched::No)),
+            },
         }
     }
 

@@ -28,6 +28,8 @@ mod admin_client;
 mod at_rest;
 mod binding;
 mod broker;
+#[cfg(feature = "postgres")]
+mod challenge;
 mod error;
 mod http;
 mod init_data;

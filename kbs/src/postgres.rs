@@ -2,11 +2,12 @@
 //! replicas.
 //!
 //! It holds what the folder holds (resources and the token key sealed under the operator's
-//! at-rest key, policies, reference values) and what a lone broker keeps in memory: the sessions
-//! between `auth`, `attest` and `resource`, and the admin tokens already used. So any step of the
-//! exchange can land on any replica, a nonce is taken once across all of them (one `UPDATE …
-//! WHERE state = challenged`, which PostgreSQL's row lock makes single-winner), and an admin
-//! token is accepted once (one `INSERT … ON CONFLICT DO NOTHING`).
+//! at-rest key, policies, reference values) and what a lone broker keeps in memory: the attested
+//! sessions, and the admin tokens already used. So any step of the exchange can land on any
+//! replica. Challenges are not stored: `auth` hands out a tagged cookie (`crate::challenge`) that
+//! every replica can check, and the first verified attestation records its id with one
+//! `INSERT … ON CONFLICT DO NOTHING`, so a nonce is spent once across all replicas. An admin
+//! token is accepted once the same way.
 //!
 //! Every change of policies, reference values or the token key bumps a generation number in the
 //! same statement; each replica reads it with every attest and resource request and reloads
@@ -21,10 +22,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kbs_types::Tee;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -32,21 +32,10 @@ use zeroize::Zeroizing;
 
 use crate::at_rest::AtRestKeys;
 use crate::broker::PolicyKind;
-use crate::session::{ClientKey, SessionError, SessionId};
+use crate::challenge::{Challenge, ChallengeKeys};
+use crate::session::SessionError;
 use crate::store::{MAX_RESOURCE_LEN, ResourcePath, StateStore, StoreError};
 use crate::token::TokenClaims;
-
-/// How long a new session lives, and how many sessions may wait for attestation.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SessionLimits {
-    /// The session's lifetime.
-    pub(crate) ttl: Duration,
-    /// Most sessions one client address may have waiting (exact).
-    pub(crate) max_per_client: usize,
-    /// Most sessions waiting in all, across replicas (concurrent creates may pass it by their
-    /// number).
-    pub(crate) max_total: usize,
-}
 
 /// The newest schema this broker knows.
 pub const SCHEMA_VERSION: i32 = 2;
@@ -124,15 +113,15 @@ const CONNECTIONS: usize = 4;
 /// How often expired sessions and admin tokens are deleted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Session states: 0 challenged, 1 nonce taken, 2 attested.
+/// Session states: 1 nonce spent by an attestation the policy denied, 2 attested. (0,
+/// challenged, was written by brokers that stored challenges; rows are only written now once
+/// evidence has verified.)
+const SPENT: i16 = 1;
 const ATTESTED: i16 = 2;
 
 const TOKEN_KEY: &str = "token-key";
 const TOKEN_MODE: &str = "token-mode";
 const REFERENCE_VALUES: &str = "reference-values";
-
-/// A session's TEE and nonce, or why they cannot be taken.
-pub(crate) type TakenNonce = Result<(Tee, String), SessionError>;
 
 /// A session's claims (or why not), the generation and a sealed resource, read together.
 pub(crate) type AttestedRead = (Result<TokenClaims, SessionError>, i64, Option<Vec<u8>>);
@@ -156,6 +145,8 @@ struct Inner {
     slots: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
     keys: AtRestKeys,
+    /// Whether the last statement reached the database.
+    reachable: AtomicBool,
 }
 
 /// The broker's state in PostgreSQL.
@@ -163,6 +154,8 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     inner: Arc<Inner>,
+    /// Tag and check the challenge cookies, which the database does not hold.
+    challenges: ChallengeKeys,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -280,6 +273,7 @@ impl PgStore {
             ));
         }
         let tls = tls_connector(options.ca_pem.as_deref())?;
+        let challenges = options.keys.challenge_keys();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kbs-postgres")
@@ -294,11 +288,13 @@ impl PgStore {
                 .collect(),
             next: AtomicUsize::new(0),
             keys: options.keys,
+            reachable: AtomicBool::new(true),
         });
         let store = Self {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             inner,
+            challenges,
         };
         store.block_on_bounded(wait, {
             let inner = Arc::clone(&store.inner);
@@ -339,10 +335,28 @@ impl PgStore {
         Fut: Future<Output = Result<T, StoreError>> + Send,
     {
         let inner = Arc::clone(&self.inner);
-        self.block_on_bounded(OPERATION_TIMEOUT, async move {
+        let result = self.block_on_bounded(OPERATION_TIMEOUT, async move {
             let client = inner.client().await?;
             op(client, inner).await
-        })
+        });
+        match &result {
+            Ok(_) => self.inner.reachable.store(true, Ordering::Relaxed),
+            Err(StoreError::Unavailable { .. }) => {
+                self.inner.reachable.store(false, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Fails when the database is known to be unreachable: the last statement found it so and
+    /// none has reached it since. Costs no round trip while it answers; while it does not, each
+    /// call tries it again, so the first call after it is back succeeds.
+    pub(crate) fn check_reachable(&self) -> Result<(), StoreError> {
+        if self.inner.reachable.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.generation().map(|_| ())
     }
 
     fn setting(&self, name: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -422,85 +436,63 @@ impl PgStore {
 
     // ---- the exchange: sessions and admin tokens, shared by the replicas ----
 
-    /// Records a new challenged session, unless `client` already has `max_per_client`
-    /// sessions waiting for attestation.
-    pub(crate) fn create_session(
-        &self,
-        id: &SessionId,
-        tee: Tee,
-        nonce: &str,
-        client: ClientKey,
-        limits: SessionLimits,
-    ) -> Result<Result<(), SessionError>, StoreError> {
-        let id = id.as_str().to_owned();
-        let nonce = nonce.to_owned();
-        let tee = tee.to_string();
-        let client_text = client.map(|ip| ip.to_string());
-        let ttl = i64::try_from(limits.ttl.as_millis()).unwrap_or(i64::MAX);
-        let max = i64::try_from(limits.max_per_client).unwrap_or(i64::MAX);
-        let total = i64::try_from(limits.max_total).unwrap_or(i64::MAX);
-        self.run(move |db, _| async move {
-            let outcome: i16 = db
-                .query_one(
-                    "SELECT tsuba_kbs_create_session($1, $2, $3, $4, $5, $6, $7)",
-                    &[&id, &tee, &nonce, &client_text, &(ttl as f64), &max, &total],
-                )
-                .await
-                .map_err(db_error)?
-                .get(0);
-            Ok(match outcome {
-                0 => Ok(()),
-                1 => Err(SessionError::ClientLimit),
-                _ => Err(SessionError::Full),
-            })
-        })
+    /// The keys of the challenge cookies that stand in for challenged sessions.
+    pub(crate) fn challenges(&self) -> &ChallengeKeys {
+        &self.challenges
     }
 
-    /// Takes the nonce of a challenged, live session (once, across every replica), with the
-    /// current generation.
-    pub(crate) fn take_nonce(&self, id: &SessionId) -> Result<(TakenNonce, i64), StoreError> {
-        let id = id.as_str().to_owned();
+    /// Spends `challenge`'s nonce for an attestation whose evidence verified: records the
+    /// session attested with `claims`, or spent when the policy denied it (`None`). One
+    /// `INSERT … ON CONFLICT DO NOTHING`, checked against the database's clock, so across every
+    /// replica only the first attestation of a challenge is recorded, and none after its expiry.
+    /// Gives the generation the insert saw.
+    pub(crate) fn spend_challenge(
+        &self,
+        challenge: &Challenge,
+        claims: Option<&TokenClaims>,
+    ) -> Result<Result<i64, SessionError>, StoreError> {
+        let id = challenge.id.clone();
+        let tee = challenge.tee.to_string();
+        let nonce = challenge.nonce.clone();
+        let expires_ms = challenge.expires_ms;
+        let (state, claims) = session_row(claims)?;
         self.run(move |db, _| async move {
-            let taken = db
+            let inserted = db
                 .query_opt(
-                    "UPDATE tsuba_kbs_sessions SET state = 1 \
-                     WHERE id = $1 AND state = 0 AND expires > now() \
-                     RETURNING tee, nonce, (SELECT generation FROM tsuba_kbs_meta)",
-                    &[&id],
+                    "INSERT INTO tsuba_kbs_sessions (id, tee, nonce, state, claims, expires) \
+                     SELECT $1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0) \
+                     WHERE to_timestamp($6::bigint / 1000.0) > now() \
+                     ON CONFLICT (id) DO NOTHING \
+                     RETURNING (SELECT generation FROM tsuba_kbs_meta)",
+                    &[&id, &tee, &nonce, &state, &claims, &expires_ms],
                 )
                 .await
                 .map_err(db_error)?;
-            if let Some(row) = taken {
-                let tee: String = row.get(0);
-                let tee = tee.parse::<Tee>().map_err(|_| StoreError::Malformed {
-                    what: "session tee".into(),
-                })?;
-                return Ok((Ok((tee, row.get(1))), row.get(2)));
+            if let Some(row) = inserted {
+                return Ok(Ok(row.get(0)));
             }
-            let (state, live, generation) = session_state(&db, &id).await?;
-            let refusal = match (state, live) {
-                (None, _) => SessionError::NotFound,
-                (Some(_), false) => SessionError::Expired,
-                (Some(_), true) => SessionError::NonceUsed,
-            };
-            Ok((Err(refusal), generation))
+            // Refused: the id is there already (spent), or the challenge expired.
+            Ok(Err(if session_recorded(&db, &id).await? {
+                SessionError::NonceUsed
+            } else {
+                SessionError::Expired
+            }))
         })
     }
 
-    /// Marks a session attested with its token's claims.
-    pub(crate) fn set_attested(
+    /// Records the outcome of a spent challenge again, when the policy current at its spending
+    /// decided otherwise than the one it was first appraised with.
+    pub(crate) fn reappraised(
         &self,
-        id: &SessionId,
-        claims: &TokenClaims,
+        challenge: &Challenge,
+        claims: Option<&TokenClaims>,
     ) -> Result<(), StoreError> {
-        let id = id.as_str().to_owned();
-        let claims = serde_json::to_string(claims).map_err(|_| StoreError::Malformed {
-            what: "token claims".into(),
-        })?;
+        let id = challenge.id.clone();
+        let (state, claims) = session_row(claims)?;
         self.run(move |db, _| async move {
             db.execute(
-                "UPDATE tsuba_kbs_sessions SET state = 2, claims = $2 WHERE id = $1",
-                &[&id, &claims],
+                "UPDATE tsuba_kbs_sessions SET state = $2, claims = $3 WHERE id = $1",
+                &[&id, &state, &claims],
             )
             .await
             .map_err(db_error)?;
@@ -513,10 +505,10 @@ impl PgStore {
     /// it, with [`PgStore::open_resource`]).
     pub(crate) fn attested(
         &self,
-        id: &SessionId,
+        challenge: &Challenge,
         path: &ResourcePath,
     ) -> Result<AttestedRead, StoreError> {
-        let id = id.as_str().to_owned();
+        let id = challenge.id.clone();
         let path = path.to_string();
         self.run(move |db, _| async move {
             let row = db
@@ -593,16 +585,29 @@ impl PgStore {
     }
 }
 
-async fn session_state(db: &Client, id: &str) -> Result<(Option<i16>, bool, i64), StoreError> {
+/// Whether a session row with `id` exists (live or expired but not yet swept).
+async fn session_recorded(db: &Client, id: &str) -> Result<bool, StoreError> {
     let row = db
         .query_one(
-            "SELECT s.state, coalesce(s.expires > now(), false), m.generation \
-             FROM tsuba_kbs_meta m LEFT JOIN tsuba_kbs_sessions s ON s.id = $1",
+            "SELECT EXISTS (SELECT 1 FROM tsuba_kbs_sessions WHERE id = $1)",
             &[&id],
         )
         .await
         .map_err(db_error)?;
-    Ok((row.get(0), row.get(1), row.get(2)))
+    Ok(row.get(0))
+}
+
+/// A session row's state and claims for an attestation allowed with `claims`, or denied.
+fn session_row(claims: Option<&TokenClaims>) -> Result<(i16, Option<String>), StoreError> {
+    match claims {
+        None => Ok((SPENT, None)),
+        Some(claims) => {
+            let text = serde_json::to_string(claims).map_err(|_| StoreError::Malformed {
+                what: "token claims".into(),
+            })?;
+            Ok((ATTESTED, Some(text)))
+        }
+    }
 }
 
 fn resource_name(path: &ResourcePath) -> String {

@@ -1,11 +1,15 @@
 //! Sessions between `auth` and `attest` (and resource requests authorised by cookie).
 //!
-//! A session is created by `auth` with a fresh 32-byte nonce and lives for a fixed time. `attest`
-//! takes the nonce out of the session before verifying anything, so a nonce is used at most once
-//! even when two attestations race. The number of live sessions is bounded, and so is the number
-//! of sessions one client (IP address) has waiting for attestation: unauthenticated `auth` calls
-//! from one place cannot fill the table, and when it is full a session still waiting for its
-//! attestation makes room before any attested one.
+//! A session is created by `auth` with a fresh 32-byte nonce and lives for a fixed time. The first
+//! `attest` whose evidence verifies spends the nonce (whether the policy then allows it or not),
+//! under the table's lock, so a nonce serves one attestation even when several race; a request
+//! refused before that (malformed, evidence bound to another nonce, a bad signature) leaves it
+//! usable, so nobody who sees a guest's cookie can burn its challenge with garbage.
+//!
+//! The number of live sessions is bounded, and so is the number of sessions one client (IP
+//! address) has waiting for attestation: unauthenticated `auth` calls from one place cannot fill
+//! the table, and when it is full a session still waiting for its attestation makes room before
+//! any attested one. (Replicas on a database store no challenge at all: `crate::challenge`.)
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -23,7 +27,11 @@ use crate::token::TokenClaims;
 /// Name of the session cookie.
 pub(crate) const COOKIE_NAME: &str = "kbs-session-id";
 
-/// A session id: 16 random bytes as 32 lowercase hex characters.
+/// Longest session cookie value taken (a shared store's challenge cookie is the longest).
+pub(crate) const MAX_COOKIE_LEN: usize = 192;
+
+/// A session cookie's value: in this process, 16 random bytes as 32 lowercase hex characters;
+/// with a shared store, a challenge cookie (`crate::challenge`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionId(String);
 
@@ -34,12 +42,23 @@ impl SessionId {
         Self(hex::encode(bytes))
     }
 
-    /// Finds and validates the session id in a `Cookie` header value.
+    /// A cookie value as it is (checked only when used).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn from_value(value: String) -> Self {
+        Self(value)
+    }
+
+    /// Finds the session cookie in a `Cookie` header value: an in-process session id (hex) or a
+    /// shared store's challenge cookie (base64url), bounded in length.
     pub fn from_cookie_header(header: &str) -> Option<Self> {
         header.split(';').find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            let valid = value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit());
-            (name == COOKIE_NAME && valid).then(|| Self(value.to_ascii_lowercase()))
+            let valid = !value.is_empty()
+                && value.len() <= MAX_COOKIE_LEN
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            (name == COOKIE_NAME && valid).then(|| Self(value.to_owned()))
         })
     }
 
@@ -259,38 +278,52 @@ impl Sessions {
         Ok(NewSession { id, nonce })
     }
 
-    /// Takes the nonce (and TEE) of a challenged session; the nonce can never be taken again.
-    pub(crate) fn take_nonce(
+    /// The TEE and nonce of a live session still waiting for its attestation. The nonce stays
+    /// in the session until [`Sessions::settle`] spends it.
+    pub(crate) fn challenge(
         &self,
         id: &SessionId,
         now: Instant,
     ) -> Result<(Tee, String), SessionError> {
+        let mut table = self.lock();
+        let session = table.map.get(id).ok_or(SessionError::NotFound)?;
+        if session.expires <= now {
+            table.remove(id);
+            return Err(SessionError::Expired);
+        }
+        match &session.state {
+            State::Challenged { tee, nonce } => Ok((*tee, nonce.clone())),
+            _ => Err(SessionError::NonceUsed),
+        }
+    }
+
+    /// Spends the nonce of a session whose evidence was verified: it becomes attested with
+    /// `claims`, or, when the policy denied it (`None`), spent. Only the first of attestations
+    /// racing on one session settles it; the others get [`SessionError::NonceUsed`].
+    pub(crate) fn settle(
+        &self,
+        id: &SessionId,
+        claims: Option<TokenClaims>,
+        now: Instant,
+    ) -> Result<(), SessionError> {
         let mut table = self.lock();
         let session = table.map.get_mut(id).ok_or(SessionError::NotFound)?;
         if session.expires <= now {
             table.remove(id);
             return Err(SessionError::Expired);
         }
-        match std::mem::replace(&mut session.state, State::Consumed) {
-            State::Challenged { tee, nonce } => {
-                let client = session.client;
-                table.uncount(client);
-                Ok((tee, nonce))
-            }
-            other => {
-                session.state = other;
-                Err(SessionError::NonceUsed)
-            }
+        if !matches!(session.state, State::Challenged { .. }) {
+            return Err(SessionError::NonceUsed);
         }
-    }
-
-    /// Marks a session attested with the claims of the token issued for it.
-    pub(crate) fn set_attested(&self, id: &SessionId, claims: TokenClaims) {
-        if let Some(session) = self.lock().map.get_mut(id) {
-            session.state = State::Attested {
+        session.state = match claims {
+            Some(claims) => State::Attested {
                 claims: Box::new(claims),
-            };
-        }
+            },
+            None => State::Consumed,
+        };
+        let client = session.client;
+        table.uncount(client);
+        Ok(())
     }
 
     /// The token claims of an attested, live session.
@@ -353,22 +386,37 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert_eq!(STANDARD.decode(&a.nonce).unwrap().len(), 32);
         assert_eq!(
-            sessions.take_nonce(&a.id, now).unwrap(),
+            sessions.challenge(&a.id, now).unwrap(),
             (Tee::Sample, a.nonce.clone())
         );
+        // Reading the challenge does not spend it; settling does, once.
+        assert_eq!(sessions.challenge(&a.id, now).unwrap().1, a.nonce);
+        sessions.settle(&a.id, Some(claims()), now).unwrap();
+        assert_eq!(sessions.challenge(&a.id, now), Err(SessionError::NonceUsed));
         assert_eq!(
-            sessions.take_nonce(&a.id, now),
-            Err(SessionError::NonceUsed)
-        );
-        sessions.set_attested(&a.id, claims());
-        assert_eq!(
-            sessions.take_nonce(&a.id, now),
+            sessions.settle(&a.id, Some(claims()), now),
             Err(SessionError::NonceUsed)
         );
         assert_eq!(sessions.attested(&a.id, now).unwrap(), claims());
         assert_eq!(
             sessions.attested(&b.id, now),
             Err(SessionError::NotAttested)
+        );
+        // A denied attestation spends the nonce and attests nothing.
+        sessions.settle(&b.id, None, now).unwrap();
+        assert_eq!(
+            sessions.settle(&b.id, Some(claims()), now),
+            Err(SessionError::NonceUsed)
+        );
+        assert_eq!(
+            sessions.attested(&b.id, now),
+            Err(SessionError::NotAttested)
+        );
+        let later = now + Duration::from_secs(61);
+        let c = sessions.create(Tee::Sample, None, now).unwrap();
+        assert_eq!(
+            sessions.settle(&c.id, Some(claims()), later),
+            Err(SessionError::Expired)
         );
     }
 
@@ -379,8 +427,7 @@ mod tests {
         let a = sessions.create(Tee::Snp, None, now).unwrap();
         let b = sessions.create(Tee::Snp, None, now).unwrap();
         for id in [&a.id, &b.id] {
-            sessions.take_nonce(id, now).unwrap();
-            sessions.set_attested(id, claims());
+            sessions.settle(id, Some(claims()), now).unwrap();
         }
         // Full of attested sessions: nothing to evict.
         assert_eq!(
@@ -412,8 +459,8 @@ mod tests {
         );
         // Another client is not affected.
         sessions.create(Tee::Snp, ip("192.0.2.2"), now).unwrap();
-        // A challenge answered (nonce taken) no longer counts against the client.
-        sessions.take_nonce(&mine[0].id, now).unwrap();
+        // A challenge answered (nonce spent) no longer counts against the client.
+        sessions.settle(&mine[0].id, None, now).unwrap();
         sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap();
         assert_eq!(
             sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap_err(),
@@ -440,23 +487,21 @@ mod tests {
         let sessions = Sessions::new(Duration::from_secs(60), 3, 10);
         let now = Instant::now();
         let attested = sessions.create(Tee::Snp, ip("192.0.2.1"), now).unwrap();
-        sessions.take_nonce(&attested.id, now).unwrap();
-        sessions.set_attested(&attested.id, claims());
+        sessions.settle(&attested.id, Some(claims()), now).unwrap();
         let b = sessions.create(Tee::Snp, ip("192.0.2.2"), now).unwrap();
         let c = sessions.create(Tee::Snp, ip("192.0.2.3"), now).unwrap();
         // Full: the oldest challenge (b) makes room, then c.
         let d = sessions.create(Tee::Snp, ip("192.0.2.4"), now).unwrap();
-        assert_eq!(sessions.take_nonce(&b.id, now), Err(SessionError::NotFound));
+        assert_eq!(sessions.challenge(&b.id, now), Err(SessionError::NotFound));
         sessions.create(Tee::Snp, ip("192.0.2.5"), now).unwrap();
-        assert_eq!(sessions.take_nonce(&c.id, now), Err(SessionError::NotFound));
+        assert_eq!(sessions.challenge(&c.id, now), Err(SessionError::NotFound));
         assert_eq!(sessions.attested(&attested.id, now).unwrap(), claims());
         // Once every session is attested, nothing is evicted: the table is full.
-        let d_nonce = sessions.take_nonce(&d.id, now).unwrap();
-        assert_eq!(d_nonce.1, d.nonce);
-        sessions.set_attested(&d.id, claims());
+        assert_eq!(sessions.challenge(&d.id, now).unwrap().1, d.nonce);
+        sessions.settle(&d.id, Some(claims()), now).unwrap();
         let e = sessions.create(Tee::Snp, ip("192.0.2.6"), now).unwrap();
         let _ = sessions.create(Tee::Snp, ip("192.0.2.7"), now).unwrap();
-        assert_eq!(sessions.take_nonce(&e.id, now), Err(SessionError::NotFound));
+        assert_eq!(sessions.challenge(&e.id, now), Err(SessionError::NotFound));
         let table = sessions.lock();
         assert_eq!(table.map.len(), 3);
         assert_eq!(table.per_client.values().sum::<usize>(), 1);
@@ -472,8 +517,7 @@ mod tests {
             .count();
         assert_eq!(granted, 64);
         let tenant = sessions.create(Tee::Snp, ip("198.51.100.7"), now).unwrap();
-        sessions.take_nonce(&tenant.id, now).unwrap();
-        sessions.set_attested(&tenant.id, claims());
+        sessions.settle(&tenant.id, Some(claims()), now).unwrap();
         // A flood from many addresses fills the table with challenges; the attested tenant's
         // session survives and a new tenant still gets a challenge.
         for i in 0..70_000u32 {

@@ -199,11 +199,13 @@ struct ServeArgs {
     #[arg(long, default_value_t = 300)]
     session_ttl: u64,
     /// Most sessions one client address (IPv6: its /64) may have waiting for attestation; more
-    /// auth calls from it are refused with 429 until it attests or its sessions expire.
+    /// auth calls from it are refused with 429 until it attests or its sessions expire. Without
+    /// --database only: with one, auth stores nothing to bound.
     #[arg(long, default_value_t = 256)]
     max_sessions_per_client: usize,
-    /// Most sessions waiting for attestation in all (with --database: across every replica);
-    /// more auth calls are refused with 503 until sessions are attested or expire.
+    /// Most live sessions in this process; challenges make room before attested sessions, and
+    /// when all are attested more auth calls get 503. Without --database only: with one, auth
+    /// stores nothing to bound.
     #[arg(long, default_value_t = 65_536)]
     max_sessions: usize,
     /// Attestation token lifetime in seconds.
