@@ -406,7 +406,8 @@ async fn a_policy_change_through_one_replica_applies_on_the_others_at_once() {
     assert_eq!((reply.status, plain.as_deref()), (200, Some(SECRET)));
     // Reference values too: through C, "abcde" is no longer a reference value; attestation on A
     // is refused. (A appraises first under what it has loaded, which still allows; the
-    // statement that spends the nonce shows the change, and A appraises again.)
+    // statement that would spend the nonce records nothing and shows the change, and A
+    // appraises again.)
     admin_ok(
         c,
         &f.keys,

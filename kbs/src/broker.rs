@@ -21,11 +21,15 @@ use crate::init_data;
 use crate::jwe::{self, FlattenedJwe};
 use crate::policy::{self, Decision, Policy, ResourceRequest};
 #[cfg(feature = "postgres")]
-use crate::postgres::PgStore;
+use crate::postgres::{PgStore, Spent};
 use crate::session::{NewSession, SessionError, SessionId, Sessions, client_key};
 use crate::store::{ResourcePath, StateStore, Store, StoreError};
 use crate::token::{self, Attested, TokenClaims, TokenSigner};
 use crate::verifier::VerifierSet;
+
+/// Most times one attestation is appraised while the shared policies keep changing under it.
+#[cfg(feature = "postgres")]
+const MAX_APPRAISALS: u32 = 4;
 
 /// The one protocol version this broker speaks.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -428,22 +432,33 @@ impl Broker {
             }
             #[cfg(feature = "postgres")]
             (Exchange::Shared(db), Answered::Shared(challenge)) => {
-                // Appraised under what this replica has loaded; the spending statement gives the
-                // generation current then, and a change since is appraised again.
-                let loaded = Arc::clone(&self.read_loaded());
-                let appraisal = self.appraise(&loaded, &verified)?;
-                let generation = db
-                    .spend_challenge(&challenge, appraisal.claims())
-                    .map_err(KbsError::Store)?
-                    .map_err(KbsError::Session)?;
-                if loaded.generation == Some(generation) {
-                    appraisal
-                } else {
-                    let fresh = self.current(Some(generation))?;
-                    let again = self.appraise(&fresh, &verified)?;
-                    db.reappraised(&challenge, again.claims())
-                        .map_err(KbsError::Store)?;
-                    again
+                // Appraised under what this replica has loaded; the statement that spends the
+                // nonce records the outcome only if that is still current, else it gives the
+                // current generation to appraise under again.
+                let mut loaded = Arc::clone(&self.read_loaded());
+                let mut appraisals = 0;
+                loop {
+                    let appraisal = self.appraise(&loaded, &verified)?;
+                    // A shared store's generation is always known (it starts at 1).
+                    let generation = loaded.generation.unwrap_or(0);
+                    match db
+                        .spend_challenge(&challenge, appraisal.claims(), generation)
+                        .map_err(KbsError::Store)?
+                    {
+                        Spent::Recorded => break appraisal,
+                        Spent::Refused(refusal) => return Err(KbsError::Session(refusal)),
+                        Spent::Moved(current) => {
+                            appraisals += 1;
+                            if appraisals == MAX_APPRAISALS {
+                                return Err(KbsError::Store(StoreError::Unavailable {
+                                    reason: "the policies changed during every appraisal of \
+                                             this attestation; attest again"
+                                        .into(),
+                                }));
+                            }
+                            loaded = self.current(Some(current))?;
+                        }
+                    }
                 }
             }
             #[cfg(feature = "postgres")]

@@ -123,6 +123,18 @@ const TOKEN_KEY: &str = "token-key";
 const TOKEN_MODE: &str = "token-mode";
 const REFERENCE_VALUES: &str = "reference-values";
 
+/// What became of a challenge's spending.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Spent {
+    /// Recorded: the outcome stands.
+    Recorded,
+    /// Not recorded: policies, reference values or the token key changed; this is the current
+    /// generation, to appraise under again.
+    Moved(i64),
+    /// Not recorded, and never will be: spent already, or expired.
+    Refused(SessionError),
+}
+
 /// A session's claims (or why not), the generation and a sealed resource, read together.
 pub(crate) type AttestedRead = (Result<TokenClaims, SessionError>, i64, Option<Vec<u8>>);
 
@@ -441,62 +453,52 @@ impl PgStore {
         &self.challenges
     }
 
-    /// Spends `challenge`'s nonce for an attestation whose evidence verified: records the
-    /// session attested with `claims`, or spent when the policy denied it (`None`). One
-    /// `INSERT … ON CONFLICT DO NOTHING`, checked against the database's clock, so across every
-    /// replica only the first attestation of a challenge is recorded, and none after its expiry.
-    /// Gives the generation the insert saw.
+    /// Spends `challenge`'s nonce for an attestation whose evidence verified and was appraised
+    /// under the policies of `generation`: records the session attested with `claims`, or spent
+    /// when the policy denied it (`None`). One `INSERT … ON CONFLICT DO NOTHING`, checked against
+    /// the database's clock and generation, so across every replica only the first attestation
+    /// of a challenge is recorded, none after its expiry, and none appraised under policies that
+    /// are no longer current.
     pub(crate) fn spend_challenge(
         &self,
         challenge: &Challenge,
         claims: Option<&TokenClaims>,
-    ) -> Result<Result<i64, SessionError>, StoreError> {
+        generation: i64,
+    ) -> Result<Spent, StoreError> {
         let id = challenge.id.clone();
         let tee = challenge.tee.to_string();
         let nonce = challenge.nonce.clone();
         let expires_ms = challenge.expires_ms;
         let (state, claims) = session_row(claims)?;
         self.run(move |db, _| async move {
-            let inserted = db
-                .query_opt(
-                    "INSERT INTO tsuba_kbs_sessions (id, tee, nonce, state, claims, expires) \
-                     SELECT $1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0) \
-                     WHERE to_timestamp($6::bigint / 1000.0) > now() \
-                     ON CONFLICT (id) DO NOTHING \
-                     RETURNING (SELECT generation FROM tsuba_kbs_meta)",
-                    &[&id, &tee, &nonce, &state, &claims, &expires_ms],
+            let row = db
+                .query_one(
+                    "WITH meta AS (SELECT generation FROM tsuba_kbs_meta), \
+                     spent AS ( \
+                         INSERT INTO tsuba_kbs_sessions (id, tee, nonce, state, claims, expires) \
+                         SELECT $1, $2, $3, $4, $5, to_timestamp($6::bigint / 1000.0) FROM meta \
+                         WHERE meta.generation = $7 \
+                             AND to_timestamp($6::bigint / 1000.0) > now() \
+                         ON CONFLICT (id) DO NOTHING RETURNING 1) \
+                     SELECT meta.generation, EXISTS (SELECT 1 FROM spent), \
+                         to_timestamp($6::bigint / 1000.0) > now() \
+                     FROM meta",
+                    &[&id, &tee, &nonce, &state, &claims, &expires_ms, &generation],
                 )
                 .await
                 .map_err(db_error)?;
-            if let Some(row) = inserted {
-                return Ok(Ok(row.get(0)));
-            }
-            // Refused: the id is there already (spent), or the challenge expired.
-            Ok(Err(if session_recorded(&db, &id).await? {
-                SessionError::NonceUsed
+            let current: i64 = row.get(0);
+            let recorded: bool = row.get(1);
+            let live: bool = row.get(2);
+            Ok(if recorded {
+                Spent::Recorded
+            } else if current != generation {
+                Spent::Moved(current)
+            } else if live {
+                Spent::Refused(SessionError::NonceUsed)
             } else {
-                SessionError::Expired
-            }))
-        })
-    }
-
-    /// Records the outcome of a spent challenge again, when the policy current at its spending
-    /// decided otherwise than the one it was first appraised with.
-    pub(crate) fn reappraised(
-        &self,
-        challenge: &Challenge,
-        claims: Option<&TokenClaims>,
-    ) -> Result<(), StoreError> {
-        let id = challenge.id.clone();
-        let (state, claims) = session_row(claims)?;
-        self.run(move |db, _| async move {
-            db.execute(
-                "UPDATE tsuba_kbs_sessions SET state = $2, claims = $3 WHERE id = $1",
-                &[&id, &state, &claims],
-            )
-            .await
-            .map_err(db_error)?;
-            Ok(())
+                Spent::Refused(SessionError::Expired)
+            })
         })
     }
 
@@ -583,18 +585,6 @@ impl PgStore {
             Ok(inserted == 1)
         })
     }
-}
-
-/// Whether a session row with `id` exists (live or expired but not yet swept).
-async fn session_recorded(db: &Client, id: &str) -> Result<bool, StoreError> {
-    let row = db
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM tsuba_kbs_sessions WHERE id = $1)",
-            &[&id],
-        )
-        .await
-        .map_err(db_error)?;
-    Ok(row.get(0))
 }
 
 /// A session row's state and claims for an attestation allowed with `claims`, or denied.
