@@ -420,56 +420,62 @@ impl Broker {
             },
             iat: unix(now),
         };
-        let appraisal = match (&self.exchange, answered) {
-            (Exchange::Memory(sessions), Answered::Memory { .. }) => {
-                let generation = self.store.generation().map_err(KbsError::Store)?;
-                let loaded = self.current(generation)?;
-                let appraisal = self.appraise(&loaded, &verified)?;
-                sessions
-                    .settle(session, appraisal.claims().cloned(), Instant::now())
-                    .map_err(KbsError::Session)?;
-                appraisal
-            }
-            #[cfg(feature = "postgres")]
-            (Exchange::Shared(db), Answered::Shared(challenge)) => {
-                // Appraised under what this replica has loaded; the statement that spends the
-                // nonce records the outcome only if that is still current, else it gives the
-                // current generation to appraise under again.
-                let mut loaded = Arc::clone(&self.read_loaded());
-                let mut appraisals = 0;
-                loop {
-                    let appraisal = self.appraise(&loaded, &verified)?;
-                    // A shared store's generation is always known (it starts at 1).
-                    let generation = loaded.generation.unwrap_or(0);
-                    match db
-                        .spend_challenge(&challenge, appraisal.claims(), generation)
-                        .map_err(KbsError::Store)?
-                    {
-                        Spent::Recorded => break appraisal,
-                        Spent::Refused(refusal) => return Err(KbsError::Session(refusal)),
-                        Spent::Moved(current) => {
-                            appraisals += 1;
-                            if appraisals == MAX_APPRAISALS {
-                                return Err(KbsError::Store(StoreError::Unavailable {
-                                    reason: "the policies changed during every appraisal of \
-                                             this attestation; attest again"
-                                        .into(),
-                                }));
-                            }
-                            loaded = self.current(Some(current))?;
-                        }
-                    }
-                }
-            }
-            #[cfg(feature = "postgres")]
-            _ => return Err(KbsError::Session(SessionError::NotFound)),
-        };
+        let appraisal = self.spend(session, answered, &verified)?;
         match appraisal {
             Appraisal::Allowed { token, .. } => {
                 tracing::info!(tee = %claims.tee, simulated, measurement = %claims.measurement, "attestation affirmed");
                 Ok(token)
             }
             Appraisal::Denied(reasons) => Err(KbsError::AttestationDenied { reasons }),
+        }
+    }
+
+    /// Appraises verified evidence and spends the challenge it answered, recording the outcome:
+    /// the attested claims, or a spent nonce when the policy denied. Fails without recording
+    /// anything when another attestation spent it first or it expired.
+    fn spend(
+        &self,
+        session: &SessionId,
+        answered: Answered,
+        verified: &Verified,
+    ) -> Result<Appraisal, KbsError> {
+        match (&self.exchange, answered) {
+            (Exchange::Memory(sessions), Answered::Memory { .. }) => {
+                let generation = self.store.generation().map_err(KbsError::Store)?;
+                let loaded = self.current(generation)?;
+                let appraisal = self.appraise(&loaded, verified)?;
+                sessions
+                    .settle(session, appraisal.claims().cloned(), Instant::now())
+                    .map_err(KbsError::Session)?;
+                Ok(appraisal)
+            }
+            // Appraised under what this replica has loaded; the statement that spends the nonce
+            // records the outcome only if that is still current, else it gives the current
+            // generation to appraise under again.
+            #[cfg(feature = "postgres")]
+            (Exchange::Shared(db), Answered::Shared(challenge)) => {
+                let mut loaded = Arc::clone(&self.read_loaded());
+                for _ in 0..MAX_APPRAISALS {
+                    let appraisal = self.appraise(&loaded, verified)?;
+                    // A shared store's generation is always known (it starts at 1).
+                    let generation = loaded.generation.unwrap_or(0);
+                    match db
+                        .spend_challenge(&challenge, appraisal.claims(), generation)
+                        .map_err(KbsError::Store)?
+                    {
+                        Spent::Recorded => return Ok(appraisal),
+                        Spent::Refused(refusal) => return Err(KbsError::Session(refusal)),
+                        Spent::Moved(current) => loaded = self.current(Some(current))?,
+                    }
+                }
+                Err(KbsError::Store(StoreError::Unavailable {
+                    reason: "the policies changed during every appraisal of this attestation; \
+                             attest again"
+                        .into(),
+                }))
+            }
+            #[cfg(feature = "postgres")]
+            _ => Err(KbsError::Session(SessionError::NotFound)),
         }
     }
 
