@@ -10,8 +10,10 @@
 # 2 cores. Needs Debian's postgresql (scripts/setup). Fails on any failed handshake.
 # Another broker (Trustee's KBS, a fleet behind a load balancer) is measured instead when
 # KBS_LOAD_URL is set: its operator provisions KBS_LOAD_RESOURCE (default default/key/1) and lets
-# sample evidence attest (KBS_LOAD_EVIDENCE does not apply); KBS_LOAD_EXPECT_FILE, if given, holds the plaintext every fetch must
-# decrypt to.
+# sample evidence attest (KBS_LOAD_EVIDENCE does not apply); KBS_LOAD_EXPECT_FILE, if given,
+# holds the plaintext every fetch must decrypt to. KBS_LOAD_PEER_URL measures such a broker as
+# well, after tsuba's setups, in the same run (side by side; same KBS_LOAD_RESOURCE and
+# KBS_LOAD_EXPECT_FILE); docs/performance.md says how Trustee's KBS was built and provisioned.
 # Usage: bench/kbs-load-replicas.sh [clients] [seconds]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,4 +30,9 @@ for kind in $kinds; do
         --test kbs_replicas -- --ignored --nocapture --test-threads 1 bench_handshakes 2>&1 |
         grep -oE 'kbs-load:.*|test result.*|panicked.*'
 done
+if [ -n "${KBS_LOAD_PEER_URL:-}" ] && [ -z "${KBS_LOAD_URL:-}" ]; then
+    KBS_LOAD_URL=$KBS_LOAD_PEER_URL CARGO_BUILD_JOBS=$jobs cargo test --locked -p tsuba-cli \
+        --release --test kbs_replicas -- --ignored --nocapture --test-threads 1 bench_handshakes \
+        2>&1 | grep -oE 'kbs-load:.*|test result.*|panicked.*'
+fi
 echo "kbs-load-replicas: load after: $(cut -d' ' -f1-3 /proc/loadavg)"
