@@ -15,5 +15,5 @@ CARGO_BUILD_JOBS=$jobs cargo test --locked -p tsuba-cli --release --test kbs_rep
     2>&1 | grep -E '^error' || true
 echo "kbs-backends: nproc=$(nproc) cpu=\"$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)\" postgres=$(ls /usr/lib/postgresql | sort -n | tail -n 1) load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 CARGO_BUILD_JOBS=$jobs cargo test --locked -p tsuba-cli --release --test kbs_replicas -- \
-    --ignored --nocapture --test-threads 1 bench_ 2>&1 | grep -oE 'kbs-backends:.*|test result.*|panicked.*'
+    --ignored --nocapture --test-threads 1 bench_attest_and_resource_latency 2>&1 | grep -oE 'kbs-backends:.*|test result.*|panicked.*'
 echo "kbs-backends: load after: $(cut -d' ' -f1-3 /proc/loadavg)"
