@@ -39,11 +39,14 @@ pub enum AdminClientError {
         /// The problem body.
         body: String,
     },
-    /// The answer is not what the API returns.
-    #[error("broker answer is malformed")]
-    Malformed,
+    /// The answer is not what tsuba's broker returns for the call (what was expected, and a hint
+    /// when another broker is the likely reason).
+    #[error("broker answer is malformed: expected {0}")]
+    Malformed(&'static str),
     /// The admin key is not a PKCS#8 Ed25519 key.
-    #[error("admin key is not a pkcs#8 ed25519 private key")]
+    #[error(
+        "admin key is not a pkcs#8 ed25519 private key (make one with `tsuba kbs admin-keygen`)"
+    )]
     Key(#[source] ed25519_dalek::pkcs8::Error),
     /// A reference value's name has characters a URL path segment cannot carry as they are.
     #[error("reference value name {0:?} is not letters, digits, '_', '-' and '.'")]
@@ -195,7 +198,7 @@ impl AdminClient {
                 Vec::new(),
             )
             .await?;
-        serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed)
+        serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed(RESOURCE_LIST))
     }
 
     /// Replaces a policy, in the envelope both brokers take: Trustee's attestation policy is
@@ -241,15 +244,11 @@ impl AdminClient {
                 Vec::new(),
             )
             .await?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed)?;
-        let encoded = value["policy"]
-            .as_str()
-            .ok_or(AdminClientError::Malformed)?;
-        let bytes = URL_SAFE_NO_PAD
-            .decode(encoded)
-            .map_err(|_| AdminClientError::Malformed)?;
-        String::from_utf8(bytes).map_err(|_| AdminClientError::Malformed)
+        let malformed = || AdminClientError::Malformed(POLICY_TEXT);
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| malformed())?;
+        let encoded = value["policy"].as_str().ok_or_else(malformed)?;
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?;
+        String::from_utf8(bytes).map_err(|_| malformed())
     }
 
     /// Sets one reference value's values, leaving the others, as a Trustee RVPS `sample`
@@ -293,7 +292,7 @@ impl AdminClient {
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(serde_json::Value::Array(items)) => Ok(items.iter().map(value_text).collect()),
             Ok(single) => Ok(vec![value_text(&single)]),
-            Err(_) => Err(AdminClientError::Malformed),
+            Err(_) => Err(AdminClientError::Malformed("a reference value as JSON")),
         }
     }
 
@@ -302,7 +301,8 @@ impl AdminClient {
         &self,
         values: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), AdminClientError> {
-        let body = serde_json::to_vec(values).map_err(|_| AdminClientError::Malformed)?;
+        // A map of strings to lists of strings always serializes.
+        let body = serde_json::to_vec(values).unwrap_or_default();
         self.call(
             reqwest::Method::POST,
             "/kbs/v0/reference-values",
@@ -325,9 +325,18 @@ impl AdminClient {
                 Vec::new(),
             )
             .await?;
-        serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed)
+        serde_json::from_slice(&body).map_err(|_| AdminClientError::Malformed(REFERENCE_TABLE))
     }
 }
+
+/// What `list-resources` expects back.
+const RESOURCE_LIST: &str = "a JSON list of resource paths (only tsuba's broker lists resources)";
+/// What `get-policy` expects back.
+const POLICY_TEXT: &str = "{\"policy\": <base64url Rego>} (only tsuba's broker gives a policy \
+                           back; Trustee's answers with the ids of its policies)";
+/// What `get-reference-values` expects back.
+const REFERENCE_TABLE: &str = "the reference-value table as JSON (only tsuba's broker reads the whole table; use \
+     get-reference-value NAME with Trustee's)";
 
 /// A reference value as text: a string as itself, anything else as its JSON.
 fn value_text(value: &serde_json::Value) -> String {

@@ -370,6 +370,10 @@ async fn trustee_shaped(seen: Seen) -> (String, tokio::task::JoinHandle<()>) {
             ("GET", "/kbs/v0/reference-value/measurement") => {
                 return axum::Json(json!(["ab12"])).into_response();
             }
+            // Trustee lists the ids of its resource policies (as its 78962cd4 build answered).
+            ("GET", "/kbs/v0/resource-policy") => {
+                return axum::Json(json!(["resource-policy"])).into_response();
+            }
             _ => false,
         };
         if ok {
@@ -431,6 +435,15 @@ async fn tsuba_admin_client_speaks_trustees_shapes() {
             client.reference_value("a/b").await,
             Err(tsuba_kbs::AdminClientError::Name(_))
         ));
+        // Trustee gives no policy text back: the error says so rather than "malformed" alone.
+        let err = client.policy(PolicyKind::Resource).await.unwrap_err();
+        assert!(
+            matches!(err, tsuba_kbs::AdminClientError::Malformed(_))
+                && err
+                    .to_string()
+                    .contains("Trustee's answers with the ids of its policies"),
+            "{err}"
+        );
     })
     .await;
     task.abort();
@@ -447,6 +460,7 @@ async fn tsuba_admin_client_speaks_trustees_shapes() {
             "POST /kbs/v0/reference-value",
             "GET /kbs/v0/reference-value/measurement",
             "GET /kbs/v0/admin/resources",
+            "GET /kbs/v0/resource-policy",
         ]
     );
     // The attestation policy goes to Trustee's CPU policy, the one its broker evaluates.
