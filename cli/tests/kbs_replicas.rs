@@ -829,8 +829,50 @@ async fn token_key_and_at_rest_key_rotate_without_losing_anything() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.detail());
 
-    // The at-rest key: the new one from the environment, the old one as previous.
+    // The at-rest key, rolled out as docs/kbs-operations.md says: a replica that has the new key
+    // only as previous (step 1) checks the challenge cookies of one that already tags with it
+    // (step 2), and the other way round; a replica that has never heard of the new key refuses
+    // them, which is why step 1 comes first.
     let new_key = "c3".repeat(32);
+    let new_file = f.dir.path().join("new.key");
+    std::fs::write(&new_file, &new_key).unwrap();
+    let new_keys = f.keys.with_at_rest(&new_file);
+    let new_file_arg = new_file.display().to_string();
+    let step1 = Replica::spawn(
+        Backend::Database(&f.pg),
+        &f.keys,
+        &f.dir.path().join("step1.log"),
+        &["--at-rest-previous-key-file", &new_file_arg],
+    );
+    let step2 = Replica::spawn(
+        Backend::Database(&f.pg),
+        &new_keys,
+        &f.dir.path().join("step2.log"),
+        &["--at-rest-previous-key-file", &old_key],
+    );
+    step1.wait_ready();
+    step2.wait_ready();
+    for (first, second) in [(&step2.url, &step1.url), (&step1.url, &step2.url)] {
+        let (cookie, nonce) = guest.auth(first).await;
+        let reply = guest
+            .attest(second, &cookie, &guest.attestation(&nonce))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.detail());
+        let (reply, plain) = guest
+            .resource(first, Auth::Cookie(&cookie), "default/key/1")
+            .await;
+        assert_eq!((reply.status, plain.as_deref()), (200, Some(SECRET)));
+    }
+    let (cookie, nonce) = guest.auth(&step2.url).await;
+    let reply = guest.attest(a, &cookie, &guest.attestation(&nonce)).await;
+    assert_eq!(
+        (reply.status, reply.detail()),
+        (401, "session is not usable: no such session".to_owned())
+    );
+    drop((step1, step2));
+
+    // Then the values: re-sealed under the new key, given from the environment, with the old
+    // one as previous.
     let reseal = |expect: &str| {
         let out = tsuba_kbs(
             &[
@@ -853,9 +895,6 @@ async fn token_key_and_at_rest_key_rotate_without_losing_anything() {
     reseal("2 values re-sealed under the current at-rest key\n");
     reseal("0 values re-sealed under the current at-rest key\n");
     drop(f.replicas);
-    let new_file = f.dir.path().join("new.key");
-    std::fs::write(&new_file, &new_key).unwrap();
-    let new_keys = f.keys.with_at_rest(&new_file);
     let replica = Replica::start(
         Backend::Database(&f.pg),
         &new_keys,
@@ -1366,7 +1405,8 @@ async fn auth_from(url: &str, from: [u8; 4]) -> Reply {
 /// With a database, `auth` stores nothing: a flood of challenges from one address leaves the
 /// sessions table empty; each challenge cookie is checked by every replica, a forged one by
 /// none; evidence that fails verification leaves the challenge usable; and the first verified
-/// attestation writes the one row that spends it. An expired challenge is refused.
+/// attestation writes the one row that spends it. An expired challenge or session is refused,
+/// by the replicas' clocks and by the database's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn challenges_cost_the_database_nothing_until_evidence_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -1378,7 +1418,7 @@ async fn challenges_cost_the_database_nothing_until_evidence_verifies() {
                 Backend::Database(&pg),
                 &keys,
                 &dir.path().join(format!("challenges-{n}.log")),
-                &["--session-ttl", "3"],
+                &["--session-ttl", "5"],
             );
             replica.wait_ready();
             replica
@@ -1459,19 +1499,28 @@ async fn challenges_cost_the_database_nothing_until_evidence_verifies() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.detail());
     assert_eq!(plain.unwrap(), SECRET);
-    // A challenge past its 3 s is refused, and the session it attested serves no longer.
-    let (late, late_nonce) = guest.auth(&urls[1]).await;
-    tokio::time::sleep(Duration::from_millis(3_200)).await;
-    let reply = guest
-        .attest(&urls[2], &late, &guest.attestation(&late_nonce))
-        .await;
-    assert_eq!(
-        (reply.status, reply.detail()),
-        (401, "session is not usable: session expired".to_owned())
-    );
-    let (reply, _) = guest
+    // The database's clock decides too: with the row expired by it, the cookie (live for a few
+    // seconds more by the replicas' clocks) reads nothing.
+    pg.psql("UPDATE tsuba_kbs_sessions SET expires = now() - interval '1 second'");
+    let (reply, plain) = guest
         .resource(&urls[0], Auth::Cookie(&cookie), "default/key/1")
         .await;
-    assert_eq!(reply.status, 401, "{}", reply.detail());
-    assert_eq!(rows(), "1");
+    assert_eq!(
+        (reply.status, reply.kind().as_str(), plain),
+        (401, "TokenNotFound", None),
+        "{}",
+        reply.detail()
+    );
+    // A challenge past its 5 s is refused by every replica.
+    let (late, late_nonce) = guest.auth(&urls[1]).await;
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    for url in &urls {
+        let reply = guest
+            .attest(url, &late, &guest.attestation(&late_nonce))
+            .await;
+        assert_eq!(
+            (reply.status, reply.detail()),
+            (401, "session is not usable: session expired".to_owned())
+        );
+    }
 }

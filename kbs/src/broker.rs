@@ -468,11 +468,9 @@ impl Broker {
                         Spent::Moved(current) => loaded = self.current(Some(current))?,
                     }
                 }
-                Err(KbsError::Store(StoreError::Unavailable {
-                    reason: "the policies changed during every appraisal of this attestation; \
-                             attest again"
-                        .into(),
-                }))
+                Err(KbsError::PoliciesChanging {
+                    appraisals: MAX_APPRAISALS,
+                })
             }
             #[cfg(feature = "postgres")]
             _ => Err(KbsError::Session(SessionError::NotFound)),

@@ -115,6 +115,15 @@ pub enum KbsError {
     /// The broker's storage failed.
     #[error("storage failed")]
     Store(#[source] StoreError),
+    /// The shared policies changed under every appraisal of one attestation: nothing was
+    /// recorded, the guest should attest again.
+    #[error(
+        "the policies changed during every appraisal of this attestation ({appraisals} times); attest again"
+    )]
+    PoliciesChanging {
+        /// How many times it was appraised.
+        appraisals: u32,
+    },
     /// The broker cannot serve now (`GET /ready`): its store is unreachable or not migrated.
     #[error("not ready")]
     NotReady(#[source] StoreError),
@@ -181,6 +190,7 @@ impl KbsError {
             E::InvalidPolicy(_) => (StatusCode::BAD_REQUEST, "InvalidPolicy"),
             E::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             E::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "NotReady"),
+            E::PoliciesChanging { .. } => (StatusCode::SERVICE_UNAVAILABLE, "PoliciesChanging"),
             E::Store(StoreError::Unavailable { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable")
             }

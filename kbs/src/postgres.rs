@@ -718,9 +718,14 @@ async fn sweep(inner: std::sync::Weak<Inner>) {
             let db = inner.client().await?;
             let now = i64::try_from(crate::broker::unix(std::time::SystemTime::now()))
                 .unwrap_or(i64::MAX);
-            db.execute("DELETE FROM tsuba_kbs_sessions WHERE expires < now()", &[])
-                .await
-                .map_err(db_error)?;
+            // A minute's grace: a database clock stepped back a little does not make a spent
+            // challenge (whose cookie is still within its expiry) spendable again.
+            db.execute(
+                "DELETE FROM tsuba_kbs_sessions WHERE expires < now() - interval '1 minute'",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
             db.execute(
                 "DELETE FROM tsuba_kbs_admin_tokens WHERE expires < $1",
                 &[&now],

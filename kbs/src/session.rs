@@ -4,7 +4,8 @@
 //! `attest` whose evidence verifies spends the nonce (whether the policy then allows it or not),
 //! under the table's lock, so a nonce serves one attestation even when several race; a request
 //! refused before that (malformed, evidence bound to another nonce, a bad signature) leaves it
-//! usable, so nobody who sees a guest's cookie can burn its challenge with garbage.
+//! usable, so nobody who sees a guest's cookie can burn its challenge with evidence that does not
+//! verify.
 //!
 //! The number of live sessions is bounded, and so is the number of sessions one client (IP
 //! address) has waiting for attestation: unauthenticated `auth` calls from one place cannot fill

@@ -195,8 +195,9 @@ struct ServeArgs {
     /// TDX TCB status to accept besides UpToDate (repeatable), e.g. SWHardeningNeeded.
     #[arg(long)]
     tdx_accept_status: Vec<String>,
-    /// Session lifetime in seconds (auth to attest, and resource requests by cookie).
-    #[arg(long, default_value_t = 300)]
+    /// Session lifetime in seconds (auth to attest, and resource requests by cookie), at most a
+    /// day.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     session_ttl: u64,
     /// Most sessions one client address (IPv6: its /64) may have waiting for attestation; more
     /// auth calls from it are refused with 429 until it attests or its sessions expire. Without
