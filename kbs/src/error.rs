@@ -279,6 +279,20 @@ mod tests {
     }
 
     #[test]
+    fn policies_changing_under_an_attestation_is_a_503_of_its_own() {
+        let churn = KbsError::PoliciesChanging { appraisals: 4 };
+        assert_eq!(
+            churn.status_and_type(),
+            (StatusCode::SERVICE_UNAVAILABLE, "PoliciesChanging")
+        );
+        assert_eq!(
+            churn.detail(),
+            "the policies changed during every appraisal of this attestation (4 times); attest \
+             again"
+        );
+    }
+
+    #[test]
     fn an_unreachable_store_is_503_with_its_reason() {
         let down = KbsError::Store(StoreError::Unavailable {
             reason: "error connecting to server: Connection refused (os error 111)".into(),
