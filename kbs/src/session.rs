@@ -169,6 +169,16 @@ impl Table {
         }
     }
 
+    /// The live session `id`; an expired one is removed.
+    fn live(&mut self, id: &SessionId, now: Instant) -> Result<&mut Session, SessionError> {
+        let expired = self.map.get(id).ok_or(SessionError::NotFound)?.expires <= now;
+        if expired {
+            self.remove(id);
+            return Err(SessionError::Expired);
+        }
+        self.map.get_mut(id).ok_or(SessionError::NotFound)
+    }
+
     /// Removes expired sessions, unless that was done less than [`SWEEP_INTERVAL`] ago.
     fn purge_expired(&mut self, now: Instant) {
         if self
@@ -287,11 +297,7 @@ impl Sessions {
         now: Instant,
     ) -> Result<(Tee, String), SessionError> {
         let mut table = self.lock();
-        let session = table.map.get(id).ok_or(SessionError::NotFound)?;
-        if session.expires <= now {
-            table.remove(id);
-            return Err(SessionError::Expired);
-        }
+        let session = table.live(id, now)?;
         match &session.state {
             State::Challenged { tee, nonce } => Ok((*tee, nonce.clone())),
             _ => Err(SessionError::NonceUsed),
@@ -308,11 +314,7 @@ impl Sessions {
         now: Instant,
     ) -> Result<(), SessionError> {
         let mut table = self.lock();
-        let session = table.map.get_mut(id).ok_or(SessionError::NotFound)?;
-        if session.expires <= now {
-            table.remove(id);
-            return Err(SessionError::Expired);
-        }
+        let session = table.live(id, now)?;
         if !matches!(session.state, State::Challenged { .. }) {
             return Err(SessionError::NonceUsed);
         }
@@ -334,11 +336,7 @@ impl Sessions {
         now: Instant,
     ) -> Result<TokenClaims, SessionError> {
         let mut table = self.lock();
-        let session = table.map.get(id).ok_or(SessionError::NotFound)?;
-        if session.expires <= now {
-            table.remove(id);
-            return Err(SessionError::Expired);
-        }
+        let session = table.live(id, now)?;
         match &session.state {
             State::Attested { claims } => Ok(claims.as_ref().clone()),
             _ => Err(SessionError::NotAttested),
