@@ -523,11 +523,20 @@ mod tests {
         .unwrap()
     }
 
+    /// Trustee's test quote (`tdx_quote_4.dat`).
+    fn trustees_quote() -> TdxQuote {
+        TdxQuote::parse(&std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap()).unwrap()
+    }
+
+    /// The claims tsuba makes of Trustee's test quote, without an event log.
+    fn trustees_quote_claims() -> Claims {
+        let quote = trustees_quote();
+        tdx_claims(&quote, &TdxClaims::from(&quote), false, None)
+    }
+
     #[test]
     fn trustee_quote_claims_match_trustees_parse() {
-        let raw = std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap();
-        let quote = TdxQuote::parse(&raw).unwrap();
-        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), false, None);
+        let claims = trustees_quote_claims();
         let expected = trustee_expected();
         let body = &expected["quote"]["body"];
         assert_eq!(claims.measurement, body["mr_td"].as_str().unwrap());
@@ -549,9 +558,7 @@ mod tests {
     /// Trustee's own names for the same quote, field for field as its verifier printed them.
     #[test]
     fn trustees_tdx_claim_names_are_trustees_parse_of_the_same_quote() {
-        let raw = std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap();
-        let quote = TdxQuote::parse(&raw).unwrap();
-        let claims = tdx_claims(&quote, &TdxClaims::from(&quote), false, None);
+        let claims = trustees_quote_claims();
         let expected = trustee_expected();
         assert_eq!(claims.trustee["quote"], expected["quote"]);
         assert_eq!(claims.trustee["td_attributes"], expected["td_attributes"]);
@@ -605,8 +612,7 @@ mod tests {
         // The log Trustee pairs with tdx_quote_4.dat comes from another td-shim boot: RTMR0 and
         // RTMR1 differ, RTMR2 and RTMR3 (zero in both) agree. See the PROVENANCE.md of
         // testdata/real-evidence.
-        let quote = TdxQuote::parse(&std::fs::read(dir().join("trustee-tdx_quote_4.dat")).unwrap())
-            .unwrap();
+        let quote = trustees_quote();
         let log =
             EventLog::parse(&std::fs::read(dir().join("trustee-CCEL_data")).unwrap()).unwrap();
         let replayed = log.replay();
