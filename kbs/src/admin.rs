@@ -131,7 +131,7 @@ enum AdminKey {
     /// `ES256`.
     P256(p256::ecdsa::VerifyingKey),
     /// `RS256`.
-    Rsa(Box<rsa::RsaPublicKey>),
+    Rsa(Box<rsa::pkcs1v15::VerifyingKey<sha2::Sha256>>),
 }
 
 /// RSA admin key sizes taken (bits).
@@ -151,7 +151,7 @@ impl AdminKey {
         let key = rsa::RsaPublicKey::from_public_key_pem(pem).ok()?;
         RSA_ADMIN_KEY_BITS
             .contains(&key.n().bits())
-            .then(|| Self::Rsa(Box::new(key)))
+            .then(|| Self::Rsa(Box::new(rsa::pkcs1v15::VerifyingKey::new(key))))
     }
 
     /// The JWS algorithm this key verifies.
@@ -173,13 +173,8 @@ impl AdminKey {
             // JWS ES256: r || s, 32 bytes each.
             Self::P256(key) => p256::ecdsa::Signature::from_slice(signature)
                 .is_ok_and(|signature| key.verify(input, &signature).is_ok()),
-            Self::Rsa(key) => {
-                rsa::pkcs1v15::Signature::try_from(signature).is_ok_and(|signature| {
-                    rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new((**key).clone())
-                        .verify(input, &signature)
-                        .is_ok()
-                })
-            }
+            Self::Rsa(key) => rsa::pkcs1v15::Signature::try_from(signature)
+                .is_ok_and(|signature| key.verify(input, &signature).is_ok()),
         };
         if ok {
             Ok(())
@@ -201,8 +196,13 @@ pub struct AdminAuth {
 impl AdminAuth {
     /// Uses `key` as the administrator's key; each token is accepted once.
     pub fn new(key: VerifyingKey) -> Self {
+        Self::with_key(AdminKey::Ed25519(key))
+    }
+
+    /// Uses `key`; each token is accepted once.
+    fn with_key(key: AdminKey) -> Self {
         Self {
-            key: Some(AdminKey::Ed25519(key)),
+            key: Some(key),
             token_use: TokenUse::Once,
             seen: std::sync::Arc::default(),
         }
@@ -230,12 +230,9 @@ impl AdminAuth {
     /// Reads the administrator's key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`): Ed25519,
     /// P-256 or RSA.
     pub fn from_public_key_pem(pem: &str) -> Result<Self, AdminAuthError> {
-        let key = AdminKey::from_spki_pem(pem).ok_or(AdminAuthError::Key)?;
-        Ok(Self {
-            key: Some(key),
-            token_use: TokenUse::Once,
-            seen: std::sync::Arc::default(),
-        })
+        AdminKey::from_spki_pem(pem)
+            .map(Self::with_key)
+            .ok_or(AdminAuthError::Key)
     }
 
     /// Checks the value of an `Authorization` header at `now` (Unix seconds), and remembers
